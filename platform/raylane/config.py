@@ -1,0 +1,371 @@
+"""Pydantic models of a pipeline config, one frozen model per section.
+
+A pipeline lives in the ``args`` of a standard Ray Serve config
+(``serve_configs/<name>.yaml``). :func:`PipelineConfig.from_args` validates it;
+any error is a :class:`~raylane.errors.ConfigError` naming the YAML path, the
+bad value and the fix. Connection settings (broker, Redis, MLflow) are *not*
+here: they come from the environment (:mod:`raylane.settings`) so the same file
+runs locally and on a cluster.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from raylane.errors import ConfigError
+
+__all__ = [
+    "Frozen",
+    "InputConfig",
+    "IngressConfig",
+    "OnlineFeatureView",
+    "WindowFeature",
+    "FeaturesConfig",
+    "ActorOptions",
+    "ModelConfig",
+    "ModelsConfig",
+    "Condition",
+    "DecisionRule",
+    "DecisionConfig",
+    "OutputConfig",
+    "OutputsConfig",
+    "BreakerConfig",
+    "PipelineConfig",
+    "load_serve_config",
+]
+
+_TOPIC = r"^[A-Za-z0-9._-]{1,249}$"
+_IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_MODEL_URI = r"^models:/[A-Za-z0-9_.-]+(@[A-Za-z0-9_-]+|/[0-9]+)$"
+_COND = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|==|!=|>|<)\s*(-?[0-9]+(?:\.[0-9]+)?)\s*$")
+
+Topic = Annotated[str, Field(pattern=_TOPIC)]
+Ident = Annotated[str, Field(pattern=_IDENT)]
+
+
+class Frozen(BaseModel):
+    """Base for every config section: immutable, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class InputConfig(Frozen):
+    topic: Topic = Field(description="Kafka topic the ingress consumes.")
+    contract: str = Field(
+        description="Schema name of the input contract; its subject is `<contract>-value`."
+    )
+    key_field: Ident = Field(
+        default="user_id", description="Event field used as the Kafka key of every output."
+    )
+    formats: tuple[Literal["avro", "json"], ...] = Field(
+        default=("avro", "json"),
+        description="Accepted wire formats: Confluent Avro (magic byte 0 + schema id) and/or "
+        "JSON objects validated against the same contract.",
+    )
+    dlq_topic: Topic | None = Field(
+        default=None, description="Dead-letter topic; defaults to `<topic>.dlq`."
+    )
+    max_event_bytes: PositiveInt = Field(
+        default=1 << 20, description="Events larger than this go to the DLQ (default 1 MiB)."
+    )
+
+    @property
+    def dlq(self) -> str:
+        return self.dlq_topic or f"{self.topic}.dlq"
+
+
+class ActorOptions(Frozen):
+    num_cpus: NonNegativeFloat = Field(default=0.5, description="CPUs reserved per replica.")
+    num_gpus: NonNegativeFloat = Field(default=0.0, description="GPUs reserved per replica.")
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources required per replica."
+    )
+
+
+class IngressConfig(Frozen):
+    group_id: str = Field(description="Kafka consumer group shared by all ingress replicas.")
+    num_replicas: PositiveInt = Field(
+        default=1, description="Ingress replicas; each is one consumer-group member."
+    )
+    max_batch_size: PositiveInt = Field(
+        default=500, le=100_000, description="Most events in one micro-batch."
+    )
+    max_wait_ms: PositiveInt = Field(
+        default=10, le=60_000, description="Longest a micro-batch waits to fill after its first event."
+    )
+    fetch_max_wait_ms: PositiveInt = Field(
+        default=5,
+        le=1000,
+        description="Broker-side fetch wait; keep small (5-10 ms) for low latency.",
+    )
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        default="earliest", description="Where a new consumer group starts."
+    )
+    session_timeout_ms: PositiveInt = Field(
+        default=10_000, description="Consumer-group session timeout; a dead replica is evicted after it."
+    )
+    max_shadow_inflight: PositiveInt = Field(
+        default=8, description="Shadow batches in flight per replica before new ones are skipped."
+    )
+    ray_actor_options: ActorOptions = Field(
+        default_factory=ActorOptions, description="Ray resources of one ingress replica."
+    )
+
+
+class OnlineFeatureView(Frozen):
+    view: Ident = Field(description="Feast feature view name.")
+    entity_field: Ident = Field(description="Event field holding the view's join key.")
+    join_key: Ident | None = Field(
+        default=None, description="Feast join key name; defaults to `entity_field`."
+    )
+    features: tuple[Ident, ...] = Field(min_length=1, description="Features to read from the view.")
+
+    @property
+    def key(self) -> str:
+        return self.join_key or self.entity_field
+
+    def columns(self) -> list[str]:
+        """Column names as Feast's `full_feature_names=True` spells them."""
+        return [f"{self.view}__{f}" for f in self.features]
+
+
+class WindowFeature(Frozen):
+    name: Ident = Field(description="Column name of the feature.")
+    kind: Literal["count", "sum", "first_seen"] = Field(
+        description="count / sum over a sliding event-time window, or first_seen "
+        "(1.0 when this event is the first for its key)."
+    )
+    key_fields: tuple[Ident, ...] = Field(
+        min_length=1, description="Event fields that form the aggregation key (e.g. [user_id])."
+    )
+    value_field: Ident | None = Field(default=None, description="Event field summed by `sum`.")
+    window_s: PositiveFloat = Field(
+        default=60.0, description="Window length: the window of an event at t is (t - window_s, t]."
+    )
+    retention_s: PositiveFloat = Field(
+        default=90 * 86400.0, description="How long first_seen keys are kept."
+    )
+
+    @model_validator(mode="after")
+    def _value_field_for_sum(self) -> WindowFeature:
+        if self.kind == "sum" and not self.value_field:
+            raise ValueError(f"window {self.name!r} has kind 'sum' but no value_field; name the "
+                             "event field to sum, e.g. value_field: amount")
+        return self
+
+
+class FeaturesConfig(Frozen):
+    feast_repo: str = Field(default="features", description="Path of the Feast feature repo.")
+    event: tuple[Ident, ...] = Field(
+        default=(), description="Numeric event fields passed to the models as features."
+    )
+    online: tuple[OnlineFeatureView, ...] = Field(default=(), description="Feast online reads.")
+    windows: tuple[WindowFeature, ...] = Field(default=(), description="Streaming window features.")
+
+    def columns(self) -> list[str]:
+        cols = list(self.event)
+        for v in self.online:
+            cols += v.columns()
+        cols += [w.name for w in self.windows]
+        return cols
+
+    @model_validator(mode="after")
+    def _unique_columns(self) -> FeaturesConfig:
+        cols = self.columns()
+        dup = sorted({c for c in cols if cols.count(c) > 1})
+        if dup:
+            raise ValueError(f"feature columns {dup} are defined more than once; rename one")
+        return self
+
+
+class ModelConfig(Frozen):
+    name: Ident = Field(description="Label of this model in outputs and metrics, e.g. champion.")
+    uri: str = Field(
+        pattern=_MODEL_URI,
+        description="MLflow registry URI: models:/<name>@<alias> or models:/<name>/<version>.",
+    )
+    num_replicas: PositiveInt = Field(default=1, description="Replicas of the model deployment.")
+    ray_actor_options: ActorOptions = Field(
+        default_factory=ActorOptions, description="Ray resources of one model replica."
+    )
+    timeout_s: PositiveFloat = Field(
+        default=5.0, description="Longest one batch call may take before it counts as failed."
+    )
+
+    @property
+    def registered_name(self) -> str:
+        return re.split(r"[@/]", self.uri[len("models:/") :])[0]
+
+
+class ModelsConfig(Frozen):
+    primary: ModelConfig = Field(description="The model whose score decides.")
+    shadows: tuple[ModelConfig, ...] = Field(
+        default=(), description="Models scored off the critical path and compared to the primary."
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ModelsConfig:
+        names = [self.primary.name] + [s.name for s in self.shadows]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"model names {dup} are used more than once; each needs its own name")
+        return self
+
+
+class Condition(Frozen):
+    column: str
+    op: Literal[">", ">=", "<", "<=", "==", "!="]
+    value: float
+
+    @classmethod
+    def parse(cls, text: str) -> Condition:
+        m = _COND.match(text)
+        if not m:
+            raise ValueError(
+                f"{text!r} is not a condition; write `<column> <op> <number>` with op one of "
+                "> >= < <= == !=, e.g. `score > 0.85`"
+            )
+        return cls(column=m.group(1), op=m.group(2), value=float(m.group(3)))  # type: ignore[arg-type]
+
+
+class OutputConfig(Frozen):
+    topic: Topic = Field(description="Kafka topic.")
+    contract: str = Field(description="Schema name of the records written there.")
+
+
+class DecisionRule(Frozen):
+    name: Ident = Field(description="Rule name, recorded in outputs.")
+    when: str = Field(
+        description="Conditions joined by `and`, each `<column> <op> <number>`; columns are "
+        "`score` or any feature column."
+    )
+    decision: Ident = Field(description="Decision written on the scored event when the rule fires.")
+    publish: OutputConfig | None = Field(
+        default=None, description="Extra topic the event is published to when the rule fires."
+    )
+
+    @field_validator("when")
+    @classmethod
+    def _parse_when(cls, v: str) -> str:
+        for part in re.split(r"\s+and\s+", v.strip()):
+            Condition.parse(part)
+        return v
+
+    def conditions(self) -> list[Condition]:
+        return [Condition.parse(p) for p in re.split(r"\s+and\s+", self.when.strip())]
+
+
+class DecisionConfig(Frozen):
+    rules: tuple[DecisionRule, ...] = Field(
+        default=(), description="Evaluated in order; the first that fires decides."
+    )
+    default: Ident = Field(default="approved", description="Decision when no rule fires.")
+
+
+class OutputsConfig(Frozen):
+    scored: OutputConfig = Field(description="Every scored event goes here.")
+    shadow: OutputConfig | None = Field(
+        default=None, description="Per-event shadow comparisons go here (needs shadows)."
+    )
+
+
+class BreakerConfig(Frozen):
+    fail_max: PositiveInt = Field(
+        default=3, description="Consecutive failures of a dependency that open its breaker."
+    )
+    reset_timeout_s: PositiveFloat = Field(
+        default=5.0, description="Seconds an open breaker waits before one trial call."
+    )
+
+
+class PipelineConfig(Frozen):
+    name: Ident = Field(description="Pipeline name; prefixes state keys, metrics and deployments.")
+    input: InputConfig
+    ingress: IngressConfig
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    models: ModelsConfig
+    decision: DecisionConfig = Field(default_factory=DecisionConfig)
+    outputs: OutputsConfig
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    schema_registry: str = Field(
+        default="", description="Path of the file schema registry; empty means the built-in one."
+    )
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> PipelineConfig:
+        known = set(self.features.columns()) | {"score"}
+        for i, rule in enumerate(self.decision.rules):
+            for c in rule.conditions():
+                if c.column not in known:
+                    raise ValueError(
+                        f"decision.rules[{i}].when uses column {c.column!r}, which is neither "
+                        f"`score` nor a feature column; known columns: {sorted(known)}"
+                    )
+        if self.models.shadows and self.outputs.shadow is None:
+            raise ValueError(
+                "models.shadows is set but outputs.shadow is not; add outputs.shadow "
+                "{topic: ..., contract: ...} so comparisons have somewhere to go"
+            )
+        return self
+
+    @classmethod
+    def from_args(cls, args: dict[str, Any], *, where: str = "args") -> PipelineConfig:
+        """Validate a Serve application's ``args``; errors name the YAML path under `where`."""
+        try:
+            return cls.model_validate(args)
+        except ValidationError as e:
+            raise ConfigError(_format_errors(e, where), stage="config") from e
+
+
+def _format_errors(e: ValidationError, where: str) -> str:
+    lines = []
+    for err in e.errors():
+        path = where
+        for part in err["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else f".{part}"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key; remove it or check its spelling"
+        elif err["type"] == "missing":
+            msg = "required key is missing; add it"
+        value = err.get("input")
+        shown = "" if err["type"] == "missing" or isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"{path}: {msg}{shown}")
+    return "invalid pipeline config:\n  " + "\n  ".join(lines)
+
+
+def load_serve_config(path: str | Path, app_index: int = 0) -> tuple[dict[str, Any], PipelineConfig]:
+    """Read a Ray Serve config file and validate the pipeline in one application's args."""
+    p = Path(path)
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except FileNotFoundError as e:
+        raise ConfigError(f"{p}: no such file; pass a path like serve_configs/fraud.yaml") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from e
+    apps = (doc or {}).get("applications") if isinstance(doc, dict) else None
+    if not isinstance(apps, list) or len(apps) <= app_index:
+        raise ConfigError(f"{p}: applications[{app_index}] is missing; a Serve config lists "
+                          "applications, each with import_path and args")
+    args = apps[app_index].get("args")
+    if not isinstance(args, dict):
+        raise ConfigError(f"{p}: applications[{app_index}].args is missing; it holds the pipeline")
+    try:
+        return doc, PipelineConfig.from_args(args, where=f"applications[{app_index}].args")
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e.message}") from e

@@ -1,0 +1,74 @@
+"""One error root for raylane, with behavioural attributes.
+
+Retry, DLQ and breaker policy read `retriable` and `stage` instead of chains of
+`isinstance`. Third-party errors are wrapped once, at the boundary, with
+`raise RaylaneError(...) from e`. Messages name the thing and the fix.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "RaylaneError",
+    "ConfigError",
+    "ContractError",
+    "DependencyError",
+    "StackError",
+    "ModelError",
+]
+
+
+class RaylaneError(Exception):
+    """Root of every error raylane raises on purpose.
+
+    Attributes:
+        retriable: retrying the same input later may succeed (a dead dependency);
+            False means the input itself is bad (it belongs in a DLQ).
+        stage: the data-path stage that raised (``decode``, ``validate``,
+            ``features``, ``score``, ``publish``, ``config``, ``stack``...).
+    """
+
+    retriable: ClassVar[bool] = False
+    default_stage: ClassVar[str] = "unknown"
+
+    def __init__(self, message: str, *, stage: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.stage = stage or self.default_stage
+
+    @property
+    def error_class(self) -> str:
+        """Stable name used in DLQ headers and metrics labels."""
+        return type(self).__name__
+
+
+class ConfigError(RaylaneError):
+    """A pipeline config is invalid; the message names the YAML path and the fix."""
+
+    default_stage = "config"
+
+
+class ContractError(RaylaneError):
+    """An event does not satisfy its contract (bad bytes, unknown schema, bad field)."""
+
+    default_stage = "decode"
+
+
+class DependencyError(RaylaneError):
+    """A dependency (Redis, a model, the broker) failed; the same input may succeed later."""
+
+    retriable = True
+    default_stage = "dependency"
+
+
+class ModelError(RaylaneError):
+    """A model could not be loaded or scored."""
+
+    default_stage = "score"
+
+
+class StackError(RaylaneError):
+    """The embedded dev stack could not start or is unhealthy; the message says what to do."""
+
+    default_stage = "stack"
