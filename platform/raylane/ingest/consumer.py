@@ -1,0 +1,351 @@
+"""The Kafka ingress loop: consume micro-batches, process, publish, then commit.
+
+Delivery is at-least-once end to end:
+
+* a batch's input offsets are committed only after every output and DLQ record
+  of that batch is acknowledged by the broker;
+* when a dependency fails (Redis, a model) the batch is neither published nor
+  committed: the consumer pauses its partitions, waits for the breaker, and
+  retries the same batch, instead of scoring on missing data or dropping it;
+* on a rebalance the in-flight batch finishes (and commits) before partitions
+  are given up.
+
+Plain asyncio + aiokafka; the Ray Serve deployment in :mod:`raylane.serving`
+only hosts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+
+from raylane.config import PipelineConfig
+from raylane.decision import DecisionEngine
+from raylane.errors import DependencyError, RaylaneError
+from raylane.ingest.processor import BatchProcessor, BatchResult, ModelClient, OutputCodec, ShadowJob
+from raylane.ingest.records import InRecord, OutRecord
+from raylane.monitoring.metrics import METRICS, PipelineMetrics
+from raylane.monitoring.shadow import compare
+
+__all__ = ["IngressLoop", "IngressStats"]
+
+log = logging.getLogger("raylane.ingest")
+
+
+@dataclass
+class IngressStats:
+    events_in: int = 0
+    scored: int = 0
+    dlq: int = 0
+    batches: int = 0
+    retries: int = 0
+    commits: int = 0
+    paused: bool = False
+    decisions: dict[str, int] = field(default_factory=dict)
+    shadow_compared: int = 0
+    shadow_agreed: int = 0
+    shadow_errors: int = 0
+    shadow_skipped: int = 0
+    last_error: str | None = None
+    assignment: list[str] = field(default_factory=list)
+    model_version: str | None = None
+
+
+class _Revoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Lets the in-flight batch finish and commit before partitions move elsewhere."""
+
+    def __init__(self, loop: IngressLoop) -> None:
+        self.loop = loop
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        async with self.loop._inflight:
+            pass
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.loop.stats.assignment = sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)
+
+
+class IngressLoop:
+    """One consumer-group member running a pipeline."""
+
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        *,
+        bootstrap: str,
+        processor: BatchProcessor,
+        shadows: Sequence[ModelClient] = (),
+        shadow_codec: OutputCodec | None = None,
+        metrics: PipelineMetrics = METRICS,
+        client_id: str = "raylane-ingress",
+    ) -> None:
+        self.cfg = cfg
+        self.bootstrap = bootstrap
+        self.processor = processor
+        self.shadows = list(shadows)
+        self.shadow_codec = shadow_codec
+        self.metrics = metrics
+        self.client_id = client_id
+        self.stats = IngressStats()
+        self._inflight = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._shadow_tasks: set[asyncio.Task[None]] = set()
+        self._engine = DecisionEngine(cfg.decision)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._labels = {"pipeline": cfg.name}
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        ing = self.cfg.ingress
+        fetch_bytes = max(1 << 20, 2 * self.cfg.input.max_event_bytes + (64 << 10))
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            client_id=f"{self.client_id}-producer",
+            acks="all",
+            linger_ms=1,
+            max_batch_size=512 << 10,
+            max_request_size=fetch_bytes,
+            enable_idempotence=False,  # the embedded broker grants no producer ids; consumers dedupe by event_id
+        )
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            client_id=self.client_id,
+            group_id=ing.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=ing.auto_offset_reset,
+            fetch_max_wait_ms=ing.fetch_max_wait_ms,
+            max_poll_records=ing.max_batch_size,
+            max_partition_fetch_bytes=fetch_bytes,
+            fetch_max_bytes=max(fetch_bytes, 52428800),
+            session_timeout_ms=ing.session_timeout_ms,
+            heartbeat_interval_ms=max(100, ing.session_timeout_ms // 5),
+        )
+        self._consumer.subscribe([self.cfg.input.topic], listener=_Revoke(self))
+        try:
+            await self._producer.start()
+            await self._consumer.start()
+        except Exception as e:
+            await self._close_clients()
+            raise DependencyError(
+                f"cannot reach Kafka at {self.bootstrap}: {e}; is the broker up (`raylane dev status`)?",
+                stage="ingest",
+            ) from e
+
+    async def run(self) -> None:
+        """Consume until :meth:`stop`. Start first."""
+        assert self._consumer is not None, "call start() first"
+        while not self._stop.is_set():
+            records = await self._next_batch()
+            if records:
+                async with self._inflight:
+                    await self._handle(records)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def close(self) -> None:
+        """Stop consuming, let in-flight work finish, leave the group cleanly."""
+        self.stop()
+        async with self._inflight:
+            pass
+        if self._shadow_tasks:
+            await asyncio.wait(self._shadow_tasks, timeout=5)
+        await self._close_clients()
+
+    async def _close_clients(self) -> None:
+        for c in (self._consumer, self._producer):
+            if c is not None:
+                try:
+                    await c.stop()
+                except Exception:  # closing is best effort; offsets were committed per batch
+                    log.exception("error closing a Kafka client")
+
+    # -- batches --------------------------------------------------------------------------
+
+    async def _next_batch(self) -> list[InRecord]:
+        """Up to max_batch_size records, waiting at most max_wait_ms after the first."""
+        assert self._consumer is not None
+        ing = self.cfg.ingress
+        got = await self._consumer.getmany(timeout_ms=100, max_records=ing.max_batch_size)
+        records = _flatten(got)
+        if not records:
+            return records
+        deadline = time.monotonic() + ing.max_wait_ms / 1000.0
+        while len(records) < ing.max_batch_size:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                break
+            more = await self._consumer.getmany(
+                timeout_ms=remaining_ms, max_records=ing.max_batch_size - len(records)
+            )
+            if not more:
+                break
+            records.extend(_flatten(more))
+        return records
+
+    async def _handle(self, records: list[InRecord]) -> None:
+        assert self._consumer is not None
+        attempt = 0
+        while True:
+            try:
+                result = await self.processor.process(records)
+                await self._publish(result.outputs + result.dlq)
+                break
+            except Exception as e:  # noqa: BLE001 - every failure here means "retry the batch"
+                if self._stop.is_set() and attempt > 0:
+                    raise
+                attempt += 1
+                await self._back_off(e, attempt)
+        if self.stats.paused:
+            self._consumer.resume(*self._consumer.assignment())
+            self.stats.paused = False
+            self.metrics.paused.labels(**self._labels).set(0)
+        await self._commit(records)
+        self._account(result, records)
+        if result.shadow is not None and self.shadows:
+            self._start_shadows(result.shadow)
+
+    async def _back_off(self, e: Exception, attempt: int) -> None:
+        """Pause consumption and wait before retrying the same batch."""
+        assert self._consumer is not None
+        stage = e.stage if isinstance(e, RaylaneError) else "process"
+        retriable = isinstance(e, RaylaneError) and e.retriable
+        msg = f"batch failed at {stage} (attempt {attempt}): {e}"
+        if retriable:
+            log.warning("%s; pausing partitions and retrying", msg)
+        else:
+            log.exception("%s; unexpected, retrying without dropping the batch", msg)
+        self.stats.last_error = msg
+        self.stats.retries += 1
+        self.metrics.retries.labels(stage=stage, **self._labels).inc()
+        if not self.stats.paused:
+            self._consumer.pause(*self._consumer.assignment())
+            self.stats.paused = True
+            self.metrics.paused.labels(**self._labels).set(1)
+        delay = min(self.cfg.breaker.reset_timeout_s, 0.05 * 2 ** min(attempt, 10))
+        await asyncio.sleep(delay)
+
+    async def _publish(self, outs: list[OutRecord]) -> None:
+        """Send everything without awaiting each send, then await all acknowledgements."""
+        assert self._producer is not None
+        if not outs:
+            return
+        futures = [
+            await self._producer.send(o.topic, o.value, key=o.key, headers=o.headers) for o in outs
+        ]
+        try:
+            await asyncio.gather(*futures)
+        except Exception as e:
+            raise DependencyError(f"publishing to Kafka failed: {e}", stage="publish") from e
+
+    async def _commit(self, records: list[InRecord]) -> None:
+        assert self._consumer is not None
+        offsets: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            offsets[tp] = max(offsets.get(tp, -1), r.offset + 1)
+        owned = self._consumer.assignment()
+        offsets = {tp: o for tp, o in offsets.items() if tp in owned}
+        if not offsets:
+            return  # revoked meanwhile: the new owner re-reads them (duplicates, never losses)
+        try:
+            await self._consumer.commit(offsets)
+        except Exception as e:  # a rebalance raced the commit: outputs are out, inputs re-read
+            log.warning("offset commit failed (%s); the batch may be re-delivered", e)
+            return
+        self.stats.commits += 1
+        self.metrics.commits.labels(**self._labels).inc()
+
+    def _account(self, result: BatchResult, records: list[InRecord]) -> None:
+        m, lab, s = self.metrics, self._labels, self.stats
+        s.events_in += result.n_in
+        s.scored += result.n_scored
+        s.dlq += len(result.dlq)
+        s.batches += 1
+        s.model_version = result.model_version or s.model_version
+        m.events_in.labels(**lab).inc(result.n_in)
+        m.batches.labels(**lab).inc()
+        m.batch_size.labels(**lab).observe(result.n_in)
+        for d, n in result.decisions.items():
+            s.decisions[d] = s.decisions.get(d, 0) + n
+            m.scored.labels(decision=d, **lab).inc(n)
+        for cls, n in result.dlq_by_class.items():
+            m.dlq.labels(error_class=cls, **lab).inc(n)
+        for stage, ms in result.stage_ms.items():
+            m.stage_ms.labels(stage=stage, **lab).observe(ms)
+        now_ms = time.time() * 1000
+        hist = m.e2e_ms.labels(**lab)
+        for r in records:
+            if r.timestamp_ms:
+                hist.observe(max(0.0, now_ms - r.timestamp_ms))
+
+    # -- shadows: never on the critical path ----------------------------------------------
+
+    def _start_shadows(self, job: ShadowJob) -> None:
+        for client in self.shadows:
+            lab = {"shadow": client.name, **self._labels}
+            if len(self._shadow_tasks) >= self.cfg.ingress.max_shadow_inflight * len(self.shadows):
+                self.stats.shadow_skipped += 1
+                self.metrics.shadow_skipped.labels(**lab).inc()
+                continue
+            task = asyncio.get_running_loop().create_task(self._shadow(client, job, lab))
+            self._shadow_tasks.add(task)
+            task.add_done_callback(self._shadow_tasks.discard)
+
+    async def _shadow(self, client: ModelClient, job: ShadowJob, lab: dict[str, str]) -> None:
+        reason = "error"
+        try:
+            pred = await client.predict(job.columns)
+            recs, agree, delta = compare(job, pred, self._engine, self.cfg.name)
+            if self.shadow_codec is not None and self.cfg.outputs.shadow is not None:
+                topic = self.cfg.outputs.shadow.topic
+                values = self.shadow_codec.encode_many(
+                    [{f: r.get(f) for f in self.shadow_codec.field_names} for r in recs]
+                )
+                reason = "publish"
+                await self._publish(
+                    [
+                        OutRecord(topic, str(ev.get(self.cfg.input.key_field, "")).encode(), v,
+                                  [("correlation_id", str(ev["correlation_id"]).encode())])
+                        for ev, v in zip(job.events, values, strict=True)
+                    ]
+                )
+            self.stats.shadow_compared += len(recs)
+            self.stats.shadow_agreed += agree
+            self.metrics.shadow_compared.labels(**lab).inc(len(recs))
+            self.metrics.shadow_agree.labels(**lab).inc(agree)
+            h = self.metrics.shadow_abs_delta.labels(**lab)
+            for d in delta.tolist():
+                h.observe(d)
+        except Exception as e:  # noqa: BLE001 - a shadow must never hurt the primary path
+            if isinstance(e, DependencyError) and "timed out" in e.message:
+                reason = "timeout"
+            self.stats.shadow_errors += 1
+            self.metrics.shadow_errors.labels(reason=reason, **lab).inc()
+            log.warning("shadow %s failed for a batch (%s): %s", lab["shadow"], reason, e)
+
+
+def _flatten(got: dict[Any, list[Any]]) -> list[InRecord]:
+    out: list[InRecord] = []
+    for tp, msgs in got.items():
+        for m in msgs:
+            out.append(
+                InRecord(
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    offset=m.offset,
+                    key=m.key,
+                    value=m.value,
+                    headers=list(m.headers or ()),
+                    timestamp_ms=int(m.timestamp or 0),
+                )
+            )
+    return out

@@ -1,0 +1,45 @@
+"""Plain records crossing the ingest boundary: what came from Kafka, what goes back.
+
+Kept free of aiokafka types so the batch logic is testable with in-memory lists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["InRecord", "OutRecord", "Headers", "header"]
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class InRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers = field(default_factory=list)
+    timestamp_ms: int = 0
+
+    @property
+    def where(self) -> str:
+        """`topic[partition]@offset`, the form every log line about a record uses."""
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Headers = field(default_factory=list)
+
+
+def header(headers: Headers, name: str) -> bytes | None:
+    """The last value of header `name`, or None."""
+    found = None
+    for k, v in headers:
+        if k == name:
+            found = v
+    return found

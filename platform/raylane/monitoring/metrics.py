@@ -1,0 +1,119 @@
+"""Prometheus metrics of the data path, and where to scrape them.
+
+Each process that runs an ingress replica serves its metrics over HTTP on an
+ephemeral port and announces it in a Prometheus ``file_sd`` target file under
+``$RAYLANE_HOME/prometheus/targets/`` (docker/prometheus.yml scrapes that
+directory; the demo's live view reads the same targets). Names follow the
+Prometheus conventions: ``raylane_<thing>_<unit>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+
+__all__ = ["PipelineMetrics", "serve_metrics", "withdraw_metrics", "target_files", "METRICS"]
+
+_LATENCY_BUCKETS = (0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 150, 250, 500, 1000, 2500, 5000)
+_BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 200, 300, 500, 1000, 2000, 5000)
+
+
+class PipelineMetrics:
+    """The metric families; label `pipeline` everywhere so one Prometheus holds many."""
+
+    def __init__(self) -> None:
+        self.events_in = Counter("raylane_events_in_total", "Input records consumed.", ["pipeline"])
+        self.scored = Counter(
+            "raylane_events_scored_total", "Events scored, by decision.", ["pipeline", "decision"]
+        )
+        self.dlq = Counter(
+            "raylane_events_dlq_total", "Records sent to the DLQ, by error class.", ["pipeline", "error_class"]
+        )
+        self.batches = Counter("raylane_batches_total", "Batches processed.", ["pipeline"])
+        self.batch_size = Histogram(
+            "raylane_batch_size", "Records per micro-batch.", ["pipeline"], buckets=_BATCH_BUCKETS
+        )
+        self.stage_ms = Histogram(
+            "raylane_stage_latency_ms", "Per-batch stage latency in ms.", ["pipeline", "stage"],
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.e2e_ms = Histogram(
+            "raylane_event_to_scored_latency_ms",
+            "From the input record's Kafka timestamp to its outputs being acknowledged, in ms.",
+            ["pipeline"], buckets=_LATENCY_BUCKETS,
+        )
+        self.retries = Counter(
+            "raylane_batch_retries_total", "Batch retries after a dependency failed.", ["pipeline", "stage"]
+        )
+        self.paused = Gauge("raylane_consumer_paused", "1 while consumption is paused.", ["pipeline"])
+        self.breaker_open = Gauge(
+            "raylane_breaker_open", "1 while a dependency's breaker is open.", ["pipeline", "dependency"]
+        )
+        self.commits = Counter("raylane_offset_commits_total", "Offset commits.", ["pipeline"])
+        self.shadow_compared = Counter(
+            "raylane_shadow_compared_total", "Events compared with a shadow.", ["pipeline", "shadow"]
+        )
+        self.shadow_agree = Counter(
+            "raylane_shadow_agreements_total", "Shadow decisions equal to the primary's.", ["pipeline", "shadow"]
+        )
+        self.shadow_errors = Counter(
+            "raylane_shadow_errors_total", "Shadow batches that failed or timed out.",
+            ["pipeline", "shadow", "reason"],
+        )
+        self.shadow_skipped = Counter(
+            "raylane_shadow_skipped_total", "Shadow batches skipped because too many were in flight.",
+            ["pipeline", "shadow"],
+        )
+        self.shadow_abs_delta = Histogram(
+            "raylane_shadow_abs_delta", "|primary score - shadow score| per event.", ["pipeline", "shadow"],
+            buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
+        )
+
+
+#: Process-wide metric families (prometheus_client registers each name once).
+METRICS = PipelineMetrics()
+_served: dict[str, int] = {}
+
+
+def serve_metrics(home: Path, name: str) -> int:
+    """Serve this process's metrics on an ephemeral port and announce it in file_sd.
+
+    Idempotent per process; returns the port.
+    """
+    if name in _served:
+        return _served[name]
+    server, _thread = start_http_server(0, addr="0.0.0.0", registry=REGISTRY)
+    port = int(server.server_port)
+    # on a cluster set RAYLANE_METRICS_HOST=auto (the node's address) or the address to use
+    host = os.environ.get("RAYLANE_METRICS_HOST", "127.0.0.1")
+    if host == "auto":
+        host = _node_ip()
+    targets = home / "prometheus" / "targets"
+    targets.mkdir(parents=True, exist_ok=True)
+    path = targets / f"{name}-{os.getpid()}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps([{"targets": [f"{host}:{port}"], "labels": {"job": "raylane", "process": name}}]))
+    tmp.replace(path)
+    _served[name] = port
+    return port
+
+
+def withdraw_metrics(home: Path, name: str) -> None:
+    """Remove this process's file_sd target (on clean shutdown)."""
+    (home / "prometheus" / "targets" / f"{name}-{os.getpid()}.json").unlink(missing_ok=True)
+    _served.pop(name, None)
+
+
+def target_files(home: Path) -> list[Path]:
+    return sorted((home / "prometheus" / "targets").glob("*.json"))
+
+
+def _node_ip() -> str:
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
