@@ -1,0 +1,68 @@
+"""The application builder named by every serve config's ``import_path``.
+
+``serve run serve_configs/fraud.yaml`` calls :func:`build_app` with the
+application's ``args``; it validates them (errors name the YAML path) and binds
+one model deployment per model plus the Kafka ingress. Connection settings come
+from the environment and are handed to every replica, so the same config runs
+locally and on a cluster.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ray.serve import Application
+
+from raylane.config import ModelConfig, PipelineConfig
+from raylane.serving._deployments import KafkaIngress, ModelServer
+from raylane.settings import Settings
+
+__all__ = ["build_app", "deployment_names"]
+
+
+def _actor_options(opts: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"num_cpus": opts.num_cpus}
+    if opts.num_gpus:
+        out["num_gpus"] = opts.num_gpus
+    if opts.resources:
+        out["resources"] = dict(opts.resources)
+    return out
+
+
+def deployment_names(cfg: PipelineConfig) -> dict[str, str]:
+    names = {"ingress": f"{cfg.name}-ingress", cfg.models.primary.name: f"{cfg.name}-model-{cfg.models.primary.name}"}
+    for s in cfg.models.shadows:
+        names[s.name] = f"{cfg.name}-model-{s.name}"
+    return names
+
+
+def _model(cfg: PipelineConfig, m: ModelConfig, env: dict[str, str]) -> Application:
+    return ModelServer.options(  # type: ignore[attr-defined]
+        name=deployment_names(cfg)[m.name],
+        num_replicas=m.num_replicas,
+        ray_actor_options=_actor_options(m.ray_actor_options),
+        max_ongoing_requests=16,
+    ).bind(m.model_dump(mode="json"), env)
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """Ray Serve application builder: validate the pipeline, bind its deployments."""
+    cfg = PipelineConfig.from_args(args)
+    # Paths in the config are relative to where `serve run` was started; pin them now.
+    repo = Path(cfg.features.feast_repo)
+    if not repo.is_absolute():
+        args = {**args, "features": {**args.get("features", {}), "feast_repo": str(repo.resolve())}}
+    if cfg.schema_registry and not Path(cfg.schema_registry).is_absolute():
+        args = {**args, "schema_registry": str(Path(cfg.schema_registry).resolve())}
+    cfg = PipelineConfig.from_args(args)
+    env = Settings.load().as_env()
+    primary = _model(cfg, cfg.models.primary, env)
+    shadows = [_model(cfg, s, env) for s in cfg.models.shadows]
+    return KafkaIngress.options(  # type: ignore[attr-defined]
+        name=deployment_names(cfg)["ingress"],
+        num_replicas=cfg.ingress.num_replicas,
+        ray_actor_options=_actor_options(cfg.ingress.ray_actor_options),
+        health_check_period_s=2,
+        graceful_shutdown_timeout_s=20,
+    ).bind(cfg.model_dump(mode="json"), env, primary, shadows)

@@ -1,0 +1,98 @@
+"""Config validation: every error names the YAML path, the bad value and the fix."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from raylane.config import PipelineConfig, load_serve_config
+from raylane.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+FRAUD = ROOT / "serve_configs" / "fraud.yaml"
+
+
+def _args() -> dict:
+    return copy.deepcopy(yaml.safe_load(FRAUD.read_text())["applications"][0]["args"])
+
+
+def _error(args: dict) -> str:
+    with pytest.raises(ConfigError) as ei:
+        PipelineConfig.from_args(args)
+    return str(ei.value)
+
+
+def test_shipped_fraud_config_is_valid() -> None:
+    doc, cfg = load_serve_config(FRAUD)
+    assert doc["applications"][0]["import_path"] == "raylane.serving.app:build_app"
+    assert cfg.input.dlq == "payments.initiated.dlq"
+    assert "user_txn_count_60s" in cfg.features.columns()
+    assert cfg.models.primary.registered_name == "fraud"
+
+
+def test_unknown_key_names_its_path() -> None:
+    a = _args()
+    a["ingress"]["max_batch"] = 10
+    msg = _error(a)
+    assert "args.ingress.max_batch: unknown key" in msg
+
+
+def test_bad_model_uri_names_path_and_value() -> None:
+    a = _args()
+    a["models"]["shadows"][0]["uri"] = "mlflow:/fraud"
+    msg = _error(a)
+    assert "args.models.shadows[0].uri" in msg and "'mlflow:/fraud'" in msg
+
+
+def test_rule_on_unknown_column_lists_known_columns() -> None:
+    a = _args()
+    a["decision"]["rules"][0]["when"] = "scor > 0.85"
+    msg = _error(a)
+    assert "'scor'" in msg and "user_txn_count_60s" in msg
+
+
+def test_rule_syntax_error_says_how_to_write_it() -> None:
+    a = _args()
+    a["decision"]["rules"][0]["when"] = "score >> 0.85"
+    msg = _error(a)
+    assert "args.decision.rules[0].when" in msg and "<column> <op> <number>" in msg
+
+
+def test_missing_required_section() -> None:
+    a = _args()
+    del a["outputs"]
+    assert "args.outputs: required key is missing" in _error(a)
+
+
+def test_sum_window_without_value_field() -> None:
+    a = _args()
+    a["features"]["windows"][1].pop("value_field")
+    msg = _error(a)
+    assert "args.features.windows[1]" in msg and "value_field" in msg
+
+
+def test_shadows_need_a_shadow_output() -> None:
+    a = _args()
+    del a["outputs"]["shadow"]
+    assert "outputs.shadow" in _error(a)
+
+
+def test_negative_batch_size_rejected() -> None:
+    a = _args()
+    a["ingress"]["max_batch_size"] = 0
+    assert "args.ingress.max_batch_size" in _error(a)
+
+
+def test_file_errors_name_the_file(tmp_path: Path) -> None:
+    doc = yaml.safe_load(FRAUD.read_text())
+    doc["applications"][0]["args"]["ingress"]["num_replicas"] = -1
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError) as ei:
+        load_serve_config(p)
+    assert str(p) in str(ei.value) and "applications[0].args.ingress.num_replicas" in str(ei.value)
+    with pytest.raises(ConfigError, match="no such file"):
+        load_serve_config(tmp_path / "missing.yaml")
