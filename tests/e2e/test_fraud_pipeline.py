@@ -1,0 +1,203 @@
+"""The fraud flow end to end on the embedded stack with the Ray Serve app.
+
+1,000 payments (including injected fraud bursts) plus 20 malformed records go in;
+exactly the 980 valid event ids come out scored, the 20 sit on the DLQ with their
+original bytes, correlation ids survive, bursts are flagged, and the group's
+committed offsets reach the end of every partition. Then a replica is SIGKILLed
+mid-stream and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import struct
+import time
+import uuid
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from raylane.contracts import Codec
+from raylane.ingest.dlq import H_CLASS, H_CORRELATION, H_OFFSET, H_PARTITION, H_STAGE, H_TOPIC
+from raylane.ingest.producer import EventProducer
+from raylane.settings import Settings
+from raylane.testing import World
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+WORLD = World(seed=7)
+
+
+def _malformed(codec: Codec, base: dict[str, Any], i: int) -> tuple[bytes, str]:
+    """One malformed record of four kinds; returns (bytes, expected error class)."""
+    ev = dict(base, event_id=f"bad-{i}-{uuid.uuid4().hex[:6]}")
+    kind = i % 4
+    if kind == 0:  # truncated Avro body
+        raw = codec.encode(ev)
+        return raw[: len(raw) // 2], "TruncatedEvent"
+    if kind == 1:  # unknown schema id
+        raw = codec.encode(ev)
+        return b"\x00" + struct.pack(">I", 999_999) + raw[5:], "UnknownSchemaId"
+    if kind == 2:  # JSON missing a required field
+        doc = {k: v for k, v in ev.items() if k != "amount"}
+        return json.dumps(doc).encode(), "MissingField"
+    doc = dict(ev, amount="12.50")  # JSON with a wrong type
+    return json.dumps(doc).encode(), "WrongType"
+
+
+async def _collect(bootstrap: str, topics: list[str], until: Any, timeout_s: float) -> dict[str, list[Any]]:
+    """Read `topics` from the beginning until `until(got)` holds or the timeout passes."""
+    got: dict[str, list[Any]] = {t: [] for t in topics}
+    c = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None,
+                         auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=20)
+    await c.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not until(got):
+            batch = await c.getmany(timeout_ms=250, max_records=5000)
+            for tp, msgs in batch.items():
+                got[tp.topic].extend(msgs)
+    finally:
+        await c.stop()
+    return got
+
+
+async def _committed_at_end(bootstrap: str, topic: str, group: str) -> tuple[dict[int, int], dict[int, int]]:
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await c.start()
+    try:
+        parts = sorted(c.partitions_for_topic(topic) or [])
+        tps = [TopicPartition(topic, p) for p in parts]
+        ends = await c.end_offsets(tps)
+        committed = {tp.partition: (await c.committed(tp)) or 0 for tp in tps}
+        return committed, {tp.partition: ends[tp] for tp in tps}
+    finally:
+        await c.stop()
+
+
+async def test_thousand_payments_end_to_end(fraud_app) -> None:
+    running, args = fraud_app
+    bootstrap = Settings.load().kafka_bootstrap
+    codec = Codec.for_contract("payments.initiated")
+    stream = WORLD.stream(rate=200.0, fraud_rate=0.0, seed=11)
+    n_bursts = 5
+    burst_users = [stream.inject_burst(n=8) for _ in range(n_bursts)]
+    for _ in range(6):  # spread bursts through the stream
+        stream.take(1)
+    labeled = stream.take(980)
+    good = [le.event for le in labeled]
+    burst_ids = {le.event["event_id"] for le in labeled if le.kind == "burst"}
+    assert len(burst_ids) >= 20, "the simulator should have emitted the injected bursts"
+
+    bad = [_malformed(codec, good[i], i) for i in range(20)]
+    corr_bad = [f"corr-bad-{i}" for i in range(20)]
+    topic = args["input"]["topic"]
+    async with EventProducer(bootstrap, topic, codec) as prod:
+        futs = []
+        for i, ev in enumerate(good):
+            futs += await prod.send_many([ev], wait=False)
+            if i % 49 == 25:
+                j = i // 49
+                futs.append(await prod.send_raw(bad[j][0], key=b"k", headers=[("correlation_id", corr_bad[j].encode())]))
+        await asyncio.gather(*futs)
+
+    scored_t, dlq_t = args["outputs"]["scored"]["topic"], topic + ".dlq"
+    flagged_t = args["decision"]["rules"][0]["publish"]["topic"]
+    shadow_t = args["outputs"]["shadow"]["topic"]
+    scored_codec = Codec.for_contract("payments.scored")
+    want = want_ok = {e["event_id"] for e in good}
+
+    def done(got: dict[str, list[Any]]) -> bool:
+        return len(got[dlq_t]) >= 20 and len(
+            {scored_codec.decode(m.value)["event_id"] for m in got[scored_t]}) >= 980
+
+    got = await _collect(bootstrap, [scored_t, dlq_t, flagged_t, shadow_t], done, timeout_s=240)
+    scored = [scored_codec.decode(m.value) for m in got[scored_t]]
+    ids = {r["event_id"] for r in scored}
+    print(f"\nscored records={len(scored)} distinct={len(ids)} dlq={len(got[dlq_t])} "
+          f"flagged={len(got[flagged_t])} shadow={len(got[shadow_t])}")
+    assert len(good) + len(bad) == 1000 and len(good) == 980
+    assert ids == want_ok, f"missing {len(want_ok - ids)}, unexpected {len(ids - want_ok)}"
+
+    # correlation ids preserved on every output
+    by_id = {e["event_id"]: e for e in good}
+    assert all(r["correlation_id"] == by_id[r["event_id"]]["correlation_id"] for r in scored)
+    assert all(r["model_name"] == "fraud" and r["model_version"] for r in scored)
+
+    # the DLQ holds the 20 originals with headers naming the error
+    dlq = got[dlq_t]
+    assert len(dlq) == 20
+    assert sorted(m.value for m in dlq) == sorted(b for b, _ in bad)
+    expected_class = {b: cls for b, cls in bad}
+    for m in dlq:
+        h = {k: v.decode() for k, v in m.headers}
+        assert h[H_CLASS] == expected_class[m.value], h
+        assert h[H_TOPIC] == topic and h[H_STAGE] in {"decode", "validate"}
+        assert int(h[H_PARTITION]) >= 0 and int(h[H_OFFSET]) >= 0
+        assert h[H_CORRELATION] in corr_bad
+
+    # the injected bursts are flagged
+    flagged_codec = Codec.for_contract("payments.flagged")
+    flagged = {flagged_codec.decode(m.value)["event_id"] for m in got[flagged_t]}
+    caught = len(flagged & burst_ids) / len(burst_ids)
+    legit_flagged = len(flagged - burst_ids) / max(1, len(want - burst_ids))
+    print(f"burst events flagged {caught:.0%}, other events flagged {legit_flagged:.1%}, "
+          f"burst users {burst_users}")
+    per_burst = {}
+    for e in good:
+        if e["event_id"] in burst_ids:
+            per_burst.setdefault(e["user_id"], []).append(e["event_id"] in flagged)
+    assert all(any(v) for v in per_burst.values()), per_burst
+    assert caught >= 0.5
+    assert legit_flagged < 0.05
+
+    # shadow comparisons name both versions
+    shadow_codec = Codec.for_contract("fraud.shadow")
+    comps = [shadow_codec.decode(m.value) for m in got[shadow_t]]
+    assert comps and all(c["primary_version"] != c["shadow_version"] for c in comps)
+
+    # the group's committed offsets reach the end of every partition
+    deadline = time.monotonic() + 30
+    while True:
+        committed, ends = await _committed_at_end(bootstrap, topic, args["ingress"]["group_id"])
+        if committed == ends or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert committed == ends
+
+
+async def test_sigkill_an_ingress_replica_loses_nothing(fraud_app) -> None:
+    running, args = fraud_app
+    bootstrap = Settings.load().kafka_bootstrap
+    codec = Codec.for_contract("payments.initiated")
+    scored_codec = Codec.for_contract("payments.scored")
+    topic = args["input"]["topic"]
+    scored_t = args["outputs"]["scored"]["topic"]
+    events = [le.event for le in WORLD.stream(rate=300.0, fraud_rate=0.02, seed=23).take(3000)]
+    want = {e["event_id"] for e in events}
+
+    killed = {}
+    async with EventProducer(bootstrap, topic, codec) as prod:
+        for i in range(0, len(events), 100):
+            await prod.send_many(events[i : i + 100])
+            if i == 1000:
+                pid = (await asyncio.to_thread(running.stats))["pid"]
+                os.kill(pid, signal.SIGKILL)
+                killed["pid"] = pid
+            await asyncio.sleep(0.05)
+    assert killed
+
+    def done(got: dict[str, list[Any]]) -> bool:
+        return want <= {scored_codec.decode(m.value)["event_id"] for m in got[scored_t]}
+
+    got = await _collect(bootstrap, [scored_t], done, timeout_s=300)
+    records = [scored_codec.decode(m.value)["event_id"] for m in got[scored_t]]
+    mine = [r for r in records if r in want]
+    print(f"\nkilled ingress pid {killed['pid']}: produced {len(want)}, scored records {len(mine)}, "
+          f"distinct {len(set(mine))}, duplicates {len(mine) - len(set(mine))}")
+    assert want <= set(mine), f"lost {len(want - set(mine))} events"
