@@ -1,1 +1,87 @@
-"""raylane.contracts."""
+"""Event contracts: Avro schemas, the schema registry and the Confluent wire-format codec.
+
+Contracts live as ``schemas/<contract>.avsc``; the committed file registry in
+``registry/`` holds their subjects (``<contract>-value``), versions and global ids.
+A :class:`Codec` encodes and decodes one subject's events; every failure is a typed
+:class:`raylane.errors.ContractError` subclass, so bad input goes to the DLQ.
+
+Example::
+
+    codec = Codec.for_contract("payments.initiated", formats=("avro", "json"))
+    raw = codec.encode(event)          # b"\\x00" + schema id + Avro body
+    oks, errs = codec.decode_batch([raw, b"garbage"])
+"""
+
+from raylane.contracts._builtin import (
+    SCHEMAS_DIR,
+    contract_names,
+    load_contract,
+    register_contracts,
+    subject_for,
+)
+from raylane.contracts._codec import (
+    DEFAULT_MAX_EVENT_BYTES,
+    MAGIC_BYTE,
+    Codec,
+    schema_id_of,
+    wire_header,
+)
+from raylane.contracts._errors import (
+    BadMagicByte,
+    ContractViolation,
+    CorruptEvent,
+    EmptyEvent,
+    EventTooLarge,
+    InvalidJson,
+    InvalidSchema,
+    MissingField,
+    SchemaMismatch,
+    SchemaNotFound,
+    SchemaRegistryError,
+    TrailingBytes,
+    TruncatedEvent,
+    UnknownSchemaId,
+    UnsupportedFormat,
+    WrongType,
+)
+from raylane.contracts._registry import (
+    BUILTIN_REGISTRY_DIR,
+    FileSchemaRegistry,
+    RegisteredSchema,
+    SchemaRegistry,
+)
+from raylane.errors import ContractError
+
+__all__ = [
+    "BUILTIN_REGISTRY_DIR",
+    "DEFAULT_MAX_EVENT_BYTES",
+    "MAGIC_BYTE",
+    "SCHEMAS_DIR",
+    "BadMagicByte",
+    "Codec",
+    "ContractError",
+    "ContractViolation",
+    "CorruptEvent",
+    "EmptyEvent",
+    "EventTooLarge",
+    "FileSchemaRegistry",
+    "InvalidJson",
+    "InvalidSchema",
+    "MissingField",
+    "RegisteredSchema",
+    "SchemaMismatch",
+    "SchemaNotFound",
+    "SchemaRegistry",
+    "SchemaRegistryError",
+    "TrailingBytes",
+    "TruncatedEvent",
+    "UnknownSchemaId",
+    "UnsupportedFormat",
+    "WrongType",
+    "contract_names",
+    "load_contract",
+    "register_contracts",
+    "schema_id_of",
+    "subject_for",
+    "wire_header",
+]
