@@ -1,0 +1,201 @@
+"""`raylane demo`: the fraud flow from nothing to a live view, then a summary.
+
+Starts the embedded stack (unless one runs), bootstraps the pipeline, deploys
+the Serve app on local Ray, streams synthetic payments in real time (with fraud
+bursts and a trickle of malformed records), and shows what a downstream
+consumer sees plus the replicas' Prometheus metrics. Ctrl-C or the end of
+`duration` stops everything it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from raylane.config import PipelineConfig
+from raylane.contracts import Codec
+from raylane.ingest.producer import EventProducer
+from raylane.monitoring.live import OutputWatcher, WatchStats, histogram_quantile, scrape
+from raylane.settings import Settings
+
+__all__ = ["DemoOptions", "run_demo"]
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    config: Path = Path("serve_configs/fraud.yaml")
+    rate: float = 200.0
+    duration: float = 60.0
+    fraud_rate: float = 0.01
+    malformed_rate: float = 0.002
+    users: int = 20_000
+    keep_stack: bool = False
+
+
+def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any]:
+    from raylane import localstack
+    from raylane.bootstrap import bootstrap
+    from raylane.config import load_serve_config
+    from raylane.serving.runtime import run_pipeline
+
+    console = console or Console()
+    _, cfg = load_serve_config(opts.config)
+    running_before = {s.component for s in localstack.status() if s.healthy and s.owned}
+    started = False
+    try:
+        with console.status("starting the embedded stack (Kafka, Redis, MLflow)"):
+            localstack.up()
+            started = not running_before
+        console.print("[green]✓[/] stack up: " + ", ".join(
+            f"{s.component} {s.address}" for s in localstack.status()))
+        bootstrap(opts.config, console=console, users=opts.users)
+        with console.status("deploying the Serve app (ingress, champion, challenger) on local Ray"):
+            ctx = run_pipeline(opts.config)
+            running = ctx.__enter__()
+        try:
+            running.wait_assigned()
+            console.print("[green]✓[/] app running; streaming payments (Ctrl-C stops)")
+            summary = asyncio.run(_drive(cfg, opts, console))
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/]")
+            summary = {}
+        finally:
+            with console.status("stopping the Serve app and Ray"):
+                ctx.__exit__(None, None, None)
+        return summary
+    finally:
+        if started and not opts.keep_stack:
+            with console.status("stopping the embedded stack"):
+                localstack.down()
+            console.print("[green]✓[/] everything stopped")
+
+
+async def _drive(cfg: PipelineConfig, opts: DemoOptions, console: Console) -> dict[str, Any]:
+    from raylane.testing import World
+
+    settings = Settings.load()
+    world = World(seed=7, n_users=opts.users)
+    codec = Codec.for_contract(cfg.input.contract)
+    decoders = {t: Codec.for_contract(c) for t, c in _output_contracts(cfg).items()}
+    watcher = OutputWatcher(cfg, settings.kafka_bootstrap, decoders)
+    await watcher.start()
+    stream = world.stream(rate=opts.rate, fraud_rate=opts.fraud_rate, seed=int(time.time()))
+    rng = random.Random(1)
+    sent = malformed = 0
+    fraud_ids: set[str] = set()
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn())
+    task = progress.add_task("streaming", total=opts.duration)
+    t_start = time.monotonic()
+    history: list[tuple[float, int, int]] = []
+    try:
+        async with EventProducer(settings.kafka_bootstrap, cfg.input.topic, codec) as prod:
+            with Live(console=console, refresh_per_second=4) as live:
+                while (elapsed := time.monotonic() - t_start) < opts.duration:
+                    now_ms = int(time.time() * 1000)
+                    batch = []
+                    while stream.next_time_ms <= now_ms:
+                        le = next(stream)
+                        batch.append(le.event)
+                        if le.is_fraud:
+                            fraud_ids.add(le.event["event_id"])
+                    if batch:
+                        await prod.send_many(batch, wait=False)
+                        sent += len(batch)
+                        n_bad = sum(rng.random() < opts.malformed_rate for _ in batch)
+                        for _ in range(n_bad):
+                            await prod.send_raw(b"\x00\x00\x00" + rng.randbytes(12), key=b"demo")
+                        malformed += n_bad
+                    history.append((time.monotonic(), sent, watcher.stats.scored))
+                    progress.update(task, completed=elapsed)
+                    live.update(Group(_view(watcher.stats, history, sent, malformed, settings), progress))
+                    await asyncio.sleep(0.05)
+                await prod.flush()
+                # let the last events through
+                deadline = time.monotonic() + 10
+                while watcher.stats.scored < sent and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                    live.update(Group(_view(watcher.stats, history, sent, malformed, settings), progress))
+    finally:
+        await watcher.stop()
+    return _summary(watcher.stats, sent, malformed, fraud_ids, time.monotonic() - t_start, console)
+
+
+def _output_contracts(cfg: PipelineConfig) -> dict[str, str]:
+    out = {cfg.outputs.scored.topic: cfg.outputs.scored.contract}
+    if cfg.outputs.shadow:
+        out[cfg.outputs.shadow.topic] = cfg.outputs.shadow.contract
+    for r in cfg.decision.rules:
+        if r.publish:
+            out[r.publish.topic] = r.publish.contract
+    return out
+
+
+def _rate(history: list[tuple[float, int, int]], idx: int, window_s: float = 5.0) -> float:
+    if len(history) < 2:
+        return 0.0
+    t1 = history[-1][0]
+    old = next((h for h in history if h[0] >= t1 - window_s), history[0])
+    dt = t1 - old[0]
+    return (history[-1][idx] - old[idx]) / dt if dt > 0 else 0.0
+
+
+def _view(s: WatchStats, history: list[tuple[float, int, int]], sent: int, malformed: int,
+          settings: Settings) -> Table:
+    m = scrape(settings.home, timeout_s=0.2)
+    t = Table(title="raylane fraud pipeline — live", show_header=True, expand=False)
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    t.add_row("events sent / s (last 5 s)", f"{_rate(history, 1):,.0f}")
+    t.add_row("events scored / s (last 5 s)", f"{_rate(history, 2):,.0f}")
+    t.add_row("sent (valid + malformed)", f"{sent:,} + {malformed:,}")
+    t.add_row("scored (distinct event ids)", f"{len(s.scored_ids):,}")
+    t.add_row("flagged", f"{s.flagged:,}")
+    t.add_row("DLQ", f"{s.dlq:,}")
+    t.add_row("event→scored latency p50 / p99", f"{s.percentile(50):.1f} / {s.percentile(99):.1f} ms")
+    t.add_row("shadow agreement (challenger vs champion)",
+              f"{s.agreement:.2%} of {s.shadow:,}" if s.shadow else "—")
+    if m:
+        for stage in ("window_ms", "online_ms", "score_ms", "batch_ms"):
+            q = histogram_quantile(m, "raylane_stage_latency_ms", 0.5, f"stage={stage}")
+            t.add_row(f"[dim]stage {stage[:-3]} p50 (Prometheus)[/]", f"[dim]{q:.2f} ms[/]")
+        batches = m.get("raylane_batches_total{}", 0.0)
+        events = m.get("raylane_events_in_total{}", 0.0)
+        t.add_row("[dim]mean batch size[/]", f"[dim]{events / batches:.1f}[/]" if batches else "—")
+        retries = sum(v for k, v in m.items() if k.startswith("raylane_batch_retries_total"))
+        t.add_row("[dim]batch retries / paused[/]",
+                  f"[dim]{retries:.0f} / {'yes' if m.get('raylane_consumer_paused{}') else 'no'}[/]")
+    return t
+
+
+def _summary(s: WatchStats, sent: int, malformed: int, fraud_ids: set[str], seconds: float,
+             console: Console) -> dict[str, Any]:
+    caught = len(s.flagged_ids & fraud_ids)
+    out = {
+        "seconds": round(seconds, 1),
+        "sent": sent,
+        "malformed": malformed,
+        "scored_distinct": len(s.scored_ids),
+        "flagged": s.flagged,
+        "dlq": s.dlq,
+        "latency_p50_ms": round(s.percentile(50, recent=False), 1),
+        "latency_p99_ms": round(s.percentile(99, recent=False), 1),
+        "shadow_agreement": round(s.agreement, 4) if s.shadow else None,
+        "fraud_recall": round(caught / len(fraud_ids), 3) if fraud_ids else None,
+        "flag_precision": round(caught / len(s.flagged_ids), 3) if s.flagged_ids else None,
+    }
+    t = Table(title="summary")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    for k, v in out.items():
+        t.add_row(k.replace("_", " "), str(v))
+    console.print(t)
+    return out
