@@ -18,7 +18,8 @@ Semantics (shared by the Redis implementation, the reference below and training)
   first event still yields 1.0.
 
 Training computes features with :func:`reference_window_features`, serving with
-the Redis implementation; a test holds the two equal.
+the Redis implementation (:class:`raylane.features.RedisWindowStore`: ``_redis_window.py``
+running ``window.lua``); ``tests/integration/test_window_redis.py`` holds the two equal.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 
 from raylane.config import WindowFeature
 
-__all__ = ["LATENESS_S", "window_key", "reference_window_features", "ReferenceWindowState"]
+__all__ = ["LATENESS_S", "ReferenceWindowState", "reference_window_features", "window_key"]
 
 #: How late (in event time) an event may arrive and still see exact window values.
 LATENESS_S = 300.0
