@@ -27,6 +27,7 @@ from raylane.ingest.dlq import H_CLASS, H_CORRELATION, H_OFFSET, H_PARTITION, H_
 from raylane.ingest.producer import EventProducer
 from raylane.settings import Settings
 from raylane.testing import World
+from tests.integration.test_ingest import partition_ends
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -68,14 +69,12 @@ async def _collect(bootstrap: str, topics: list[str], until: Any, timeout_s: flo
 
 
 async def _committed_at_end(bootstrap: str, topic: str, group: str) -> tuple[dict[int, int], dict[int, int]]:
+    ends = await partition_ends(bootstrap, topic)
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await c.start()
     try:
-        parts = sorted(c.partitions_for_topic(topic) or [])
-        tps = [TopicPartition(topic, p) for p in parts]
-        ends = await c.end_offsets(tps)
-        committed = {tp.partition: (await c.committed(tp)) or 0 for tp in tps}
-        return committed, {tp.partition: ends[tp] for tp in tps}
+        committed = {p: (await c.committed(TopicPartition(topic, p))) or 0 for p in ends}
+        return committed, ends
     finally:
         await c.stop()
 
