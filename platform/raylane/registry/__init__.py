@@ -1,1 +1,22 @@
-"""raylane.registry."""
+"""The MLflow model registry, plain MLflow (no Ray): resolve, load, register, alias.
+
+``load_model("models:/fraud@champion")`` pins the alias to a version and returns a
+:class:`LoadedModel` that scores columnar batches with one XGBoost call. MLflow errors
+are wrapped once into :class:`~raylane.errors.ModelError` with the fix in the message.
+"""
+
+from raylane.registry._mlflow import parse_uri
+from raylane.registry.loaded import REFERENCE_ARTIFACT, LoadedModel, load_model, load_reference
+from raylane.registry.refs import ModelRef, register, resolve, set_alias
+
+__all__ = [
+    "REFERENCE_ARTIFACT",
+    "LoadedModel",
+    "ModelRef",
+    "load_model",
+    "load_reference",
+    "parse_uri",
+    "register",
+    "resolve",
+    "set_alias",
+]

@@ -1,0 +1,81 @@
+"""Fraud training without MLflow: features match the serve config, held-out AUC >= 0.9."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from raylane.config import load_serve_config
+from raylane.features.window import reference_window_features
+from raylane.testing import World
+
+REPO = Path(__file__).resolve().parents[2]
+END = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def _load_train() -> ModuleType:
+    path = REPO / "models" / "fraud" / "train.py"
+    spec = importlib.util.spec_from_file_location("raylane_models_fraud_train", path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses resolve their module by name
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def T() -> ModuleType:
+    return _load_train()
+
+
+@pytest.fixture(scope="module")
+def result(T: ModuleType):  # type: ignore[no-untyped-def]
+    return T.train(world=World(seed=3, n_users=500, n_merchants=100), hours=1.0, end=END,
+                   log=False, progress=False)
+
+
+def test_heldout_auc_and_speed(result) -> None:  # type: ignore[no-untyped-def]
+    assert result.champion.auc >= 0.9, result.champion.auc
+    assert result.challenger.auc >= 0.9, result.challenger.auc
+    assert result.registered == {}
+    assert result.seconds < 20.0
+    assert 0.01 < result.fraud_rate < 0.05
+
+
+def test_columns_follow_the_serve_config(result) -> None:  # type: ignore[no-untyped-def]
+    cols = load_serve_config(REPO / "serve_configs" / "fraud.yaml")[1].features.columns()
+    assert result.champion.feature_names == cols
+    assert result.champion.booster.feature_names == cols
+    ch = result.challenger.feature_names
+    assert ch == [c for c in cols if not c.startswith("merchant_profile__")] and ch != cols
+    assert result.challenger.booster.num_boosted_rounds() < result.champion.booster.num_boosted_rounds()
+
+
+def test_reference_sample(result) -> None:  # type: ignore[no-untyped-def]
+    ref = result.champion.reference
+    assert list(ref.columns) == result.champion.feature_names + ["score", "is_fraud"]
+    assert 0 < len(ref) <= 5000
+    assert ref.score.between(0, 1).all()
+    np.testing.assert_allclose(result.champion.predict(ref), ref.score, rtol=1e-6)
+
+
+def test_window_features_are_the_reference_semantics(T: ModuleType) -> None:
+    world = World(seed=2, n_users=50, n_merchants=20)
+    events = world.history(END, hours=0.05)
+    feats = T.load_features()
+    data = T.build_dataset(events, world, feats, END)
+    want = reference_window_features([e.event for e in events], feats.windows)
+    keep = np.array([e.kind != "prior" for e in events])
+    for w in feats.windows:
+        np.testing.assert_array_equal(data.frame[w.name].to_numpy(), want[w.name][keep])
+    profiles = world.user_profiles(END).set_index("user_id")
+    users = [e.event["user_id"] for e in events if e.kind != "prior"]
+    np.testing.assert_array_equal(data.frame["user_risk_profile__risk_score"].to_numpy(),
+                                  profiles.risk_score.loc[users].to_numpy())
+    assert not data.frame.isna().any().any()
