@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from raylane.config import OnlineFeatureView, load_serve_config
 from raylane.errors import ConfigError, DependencyError
 from raylane.features import (
@@ -148,3 +149,22 @@ def test_materialize_without_sources_names_the_fix(repo):
     with pytest.raises(ConfigError, match="source data/user_profiles.parquet of feature view "
                                           "user_risk_profile is missing"):
         materialize(repo)
+
+
+def test_events_without_an_entity_read_as_missing(repo, monkeypatch):
+    """A None entity value never reaches Redis (Feast cannot serialize it): its row is NaN."""
+    apply(repo)
+    views = load_serve_config(ROOT / "serve_configs" / "fraud.yaml")[1].features.online
+    reader = OnlineFeatureReader.from_repo(repo, views)
+    sent: list[int] = []
+
+    async def fake_roundtrip(client, payload, n):
+        sent.append(n)
+        return [[ValueProto(double_val=0.25).SerializeToString(), None, None, None, None]] * n
+
+    monkeypatch.setattr("raylane.features.online.roundtrip", fake_roundtrip)
+    cols = asyncio.run(reader.read({"user_id": [None, "u1", None], "merchant_id": [None] * 3}))
+    assert sent == [1]
+    assert np.isnan(cols["user_risk_profile__risk_score"][[0, 2]]).all()
+    assert cols["user_risk_profile__risk_score"][1] == 0.25
+    assert np.isnan(cols["merchant_profile__category_risk"]).all()

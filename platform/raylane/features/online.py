@@ -116,7 +116,10 @@ class OnlineFeatureReader:
 
     @classmethod
     def from_repo(
-        cls, repo: RepoLike, views: Sequence[OnlineFeatureView], redis: aioredis.Redis | None = None,
+        cls,
+        repo: RepoLike,
+        views: Sequence[OnlineFeatureView],
+        redis: aioredis.Redis | None = None,
         **kwargs: Any,
     ) -> OnlineFeatureReader:
         """A reader on the Feast repo at `repo` (a path or FeastRepo), Redis from its settings."""
@@ -128,30 +131,51 @@ class OnlineFeatureReader:
         try:
             fv = store.get_feature_view(v.view)
         except FeatureViewNotFoundException as e:
-            raise ConfigError(f"feature view {v.view} does not exist in project {self.project}; "
-                              "run `raylane bootstrap`", stage="features") from e
+            raise ConfigError(
+                f"feature view {v.view} does not exist in project {self.project}; "
+                "run `raylane bootstrap`",
+                stage="features",
+            ) from e
         entity_types = {c.name: c.dtype.to_value_type() for c in fv.entity_columns}
         if v.key not in entity_types or len(entity_types) != 1:
-            raise ConfigError(f"feature view {v.view} is keyed by {sorted(entity_types)}, not by "
-                              f"the single join key {v.key!r}; set join_key in features.online",
-                              stage="features")
+            raise ConfigError(
+                f"feature view {v.view} is keyed by {sorted(entity_types)}, not by "
+                f"the single join key {v.key!r}; set join_key in features.online",
+                stage="features",
+            )
         types = {f.name: f.dtype.to_value_type() for f in fv.features}
         for f in v.features:
             if f not in types:
-                raise ConfigError(f"feature {f!r} is not in feature view {v.view} of project "
-                                  f"{self.project}; it has {sorted(types)}", stage="features")
+                raise ConfigError(
+                    f"feature {f!r} is not in feature view {v.view} of project "
+                    f"{self.project}; it has {sorted(types)}",
+                    stage="features",
+                )
             if types[f] not in _NUMERIC:
-                raise ConfigError(f"feature {v.view}:{f} has type {types[f].name}; only numeric "
-                                  "features can be model inputs", stage="features")
+                raise ConfigError(
+                    f"feature {v.view}:{f} has type {types[f].name}; only numeric "
+                    "features can be model inputs",
+                    stage="features",
+                )
         g = self._groups.setdefault(
-            (v.entity_field, v.key), _Group(v.entity_field, v.key, entity_types[v.key]))
+            (v.entity_field, v.key), _Group(v.entity_field, v.key, entity_types[v.key])
+        )
         fv_name = compute_versioned_name(fv, versioning)
         first = len(g.fields)
         g.fields += [_mmh3(f"{fv_name}:{f}") for f in v.features]
         g.fields.append(f"_ts:{fv_name}")
         ttl = fv.ttl.total_seconds() if fv.ttl else None
-        g.views.append(_View(v.view, v.columns(), list(v.features), [types[f] for f in v.features],
-                             first, len(g.fields) - 1, ttl or None))
+        g.views.append(
+            _View(
+                v.view,
+                v.columns(),
+                list(v.features),
+                [types[f] for f in v.features],
+                first,
+                len(g.fields) - 1,
+                ttl or None,
+            )
+        )
         self.columns += v.columns()
         self.feature_refs += [f"{v.view}:{f}" for f in v.features]
 
@@ -163,8 +187,10 @@ class OnlineFeatureReader:
     def entity_rows(self, entities: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
         """`entities` as Feast ``entity_rows`` (join key names), e.g. for get_online_features."""
         n = _batch_len(entities, self.entity_fields)
-        return [{g.join_key: entities[g.entity_field][i] for g in self._groups.values()}
-                for i in range(n)]
+        return [
+            {g.join_key: entities[g.entity_field][i] for g in self._groups.values()}
+            for i in range(n)
+        ]
 
     def _commands(self, g: _Group, uniq: list[Any]) -> list[bytes]:
         """The packed ``HMGET <feast key> <fields>`` of each entity (cached across batches)."""
@@ -184,24 +210,31 @@ class OnlineFeatureReader:
     async def _fetch(
         self, entities: Mapping[str, Sequence[Any]]
     ) -> tuple[int, list[tuple[_Group, np.ndarray, list[list[bytes | None]]]]]:
-        """Dedup, one HMGET per unique (hash, entity), all in one write; rows + inverse index."""
+        """Dedup, one HMGET per unique (hash, entity), all in one write; rows + inverse index.
+
+        A None entity value (an event without that entity) reads as a missing row.
+        """
         n = _batch_len(entities, self.entity_fields)
         plans = []
         payload: list[bytes] = []
         for g in self._groups.values():
             pos: dict[Any, int] = {}
-            inverse = np.fromiter((pos.setdefault(x, len(pos)) for x in entities[g.entity_field]),
-                                  dtype=np.intp, count=n)
-            payload += self._commands(g, list(pos))
-            plans.append((g, inverse, len(pos)))
+            inverse = np.fromiter(
+                (pos.setdefault(x, len(pos)) for x in entities[g.entity_field]),
+                dtype=np.intp,
+                count=n,
+            )
+            payload += self._commands(g, [u for u in pos if u is not None])
+            plans.append((g, inverse, list(pos)))
         replies: list[Any] = []
         if payload:
             with redis_errors("online feature read", self.redis_url):
                 replies = await roundtrip(self._redis, payload, len(payload))
-        out, off = [], 0
-        for g, inverse, u in plans:
-            out.append((g, inverse, replies[off:off + u]))
-            off += u
+        out = []
+        it = iter(replies)
+        for g, inverse, uniq in plans:
+            absent: list[bytes | None] = [None] * len(g.fields)
+            out.append((g, inverse, [absent if u is None else next(it) for u in uniq]))
         return n, out
 
     def _expired(self, view: _View, row: list[bytes | None], now: float) -> bool:
@@ -268,8 +301,10 @@ def _as_float(raw: bytes | None, _parse: Any = ValueProto.FromString) -> float:
 def _batch_len(entities: Mapping[str, Sequence[Any]], fields: list[str]) -> int:
     missing = [f for f in fields if f not in entities]
     if missing:
-        raise ConfigError(f"the batch lacks entity fields {missing}; the online features need "
-                          f"{fields}", stage="features")
+        raise ConfigError(
+            f"the batch lacks entity fields {missing}; the online features need {fields}",
+            stage="features",
+        )
     lengths = {f: len(entities[f]) for f in fields}
     if len(set(lengths.values())) > 1:
         raise ConfigError(f"entity columns differ in length: {lengths}", stage="features")
