@@ -98,7 +98,7 @@ def test_challenger_scores_its_own_columns(trained, batch, tracking_uri: str) ->
 
 def test_reference_sample_is_logged(trained, tracking_uri: str) -> None:  # type: ignore[no-untyped-def]
     ref = load_reference("models:/fraud@champion", tracking_uri=tracking_uri)
-    assert list(ref.columns) == trained.champion.feature_names + ["score", "is_fraud"]
+    assert list(ref.columns) == trained.champion.feature_names + ["score", "label"]
     assert 0 < len(ref) <= 5000
     np.testing.assert_allclose(ref.score, trained.champion.reference.score)
 

@@ -59,7 +59,7 @@ def test_columns_follow_the_serve_config(result) -> None:  # type: ignore[no-unt
 
 def test_reference_sample(result) -> None:  # type: ignore[no-untyped-def]
     ref = result.champion.reference
-    assert list(ref.columns) == result.champion.feature_names + ["score", "is_fraud"]
+    assert list(ref.columns) == result.champion.feature_names + ["score", "label"]
     assert 0 < len(ref) <= 5000
     assert ref.score.between(0, 1).all()
     np.testing.assert_allclose(result.champion.predict(ref), ref.score, rtol=1e-6)
