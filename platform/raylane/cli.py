@@ -1,0 +1,167 @@
+"""The ``raylane`` command line: parses arguments, calls the packages, prints with rich.
+
+Commands stay thin: each one delegates to a package function and renders its result.
+Groups of commands are typer sub-apps (``raylane dev ...``); add a group with
+``app.add_typer(<group>_app, name="<group>")`` and a top-level command with ``@app.command()``.
+Errors raylane raises on purpose (`RaylaneError`) are printed without a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar, TypeVar
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+
+from raylane.errors import RaylaneError
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    name="raylane",
+    help="Real-time inference and feature platform on Ray.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+dev_app = typer.Typer(
+    help="The embedded dev stack: Kafka (Tansu), Redis (or valkey), MLflow.",
+    no_args_is_help=True,
+)
+app.add_typer(dev_app, name="dev")
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly_errors(fn: F) -> F:
+    """Print a RaylaneError's message (it says what to do) and exit 1, without a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RaylaneError as e:
+            err_console.print(
+                f"[bold red]error[/] [dim]({e.stage})[/]: {e.message}", highlight=False
+            )
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _status_table(rows: list[Any]) -> Table:
+    table = Table(title="raylane dev stack", title_justify="left")
+    for col in ("component", "address", "pid", "healthy", "owner", "detail"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(
+            r.component,
+            r.address,
+            str(r.pid) if r.pid else "-",
+            "[green]yes[/]" if r.healthy else "[red]no[/]",
+            "ours" if r.owned else ("external" if r.healthy else "-"),
+            r.detail,
+        )
+    return table
+
+
+class _Progress:
+    """A live spinner line per component, fed by `raylane.localstack.StackEvent`s."""
+
+    _icons: ClassVar[dict[str, str]] = {"ready": "[green]✓[/]", "failed": "[red]✗[/]"}
+
+    def __init__(self) -> None:
+        self.lines: dict[str, tuple[str, str]] = {}
+        self.notes: list[str] = []
+        self.live = Live(self.render(), console=console, refresh_per_second=10, transient=False)
+
+    def __call__(self, event: Any) -> None:
+        if event.phase == "note":
+            self.notes.append(f"{event.component}: {event.detail}")
+        elif event.phase == "failed":  # the error itself is printed once, below
+            self.lines[event.component] = (event.phase, "failed")
+        else:
+            self.lines[event.component] = (event.phase, event.detail)
+        self.live.update(self.render())
+
+    def render(self) -> Group:
+        rows: list[Any] = []
+        for name, (phase, detail) in self.lines.items():
+            label = Text.from_markup(f"[bold]{name:<7}[/] {detail}")
+            if phase in self._icons:
+                rows.append(Text.from_markup(f"{self._icons[phase]} ").append(label))
+            else:
+                rows.append(Spinner("dots", text=label))
+        rows += [Text(f"  note: {n}", style="yellow") for n in self.notes]
+        return Group(*rows)
+
+
+@dev_app.command("up")
+@friendly_errors
+def dev_up(
+    component: Annotated[
+        list[str] | None,
+        typer.Option("--component", "-c", help="Start only these (kafka, redis, mlflow)."),
+    ] = None,
+) -> None:
+    """Start the embedded stack (idempotent: healthy components are reused)."""
+    from raylane.localstack import status, up
+
+    progress = _Progress()
+    try:
+        with progress.live:
+            settings = up(component or None, on_event=progress)
+    finally:
+        if not console.is_terminal:
+            console.line()  # Live leaves its last frame unterminated when not on a terminal
+    console.print(_status_table(status()))
+    console.print(f"settings written to [bold]{settings.home / 'stack.json'}[/]", highlight=False)
+    for key, value in settings.as_env().items():
+        console.print(f"  {key}={value}", highlight=False)
+    env = settings.as_env()
+    env.pop("RAYLANE_HOME", None)
+    stale = {k: v for k, v in env.items() if os.environ.get(k, v) != v}
+    for key, value in stale.items():
+        # Settings.load() prefers the environment over stack.json, so say so.
+        console.print(
+            f"[yellow]note[/]: {key}={os.environ[key]} in your environment is not the stack's; "
+            f"`export {key}={value}` or unset it",
+            highlight=False,
+        )
+
+
+@dev_app.command("down")
+@friendly_errors
+def dev_down() -> None:
+    """Stop every process of the stack that we started; external services are left alone."""
+    from raylane.localstack import down, status
+
+    ours = [s.component for s in status() if s.owned]
+    with console.status("stopping " + (", ".join(ours) or "nothing")):
+        down()
+    console.print(f"stopped: {', '.join(ours) or 'nothing we own was running'}")
+
+
+@dev_app.command("status")
+@friendly_errors
+def dev_status() -> None:
+    """Show each component: address, pid, health, ours or external. Exit 1 if any is unhealthy."""
+    from raylane.localstack import status
+
+    rows = status()
+    console.print(_status_table(rows))
+    if not all(r.healthy for r in rows):
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
