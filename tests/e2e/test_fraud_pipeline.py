@@ -31,7 +31,12 @@ from tests.integration.test_ingest import partition_ends
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
-WORLD = World(seed=7)
+
+
+def _world() -> World:
+    """The world `raylane bootstrap` prepared (its profiles are in Feast, its state in Redis)."""
+    meta = json.loads((Settings.load().home / "world-fraud.json").read_text())
+    return World(seed=meta["seed"], n_users=meta["users"])
 
 
 def _malformed(codec: Codec, base: dict[str, Any], i: int) -> tuple[bytes, str]:
@@ -83,11 +88,10 @@ async def test_thousand_payments_end_to_end(fraud_app) -> None:
     running, args = fraud_app
     bootstrap = Settings.load().kafka_bootstrap
     codec = Codec.for_contract("payments.initiated")
-    stream = WORLD.stream(rate=200.0, fraud_rate=0.0, seed=11)
-    n_bursts = 5
-    burst_users = [stream.inject_burst(n=8) for _ in range(n_bursts)]
-    for _ in range(6):  # spread bursts through the stream
-        stream.take(1)
+    # 980 events over ~49 s of event time (sent at once), five 8-payment bursts spread in it
+    stream = _world().stream(rate=20.0, fraud_rate=0.0, seed=11)
+    t0 = stream.next_time_ms
+    burst_users = [stream.inject_burst(n=8, at_ms=t0 + k * 8_000) for k in range(5)]
     labeled = stream.take(980)
     good = [le.event for le in labeled]
     burst_ids = {le.event["event_id"] for le in labeled if le.kind == "burst"}
@@ -111,9 +115,14 @@ async def test_thousand_payments_end_to_end(fraud_app) -> None:
     scored_codec = Codec.for_contract("payments.scored")
     want = want_ok = {e["event_id"] for e in good}
 
+    flagged_codec = Codec.for_contract("payments.flagged")
+
     def done(got: dict[str, list[Any]]) -> bool:
-        return len(got[dlq_t]) >= 20 and len(
-            {scored_codec.decode(m.value)["event_id"] for m in got[scored_t]}) >= 980
+        recs = [scored_codec.decode(m.value) for m in got[scored_t]]
+        should_flag = {r["event_id"] for r in recs if r["decision"] == "flagged"}
+        flagged_now = {flagged_codec.decode(m.value)["event_id"] for m in got[flagged_t]}
+        return (len(got[dlq_t]) >= 20 and len({r["event_id"] for r in recs}) >= 980
+                and should_flag <= flagged_now)
 
     got = await _collect(bootstrap, [scored_t, dlq_t, flagged_t, shadow_t], done, timeout_s=240)
     scored = [scored_codec.decode(m.value) for m in got[scored_t]]
@@ -141,8 +150,8 @@ async def test_thousand_payments_end_to_end(fraud_app) -> None:
         assert h[H_CORRELATION] in corr_bad
 
     # the injected bursts are flagged
-    flagged_codec = Codec.for_contract("payments.flagged")
     flagged = {flagged_codec.decode(m.value)["event_id"] for m in got[flagged_t]}
+    assert flagged == {r["event_id"] for r in scored if r["decision"] == "flagged"}
     caught = len(flagged & burst_ids) / len(burst_ids)
     legit_flagged = len(flagged - burst_ids) / max(1, len(want - burst_ids))
     print(f"burst events flagged {caught:.0%}, other events flagged {legit_flagged:.1%}, "
@@ -151,14 +160,20 @@ async def test_thousand_payments_end_to_end(fraud_app) -> None:
     for e in good:
         if e["event_id"] in burst_ids:
             per_burst.setdefault(e["user_id"], []).append(e["event_id"] in flagged)
-    assert all(any(v) for v in per_burst.values()), per_burst
-    assert caught >= 0.5
+    # every burst is caught (its first payments look legit by construction: velocity
+    # builds up), and legit traffic is rarely flagged
+    assert len(per_burst) == 5 and all(any(v) for v in per_burst.values()), per_burst
     assert legit_flagged < 0.05
 
     # shadow comparisons name both versions
     shadow_codec = Codec.for_contract("fraud.shadow")
-    comps = [shadow_codec.decode(m.value) for m in got[shadow_t]]
-    assert comps and all(c["primary_version"] != c["shadow_version"] for c in comps)
+    shadow_got = await _collect(bootstrap, [shadow_t], lambda g: len(g[shadow_t]) >= 980, 60)
+    comps = [shadow_codec.decode(m.value) for m in shadow_got[shadow_t]]
+    stats = await asyncio.to_thread(running.stats)
+    print(f"shadow comparisons {len(comps)}; ingress stats {stats}")
+    assert {c["event_id"] for c in comps} == want_ok  # a healthy shadow sees every event
+    assert all(c["primary_version"] != c["shadow_version"] for c in comps)
+    assert all(c["correlation_id"] == by_id[c["event_id"]]["correlation_id"] for c in comps)
 
     # the group's committed offsets reach the end of every partition
     deadline = time.monotonic() + 30
@@ -177,7 +192,7 @@ async def test_sigkill_an_ingress_replica_loses_nothing(fraud_app) -> None:
     scored_codec = Codec.for_contract("payments.scored")
     topic = args["input"]["topic"]
     scored_t = args["outputs"]["scored"]["topic"]
-    events = [le.event for le in WORLD.stream(rate=300.0, fraud_rate=0.02, seed=23).take(3000)]
+    events = [le.event for le in _world().stream(rate=200.0, fraud_rate=0.01, seed=23).take(3000)]
     want = {e["event_id"] for e in events}
 
     killed = {}
