@@ -130,7 +130,9 @@ def _ensure(
         return False
 
     prev = state.components.get(comp.name)
-    if prev is not None and prev.owned and is_running(prev.pid, prev.create_time):
+    if prev is not None and prev.owned and not is_running(prev.pid, prev.create_time):
+        emit(StackEvent(comp.name, "note", f"our pid {prev.pid} has exited; see {prev.log}"))
+    elif prev is not None and prev.owned:
         health = comp.probe(prev.address)
         if health.ok:
             prev.persistent = prev.persistent or persistent
