@@ -29,9 +29,9 @@ REPO = Path(__file__).resolve().parents[2]
 END = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
-def _load_train() -> ModuleType:
+def _load_train(use_case: str = "fraud") -> ModuleType:
     spec = importlib.util.spec_from_file_location(
-        "raylane_models_fraud_train", REPO / "models" / "fraud" / "train.py"
+        f"raylane_models_{use_case}_train", REPO / "models" / use_case / "train.py"
     )
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
@@ -127,6 +127,21 @@ def test_missing_model_or_version(trained, tracking_uri: str) -> None:  # type: 
         resolve("models:/fraud/99", tracking_uri=tracking_uri)
     with pytest.raises(ModelError, match="not found|does not exist"):
         set_alias("fraud", "x", 99, tracking_uri=tracking_uri)
+
+
+def test_churn_registers_as_its_own_model(trained, tracking_uri: str) -> None:  # type: ignore[no-untyped-def]
+    C = _load_train("churn")
+    res = C.train(world=World(seed=3, n_users=300), hours=0.75, end=END,
+                  tracking_uri=tracking_uri, progress=False)
+    champ = load_model("models:/churn@champion", tracking_uri=tracking_uri)
+    chall = load_model("models:/churn@challenger", tracking_uri=tracking_uri)
+    assert (champ.name, champ.version, chall.version) == ("churn", 1, 2)
+    assert champ.feature_names == res.champion.feature_names
+    assert chall.feature_names == ["session_minutes", "pages_viewed", "days_since_last_login"]
+    ref = res.champion.reference
+    cols = {c: ref[c].to_numpy() for c in champ.feature_names}
+    np.testing.assert_array_equal(champ.predict(cols), res.champion.predict(ref))
+    assert resolve("models:/fraud@champion", tracking_uri=tracking_uri).version == 1
 
 
 def test_bad_uri() -> None:

@@ -136,3 +136,22 @@ def test_profile_tables_columns_and_dtypes(world: World) -> None:
 def test_unknown_user_is_rejected(world: World) -> None:
     with pytest.raises(KeyError, match="not a user of this world"):
         world.stream(start=0).inject_burst(user_id="u99999")
+
+
+def test_activity_events_follow_the_churn_contract(world: World) -> None:
+    from raylane.testing import ACTIVITY_FIELDS, churn_traits
+
+    hist = world.activity_history(END, hours=0.2)
+    assert hist == world.activity_history(END, hours=0.2)
+    assert all(tuple(le.event) == ACTIVITY_FIELDS for le in hist)
+    ev = hist[0].event
+    assert isinstance(ev["session_minutes"], float) and isinstance(ev["pages_viewed"], int)
+    assert isinstance(ev["days_since_last_login"], float) and ev["plan"] in {"free", "basic", "pro"}
+    df = events_frame(hist)
+    assert set(df.kind) == {"churn", "retained"} and 0.05 < df.is_fraud.mean() < 0.4
+    churners = df[df.is_fraud]
+    assert churners.session_minutes.median() < df[~df.is_fraud].session_minutes.median()
+    traits = churn_traits(world)
+    idx = [world.user_index(u) for u in df.user_id]
+    assert (traits["churn"][idx] == df.is_fraud.to_numpy()).all()
+    assert all(le.label == le.is_fraud for le in hist[:10])

@@ -1,15 +1,19 @@
-"""In-package test helpers: the simulated world of users, merchants and labeled payments."""
+"""In-package test helpers: the simulated world of users, merchants, labeled payments and activity."""
 
+from raylane.testing.activity import ACTIVITY_FIELDS, ActivityStream, churn_traits
 from raylane.testing.payments import CONTRACT_FIELDS, LabeledEvent, PaymentStream, to_ms
 from raylane.testing.simulator import CATEGORIES, USER_PAYMENT_INTERVAL_S, World, events_frame
 
 __all__ = [
+    "ACTIVITY_FIELDS",
     "CATEGORIES",
     "CONTRACT_FIELDS",
     "USER_PAYMENT_INTERVAL_S",
+    "ActivityStream",
     "LabeledEvent",
     "PaymentStream",
     "World",
+    "churn_traits",
     "events_frame",
     "to_ms",
 ]

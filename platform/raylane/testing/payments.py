@@ -45,15 +45,23 @@ _RECENT = 5  # merchants hashed into user_history_hash
 
 @dataclass(frozen=True, slots=True)
 class LabeledEvent:
-    """One payment event (exactly the contract fields) and its ground truth beside it.
+    """One event (exactly its contract's fields) and its ground truth beside it.
 
-    ``kind`` is ``legit``, ``burst`` (part of a velocity burst), ``single`` (a lone
-    fraudulent payment) or ``prior`` (a synthetic past payment seeding first-seen state).
+    For payments, ``is_fraud`` is the label and ``kind`` is ``legit``, ``burst`` (part of
+    a velocity burst), ``single`` (a lone fraudulent payment) or ``prior`` (a synthetic
+    past payment seeding first-seen state). For churn activity, ``is_fraud`` holds the
+    positive label (the user will churn; also :attr:`label`) and ``kind`` is ``churn`` or
+    ``retained``.
     """
 
     event: dict[str, Any]
     is_fraud: bool
     kind: str = "legit"
+
+    @property
+    def label(self) -> bool:
+        """The positive label, whatever the use case (fraud, churn)."""
+        return self.is_fraud
 
 
 def to_ms(t: datetime | int) -> int:

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
+from raylane.testing.activity import ActivityStream
 from raylane.testing.payments import CONTRACT_FIELDS, LabeledEvent, PaymentStream, to_ms
 
 __all__ = [
@@ -260,11 +261,26 @@ class World:
         out.extend(s.until(end_ms))
         return out
 
+    def activity(
+        self, start: datetime | int | None = None, *, rate: float | None = None, seed: int = 0
+    ) -> ActivityStream:
+        """An endless stream of labeled ``churn.activity`` events (label: will churn)."""
+        start_ms = to_ms(start) if start is not None else to_ms(datetime.now(UTC))
+        return ActivityStream(self, start_ms=start_ms, rate=rate or self.nominal_rate, seed=seed)
+
+    def activity_history(
+        self, end: datetime | int, *, hours: float = 1.0, rate: float | None = None, seed: int = 0
+    ) -> list[LabeledEvent]:
+        """The past `hours` of activity events ending just before `end`, in time order."""
+        end_ms = to_ms(end)
+        return self.activity(end_ms - int(hours * 3_600_000), rate=rate, seed=seed).until(end_ms)
+
 
 def events_frame(events: Iterable[LabeledEvent]) -> pd.DataFrame:
-    """Events as a DataFrame: the contract fields plus ``is_fraud`` and ``kind`` columns."""
+    """Events as a DataFrame: their fields plus ``is_fraud`` (the label) and ``kind`` columns."""
     evs: Sequence[LabeledEvent] = list(events)
-    df = pd.DataFrame([e.event for e in evs], columns=list(CONTRACT_FIELDS))
+    columns = list(evs[0].event) if evs else list(CONTRACT_FIELDS)
+    df = pd.DataFrame([e.event for e in evs], columns=columns)
     df["is_fraud"] = np.array([e.is_fraud for e in evs], dtype=bool)
     df["kind"] = [e.kind for e in evs]
     return df
