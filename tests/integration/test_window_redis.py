@@ -93,6 +93,19 @@ async def test_equals_reference_on_a_messy_stream(store):
     assert_columns_equal(again, ref.update_and_read(events[-300:]))
 
 
+async def test_incremental_sum_survives_cancellation(store):
+    """A hot key's window sum moves incrementally within a batch; a huge value leaving it must
+    not leave rounding garbage behind (compensated summation)."""
+    events = [{"event_id": f"e{i}", "event_time": T0 + dt, "user_id": "hot", "merchant_id": "m",
+               "amount": amount}
+              for i, (dt, amount) in enumerate([(0, 1e12), (1000, 0.01), (30_000, 0.07),
+                                                (60_500, 0.02), (60_600, 0.3), (59_000, 0.5)])]
+    got = (await store.update_and_read(events))["user_amount_sum_60s"]
+    want = ReferenceWindowState(SPECS).update_and_read(events)["user_amount_sum_60s"]
+    np.testing.assert_allclose(got, want, rtol=1e-15, atol=1e-15)
+    assert got[3] == pytest.approx(0.1, abs=1e-15)  # 0.01 + 0.07 + 0.02, 1e12 has left
+
+
 async def test_backfill_then_live_equals_reference(store):
     history, live = stream(2500, seed=3)[:2000], stream(2500, seed=3)[2000:]
     assert await store.backfill(history, batch_size=333) == 2000

@@ -5,6 +5,8 @@ sends the script with EVAL, which also caches it). The script processes the even
 order with exactly :class:`~raylane.features.window.ReferenceWindowState`'s semantics,
 and atomically, so ingress replicas updating the same key at once stay correct.
 
+Cost in Redis per event and spec: O(log n) for count and first_seen; a sum scans its
+window once per key and batch and then moves it incrementally, so hot keys stay cheap.
 Keys are ``raylane:{namespace}:win:{spec}:{key}``; count/sum keys expire
 ``window_s + LATENESS_S`` after their last update, first_seen keys ``retention_s``
 after it. Redis Cluster needs every key of one call in one slot, which a batch of

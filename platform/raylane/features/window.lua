@@ -12,6 +12,11 @@
 -- "<value>|<event id>" (a replay of an event carries the same value).
 -- first_seen keys are strings holding the first event id seen for the key.
 -- Returns S strings: the spec's per-event values joined by ','.
+--
+-- A sum reads its window with one range scan per key and run; later in-order events of
+-- the same key in the run move that window incrementally (only members entering or
+-- leaving it are read; Neumaier-compensated), so a hot key costs O(changes), not
+-- O(window), per event. Late events (older than the key's newest in the run) scan.
 local S = tonumber(ARGV[1])
 local kind, win, late, ttl = {}, {}, {}, {}
 local a = 2
@@ -22,9 +27,33 @@ for s = 1, S do
   ttl[s] = tonumber(ARGV[a + 3])
   a = a + 4
 end
+
+-- sum of the values of members scored in (lo, hi]
+local function range_sum(key, lo, hi)
+  local sum = 0
+  if hi > lo then
+    for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, lo + 1, hi)) do
+      sum = sum + tonumber(string.match(m, '^[^|]+'))
+    end
+  end
+  return sum
+end
+
+-- Neumaier-compensated running sum: st.s + st.c is the sum of everything added
+local function add(st, x)
+  local t = st.s + x
+  if math.abs(st.s) >= math.abs(x) then
+    st.c = st.c + ((st.s - t) + x)
+  else
+    st.c = st.c + ((x - t) + st.s)
+  end
+  st.s = t
+end
+
 local out = {}
 for s = 1, S do out[s] = {} end
 local touched = {}
+local windows = {}  -- sum key -> {tc = newest event time, s, c}: the sum over (tc - w, tc]
 local na = #ARGV
 local n = 0
 while a <= na do
@@ -39,20 +68,37 @@ while a <= na do
       local prev = redis.call('SET', key, eid, 'NX', 'GET')
       if (not prev) or prev == eid then out[s][n + 1] = '1' else out[s][n + 1] = '0' end
     else
-      local lo = t - win[s]
+      local w = win[s]
+      local lo = t - w
       if k == 'c' then
         redis.call('ZADD', key, 'NX', t, eid)
         redis.call('ZREMRANGEBYSCORE', key, '-inf', lo - late[s])
         out[s][n + 1] = redis.call('ZCOUNT', key, lo + 1, t)
       else
-        redis.call('ZADD', key, 'NX', t, ARGV[a] .. '|' .. eid)
+        local v = ARGV[a]
         a = a + 1
-        redis.call('ZREMRANGEBYSCORE', key, '-inf', lo - late[s])
-        local sum = 0
-        for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, lo + 1, t)) do
-          sum = sum + tonumber(string.sub(m, 1, string.find(m, '|', 1, true) - 1))
+        local added = redis.call('ZADD', key, 'NX', t, v .. '|' .. eid) == 1
+        local st = windows[key]
+        local result
+        if st == nil or t - w >= st.tc then  -- first in this run, or no overlap: scan
+          st = {tc = t, s = range_sum(key, lo, t), c = 0}
+          windows[key] = st
+          result = st.s
+        elseif t >= st.tc then  -- in order: move the window (before trimming)
+          if t > st.tc then
+            add(st, -range_sum(key, st.tc - w, lo))
+            add(st, range_sum(key, st.tc, t))
+            st.tc = t
+          elseif added then
+            add(st, tonumber(v))
+          end
+          result = st.s + st.c
+        else  -- late: keep the window, count the new member if it falls inside it
+          if added and t > st.tc - w then add(st, tonumber(v)) end
+          result = range_sum(key, lo, t)
         end
-        out[s][n + 1] = string.format('%.17g', sum)
+        redis.call('ZREMRANGEBYSCORE', key, '-inf', lo - late[s])
+        out[s][n + 1] = string.format('%.17g', result)
       end
     end
   end
