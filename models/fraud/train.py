@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from raylane.config import FeaturesConfig, load_serve_config
+from raylane.features.derived import compute_derived
 from raylane.features.window import reference_window_features
 from raylane.testing import LabeledEvent, World
 
@@ -109,6 +110,7 @@ def build_dataset(
         for feat, col in zip(view.features, view.columns(), strict=True):
             cols[col] = keys.map(table[feat]).to_numpy(dtype=np.float64)
     cols.update(reference_window_features(raw, features.windows))
+    compute_derived(cols, features.derived)  # the same function the ingress runs per batch
     columns = features.columns()
     frame = pd.DataFrame({c: cols[c][keep] for c in columns})
     label = np.array([e.is_fraud for e in events], dtype=np.int8)[keep]

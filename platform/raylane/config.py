@@ -35,6 +35,7 @@ __all__ = [
     "IngressConfig",
     "OnlineFeatureView",
     "WindowFeature",
+    "DerivedFeature",
     "FeaturesConfig",
     "ActorOptions",
     "ModelConfig",
@@ -169,6 +170,15 @@ class WindowFeature(Frozen):
         return self
 
 
+class DerivedFeature(Frozen):
+    name: Ident = Field(description="Column name of the feature.")
+    op: Literal["ratio", "difference", "product", "sum"] = Field(
+        description="left / right, left - right, left * right or left + right, per event."
+    )
+    left: Ident = Field(description="A column defined above it (event, online, window or derived).")
+    right: Ident = Field(description="A column defined above it (event, online, window or derived).")
+
+
 class FeaturesConfig(Frozen):
     feast_repo: str = Field(default="features", description="Path of the Feast feature repo.")
     event: tuple[Ident, ...] = Field(
@@ -176,13 +186,21 @@ class FeaturesConfig(Frozen):
     )
     online: tuple[OnlineFeatureView, ...] = Field(default=(), description="Feast online reads.")
     windows: tuple[WindowFeature, ...] = Field(default=(), description="Streaming window features.")
+    derived: tuple[DerivedFeature, ...] = Field(
+        default=(),
+        description="Columns computed from other columns per batch (e.g. amount relative to the "
+        "user's average); a missing input or a zero divisor gives a missing value.",
+    )
 
-    def columns(self) -> list[str]:
+    def base_columns(self) -> list[str]:
         cols = list(self.event)
         for v in self.online:
             cols += v.columns()
         cols += [w.name for w in self.windows]
         return cols
+
+    def columns(self) -> list[str]:
+        return self.base_columns() + [d.name for d in self.derived]
 
     @model_validator(mode="after")
     def _unique_columns(self) -> FeaturesConfig:
@@ -190,6 +208,14 @@ class FeaturesConfig(Frozen):
         dup = sorted({c for c in cols if cols.count(c) > 1})
         if dup:
             raise ValueError(f"feature columns {dup} are defined more than once; rename one")
+        known = self.base_columns()
+        for i, d in enumerate(self.derived):
+            for side in ("left", "right"):
+                col = getattr(d, side)
+                if col not in known:
+                    raise ValueError(f"derived[{i}] ({d.name}).{side} is {col!r}, which is not a column "
+                                     f"defined before it; known: {known}")
+            known.append(d.name)
         return self
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from raylane.config import PipelineConfig
 from raylane.decision import DecisionEngine, Decisions
 from raylane.errors import ContractError, DependencyError
+from raylane.features.derived import compute_derived
 from raylane.ingest.dlq import dlq_record
 from raylane.ingest.records import InRecord, OutRecord, header
 
@@ -183,6 +184,8 @@ class BatchProcessor:
             jobs.append(timed("online_ms", self.online.read(entities)))
         for part in await asyncio.gather(*jobs):
             cols.update(part)
+        if self.cfg.features.derived:
+            compute_derived(cols, self.cfg.features.derived)
         missing = [c for c in self.columns if c not in cols]
         if missing:
             raise DependencyError(f"feature sources returned no column(s) {missing}", stage="features")
