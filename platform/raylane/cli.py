@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+from pathlib import Path
 from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, TypeVar
 
@@ -161,6 +162,44 @@ def dev_status() -> None:
     console.print(_status_table(rows))
     if not all(r.healthy for r in rows):
         raise typer.Exit(1)
+
+
+ConfigOpt = Annotated[
+    Path, typer.Option("--config", "-f", help="Serve config of the pipeline.", exists=True, dir_okay=False)
+]
+
+
+@app.command("bootstrap")
+@friendly_errors
+def bootstrap_cmd(
+    config: ConfigOpt = Path("serve_configs/fraud.yaml"),
+    users: Annotated[int, typer.Option(help="Size of the simulated world (~users/100 events/s).")] = 20_000,
+    retrain: Annotated[bool, typer.Option(help="Train and register new model versions.")] = False,
+) -> None:
+    """Topics, Feast apply + materialize, window backfill, train + register the models."""
+    from raylane.bootstrap import bootstrap
+
+    report = bootstrap(config, console=console, users=users, retrain=retrain)
+    console.print(f"[bold green]bootstrapped[/] in {report['seconds']} s; now: "
+                  f"[bold]serve run {config}[/]", highlight=False)
+
+
+@app.command("demo")
+@friendly_errors
+def demo_cmd(
+    rate: Annotated[float, typer.Option(help="Payments per second.", min=1)] = 200.0,
+    duration: Annotated[float, typer.Option(help="Seconds of streaming.", min=1)] = 60.0,
+    fraud_rate: Annotated[float, typer.Option(help="Share of fraudulent payments.", min=0, max=1)] = 0.01,
+    malformed_rate: Annotated[float, typer.Option(help="Share of malformed records.", min=0, max=1)] = 0.002,
+    keep_stack: Annotated[bool, typer.Option(help="Leave the embedded stack running.")] = False,
+    config: ConfigOpt = Path("serve_configs/fraud.yaml"),
+) -> None:
+    """The fraud flow end to end: stack, bootstrap, Serve app, live traffic, summary."""
+    from raylane.demo import DemoOptions, run_demo
+
+    users = max(2_000, int(rate * 100))  # each simulated user pays about once every 100 s
+    run_demo(DemoOptions(config=config, rate=rate, duration=duration, fraud_rate=fraud_rate,
+                         malformed_rate=malformed_rate, users=users, keep_stack=keep_stack), console)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -88,14 +88,14 @@ async def test_thousand_payments_end_to_end(fraud_app) -> None:
     running, args = fraud_app
     bootstrap = Settings.load().kafka_bootstrap
     codec = Codec.for_contract("payments.initiated")
-    # 980 events over ~49 s of event time (sent at once), five 8-payment bursts spread in it
+    # 980 events over ~49 s of event time (sent at once), ten 8-payment bursts spread in it
     stream = _world().stream(rate=20.0, fraud_rate=0.0, seed=11)
     t0 = stream.next_time_ms
-    burst_users = [stream.inject_burst(n=8, at_ms=t0 + k * 8_000) for k in range(5)]
+    burst_users = [stream.inject_burst(n=8, at_ms=t0 + k * 4_500, within_s=4) for k in range(10)]
     labeled = stream.take(980)
     good = [le.event for le in labeled]
     burst_ids = {le.event["event_id"] for le in labeled if le.kind == "burst"}
-    assert len(burst_ids) >= 20, "the simulator should have emitted the injected bursts"
+    assert len(burst_ids) == 80, "the simulator should have emitted the injected bursts"
 
     bad = [_malformed(codec, good[i], i) for i in range(20)]
     corr_bad = [f"corr-bad-{i}" for i in range(20)]
@@ -160,10 +160,13 @@ async def test_thousand_payments_end_to_end(fraud_app) -> None:
     for e in good:
         if e["event_id"] in burst_ids:
             per_burst.setdefault(e["user_id"], []).append(e["event_id"] in flagged)
-    # every burst is caught (its first payments look legit by construction: velocity
-    # builds up), and legit traffic is rarely flagged
-    assert len(per_burst) == 5 and all(any(v) for v in per_burst.values()), per_burst
-    assert legit_flagged < 0.05
+    # Bursts are caught: the model flags ~97 % of bursts offline (the first payments of a
+    # burst look legit by construction: velocity builds up), so at least 8 of 10 here
+    # (a chance failure ~0.3 %); legit traffic is rarely flagged.
+    caught_bursts = sum(any(v) for v in per_burst.values())
+    print(f"bursts caught {caught_bursts}/{len(per_burst)}")
+    assert len(per_burst) == 10 and caught_bursts >= 8, per_burst
+    assert legit_flagged < 0.02
 
     # shadow comparisons name both versions
     shadow_codec = Codec.for_contract("fraud.shadow")
