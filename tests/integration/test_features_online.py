@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import redis
 import redis.asyncio as aioredis
-from raylane.config import load_serve_config
+from raylane.config import OnlineFeatureView, load_serve_config
 from raylane.features import (
     FeastRepo,
     OnlineFeatureReader,
@@ -21,6 +21,7 @@ from raylane.features import (
     teardown,
     write_sources,
 )
+from raylane.features._redis import roundtrip
 
 pytestmark = pytest.mark.integration
 # Async fixtures run in the session loop (pyproject: asyncio_default_fixture_loop_scope), so
@@ -109,6 +110,39 @@ async def test_reader_matches_feast(repo):
                 assert col.dtype == np.float64 and col.shape == (size,)
                 np.testing.assert_array_equal(col, expected, err_msg=name)
             assert all(math.isnan(cols[c][0]) for c in VIEWS[0].columns())
+    finally:
+        await reader.aclose()
+
+
+@session_loop
+async def test_views_on_one_entity_share_one_hmget(repo, monkeypatch):
+    """View configs on the user entity read Feast's one hash per user with a single HMGET."""
+    views = [
+        OnlineFeatureView(view="user_risk_profile", entity_field="user_id",
+                          features=("txn_count_30d", "risk_score")),
+        OnlineFeatureView(view="merchant_profile", entity_field="merchant_id",
+                          features=("fraud_rate_90d",)),
+        OnlineFeatureView(view="user_risk_profile", entity_field="user_id",
+                          features=("account_age_days",)),
+    ]
+    reader = OnlineFeatureReader.from_repo(repo, views)
+    commands: list[int] = []
+
+    async def counting_roundtrip(client, payload, n):  # type: ignore[no-untyped-def]
+        commands.append(n)
+        return await roundtrip(client, payload, n)
+
+    monkeypatch.setattr("raylane.features.online.roundtrip", counting_roundtrip)
+    try:
+        ents = batch(50, 3)
+        want = repo.store().get_online_features(features=reader.feature_refs,
+                                                entity_rows=reader.entity_rows(ents),
+                                                full_feature_names=True).to_dict()
+        assert await reader.read_feast_dict(ents) == want
+        cols = await reader.read(ents)
+        expected = [math.nan if x is None else x for x in want["user_risk_profile__account_age_days"]]
+        np.testing.assert_array_equal(cols["user_risk_profile__account_age_days"], expected)
+        assert commands == [len(set(ents["user_id"])) + len(set(ents["merchant_id"]))] * 2
     finally:
         await reader.aclose()
 

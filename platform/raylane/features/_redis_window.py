@@ -42,6 +42,9 @@ _KIND = {"count": b"c", "sum": b"s", "first_seen": b"f"}
 class RedisWindowStore:
     """Window feature state for `specs` in Redis, shared by every ingress replica.
 
+    Re-processing an event is idempotent by event id (a sum's member is value|event id,
+    so only a re-delivery carrying a *different* value for the same id would count twice).
+
     Args:
         redis: an asyncio Redis client (one Redis, not a cluster).
         namespace: prefixes every key (e.g. the pipeline name), so pipelines and tests
