@@ -176,6 +176,18 @@ def bench_pipeline(args: argparse.Namespace, world: Any, bootstrap: str) -> dict
                 await _produce(bootstrap, lat_topic, events, args.rate)
                 return await consumer
             _, lats = asyncio.run(lat())
+        from raylane.monitoring.live import histogram_quantile, scrape
+        from raylane.settings import Settings
+
+        m = scrape(Settings.load().home)
+        res["stages_ms"] = {
+            st[:-3]: {q: round(histogram_quantile(m, "raylane_stage_latency_ms", qq, f"stage={st}"), 2)
+                      for q, qq in (("p50", 0.5), ("p99", 0.99))}
+            for st in ("queue_ms", "decode_ms", "window_ms", "online_ms", "features_ms", "score_ms",
+                       "encode_ms", "batch_ms", "publish_ms", "commit_ms")
+        }
+        b, e = m.get("raylane_batches_total{}", 0.0), m.get("raylane_events_in_total{}", 0.0)
+        res["mean_batch_size"] = round(e / b, 1) if b else None
         arr = np.array(lats[int(len(lats) * 0.1):])  # drop the first 10 %: warm-up
         res["fixed_rate"] = args.rate
         res["latency_p50_ms"] = float(np.percentile(arr, 50))
@@ -296,6 +308,15 @@ def main() -> int:
     t.add_row("stack memory while running", f"RSS {mem.get('rss_gib', 0):.2f} GiB / PSS "
               f"{mem.get('pss_gib', 0):.2f} GiB ({mem.get('processes', 0)} processes)", "", "")
     console.print(t)
+    if ours.get("stages_ms"):
+        st = Table(title=f"where the time goes at {args.rate:g}/s (per batch, Prometheus; mean batch "
+                         f"{ours.get('mean_batch_size')} events)")
+        st.add_column("stage")
+        st.add_column("p50 ms", justify="right")
+        st.add_column("p99 ms", justify="right")
+        for name, q in ours["stages_ms"].items():
+            st.add_row(name, f"{q['p50']:.2f}", f"{q['p99']:.2f}")
+        console.print(st)
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"pipeline-{time.strftime('%Y%m%dT%H%M%S')}.json"

@@ -194,10 +194,13 @@ class IngressLoop:
     async def _handle(self, records: list[InRecord]) -> None:
         assert self._consumer is not None
         attempt = 0
+        t_start = time.time() * 1000
         while True:
             try:
                 result = await self.processor.process(records)
+                t0 = time.perf_counter()
                 await self._publish(result.outputs + result.dlq)
+                result.stage_ms["publish_ms"] = (time.perf_counter() - t0) * 1000
                 break
             except Exception as e:  # noqa: BLE001 - every failure here means "retry the batch"
                 if self._stop.is_set() and attempt > 0:
@@ -208,7 +211,12 @@ class IngressLoop:
             self._consumer.resume(*self._consumer.assignment())
             self.stats.paused = False
             self.metrics.paused.labels(**self._labels).set(0)
+        t0 = time.perf_counter()
         await self._commit(records)
+        result.stage_ms["commit_ms"] = (time.perf_counter() - t0) * 1000
+        stamps = [r.timestamp_ms for r in records if r.timestamp_ms]
+        if stamps:  # how long the oldest record waited before its batch started
+            result.stage_ms["queue_ms"] = max(0.0, t_start - min(stamps))
         self._account(result, records)
         if result.shadow is not None and self.shadows:
             self._start_shadows(result.shadow)
