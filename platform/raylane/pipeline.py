@@ -7,19 +7,39 @@ baseline all run the same data path.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+import numpy as np
 import redis.asyncio as aioredis
 
 from raylane.config import PipelineConfig
 from raylane.contracts import Codec, FileSchemaRegistry
 from raylane.ingest.breaker import GuardedModel, GuardedOnline, GuardedWindows, make_breaker
 from raylane.ingest.consumer import IngressLoop
-from raylane.ingest.processor import BatchProcessor, ModelClient, OnlineSource, WindowSource
+from raylane.ingest.processor import BatchProcessor, ModelClient, OnlineSource, Prediction, WindowSource
 from raylane.monitoring.metrics import serve_metrics
 from raylane.settings import Settings
 
-__all__ = ["codecs_for", "build_processor", "build_ingress"]
+__all__ = ["codecs_for", "build_processor", "build_ingress", "LocalModelClient"]
+
+
+class LocalModelClient:
+    """A model from the registry scored in this process (notebooks, tests, no Ray)."""
+
+    def __init__(self, name: str, uri: str, **load_kw: Any) -> None:
+        from raylane.registry import load_model
+
+        self.name = name
+        self.model = load_model(uri, **load_kw)
+
+    async def predict(self, columns: Mapping[str, np.ndarray]) -> Prediction:
+        t0 = time.perf_counter()
+        scores = self.model.predict(columns)
+        return Prediction(scores=np.asarray(scores), model_name=self.model.name,
+                          model_version=str(self.model.version),
+                          latency_ms=(time.perf_counter() - t0) * 1000.0)
 
 
 def codecs_for(cfg: PipelineConfig) -> tuple[Codec, dict[str, Codec]]:

@@ -42,6 +42,7 @@ def _cfg(unique: str) -> PipelineConfig:
     args["input"]["topic"] = f"it.payments.{unique}"
     args["ingress"]["group_id"] = f"it-{unique}"
     args["features"]["online"] = []
+    args["features"]["derived"] = []
     args["models"]["shadows"] = []
     args["outputs"] = {"scored": {"topic": f"it.scored.{unique}", "contract": "payments.scored"}}
     args["decision"]["rules"][0]["publish"]["topic"] = f"it.flagged.{unique}"

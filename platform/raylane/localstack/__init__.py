@@ -14,6 +14,7 @@ Environment variables point any component at an external service instead:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 from raylane.settings import Settings
@@ -48,6 +49,9 @@ def up(components: Iterable[str] | None = None, *, on_event: OnEvent | None = No
     with what to do when a component cannot be started or reached.
     """
     settings, _started = up_locked(components, persistent=True, on_event=on_event)
+    # This process and its children (Ray, subprocesses) use what was resolved, e.g. valkey
+    # when REDIS_URL is set but unreachable; other shells read stack.json (the CLI says so).
+    os.environ.update(settings.as_env())
     return settings
 
 

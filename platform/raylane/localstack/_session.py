@@ -35,6 +35,9 @@ def session_stack(components: Iterable[str] | None = None) -> Iterator[Settings]
         lease = add_lease(home, pid)
     try:
         settings, _started = up_locked(components, persistent=False)
+        # This process and what it spawns (Ray replicas, subprocesses) use what was resolved,
+        # e.g. valkey when REDIS_URL is set but unreachable.
+        os.environ.update(settings.as_env())
         yield settings
     finally:
         with stack_lock(home):
