@@ -33,6 +33,7 @@ class ModelServer:
 
     def __init__(self, spec: dict[str, Any], env: dict[str, str]) -> None:
         os.environ.update(env)
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in replica logs
         from raylane.registry import load_model  # heavy import (mlflow), inside the replica only
 
         self.cfg = ModelConfig.model_validate(spec)
