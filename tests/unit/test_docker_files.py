@@ -1,0 +1,366 @@
+"""docker/: the image, the compose stack, Prometheus/Grafana files and the KubeRay RayService.
+
+No Docker engine, services or Ray cluster. The checks live in docker/checks/ (also runnable as
+`python docker/checks`); each returns a list of problems. Here they must find none in the
+shipped files, and must find the defect in copies mutated on purpose (so they can fail).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKER = ROOT / "docker"
+FRAUD = ROOT / "serve_configs" / "fraud.yaml"
+sys.path.insert(0, str(DOCKER / "checks"))
+
+import check_compose
+import check_dashboard
+import check_dockerfile
+import check_rayservice
+from _facts import load_compose, raylane_services, settings_env_names
+
+DASHBOARD = DOCKER / "grafana" / "dashboards" / "raylane.json"
+
+
+def _has(problems: list[str], text: str) -> bool:
+    return any(text in p for p in problems)
+
+
+# --------------------------------------------------------------------------- Dockerfile
+
+
+def test_dockerfile_base_image_is_the_installed_ray() -> None:
+    import ray
+
+    py = f"py{sys.version_info.major}{sys.version_info.minor}"
+    base = check_dockerfile.base_image((DOCKER / "Dockerfile").read_text())
+    assert base == f"rayproject/ray:{ray.__version__}-{py}-cpu"
+
+
+def test_dockerfile_gpu_variant_is_a_build_arg() -> None:
+    text = (DOCKER / "Dockerfile").read_text()
+    gpu, n = re.subn(r"(?m)^ARG RAY_VARIANT=cpu$", "ARG RAY_VARIANT=gpu", text)
+    assert n == 1
+    assert check_dockerfile.base_image(gpu).endswith("-py311-gpu")
+
+
+def test_dockerfile_copies_what_the_package_needs_and_installs_with_constraints() -> None:
+    text = (DOCKER / "Dockerfile").read_text()
+    copied = {src for _n, srcs, _dst in check_dockerfile.copies(text) for src in srcs}
+    assert set(check_dockerfile.needed_paths()) == {
+        "pyproject.toml",
+        "constraints.txt",
+        "README.md",
+        "platform",
+        "features",
+        "models",
+        "serve_configs",
+    }
+    assert set(check_dockerfile.needed_paths()) <= copied
+    assert check_dockerfile.dockerfile_problems(text) == []
+
+
+def test_dockerfile_check_bites(tmp_path: Path) -> None:
+    work = tmp_path / "Dockerfile"
+    text = (DOCKER / "Dockerfile").read_text()
+    mutations = {  # pattern, replacement, expected problem
+        "drop models": (r"(?m)^COPY --chown=ray:users models/ models/\n", "", "models (bootstrap"),
+        "older ray": (r"ARG RAY_VERSION=[0-9.]+", "ARG RAY_VERSION=2.59.0", "has Ray 2.59.0"),
+        "unpinned": (r"pip install -c constraints.txt \.", "pip install .", "constraints.txt .`"),
+        "root": (r"(?m)^USER ray$", "USER root", "non-root"),
+        "source late": (
+            r"(?m)^(COPY --chown=ray:users platform/ platform/\n)(.*?)(# What the commands)",
+            r"\2\1\3",
+            "platform is not copied before the pip install",
+        ),
+        "shell CMD": (
+            r'CMD \["serve", "run", "serve_configs/fraud.yaml"\]',
+            "CMD serve run serve_configs/fraud.yaml",
+            "exec form",
+        ),
+    }
+    for name, (pattern, repl, expect) in mutations.items():
+        mutated, n = re.subn(pattern, repl, text, flags=re.DOTALL)
+        assert n == 1, name
+        work.write_text(mutated)
+        problems = check_dockerfile.dockerfile_problems(work.read_text())
+        assert _has(problems, expect), (name, problems)
+
+
+def test_dockerignore_keeps_what_the_image_copies_and_drops_local_state() -> None:
+    ignore = DOCKER / "Dockerfile.dockerignore"  # BuildKit: <Dockerfile>.dockerignore beside it
+    problems = check_dockerfile.dockerignore_problems(
+        ignore.read_text(), (DOCKER / "Dockerfile").read_text()
+    )
+    assert problems == []
+
+
+def test_dockerignore_check_bites() -> None:
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    text = (DOCKER / "Dockerfile.dockerignore").read_text()
+    assert _has(
+        check_dockerfile.dockerignore_problems(text.replace("!models\n", ""), dockerfile),
+        "COPY models: the ignore file leaves out",
+    )
+    assert _has(
+        check_dockerfile.dockerignore_problems(text + "**/*.avsc\n", dockerfile),
+        "COPY platform: the ignore file leaves out",
+    )
+    assert _has(
+        check_dockerfile.dockerignore_problems(text.replace("features/data\n", ""), dockerfile),
+        "features/data/user_profiles.parquet would be sent",
+    )
+    rules = check_dockerfile.ignore_rules("*\n!platform\n**/__pycache__\n")
+    assert not check_dockerfile.ignored(rules, "platform/raylane/cli.py")
+    assert check_dockerfile.ignored(rules, "platform/raylane/__pycache__/cli.pyc")
+    assert check_dockerfile.ignored(rules, "tests/unit/x.py")
+
+
+# --------------------------------------------------------------------------- compose
+
+
+def test_compose_parses_with_services_and_healthchecks() -> None:
+    compose = load_compose()
+    services = compose["services"]
+    assert check_compose.SERVICES <= set(services)
+    for name, svc in services.items():
+        assert svc.get("healthcheck") or svc.get("restart") == "no", name
+    assert check_compose.compose_problems(compose, DOCKER) == []
+
+
+def test_compose_raylane_env_names_are_raylane_settings() -> None:
+    from raylane import settings
+
+    names = {settings.ENV_KAFKA, settings.ENV_REDIS, settings.ENV_MLFLOW, settings.ENV_HOME}
+    assert names == settings_env_names()
+    services = raylane_services(load_compose())
+    assert set(services) == {"bootstrap", "ray-head"}
+    for name, svc in services.items():
+        assert names <= set(svc["environment"]), name
+
+
+def test_compose_referenced_files_exist() -> None:
+    for rel in (
+        "Dockerfile",
+        "prometheus/prometheus.yml",
+        "grafana/provisioning/datasources/prometheus.yml",
+        "grafana/provisioning/dashboards/raylane.yml",
+        "grafana/dashboards/raylane.json",
+    ):
+        assert (DOCKER / rel).is_file(), rel
+
+
+def test_compose_check_bites(tmp_path: Path) -> None:
+    work = tmp_path / "docker"
+    shutil.copytree(DOCKER, work, ignore=shutil.ignore_patterns("__pycache__"))
+    text = (work / "compose.yaml").read_text()
+
+    def problems_of(mutated: str) -> list[str]:
+        (work / "compose.yaml").write_text(mutated)
+        return check_compose.compose_problems(
+            yaml.safe_load((work / "compose.yaml").read_text()), work
+        )
+
+    assert problems_of(text) == []
+    cases = {  # old, new, expected problem
+        "env name": (
+            "  REDIS_URL: redis://redis:6379/0",
+            "  REDIS_URI: redis://redis:6379/0",
+            "ray-head: REDIS_URL (raylane.settings) is not set",
+        ),
+        "unknown RAYLANE_*": (
+            "RAYLANE_METRICS_HOST: auto",
+            "RAYLANE_METRIC_HOST: auto",
+            "RAYLANE_METRIC_HOST is not read by raylane",
+        ),
+        "mlflow host check": (
+            "--allowed-hosts=mlflow,mlflow:5000,",
+            "--allowed-hosts=",
+            "rejects Host: mlflow:5000",
+        ),
+        "kafka listener": (
+            "RAYLANE_KAFKA_BOOTSTRAP: kafka:19092",
+            "RAYLANE_KAFKA_BOOTSTRAP: kafka:9092",
+            "is not an advertised Kafka listener",
+        ),
+        "file_sd path": (
+            "raylane-home:/raylane:ro",
+            "raylane-home:/srv/raylane:ro",
+            "no file_sd glob",
+        ),
+        "mlflow version": (
+            "ghcr.io/mlflow/mlflow:v3.17.2-full",
+            "ghcr.io/mlflow/mlflow:v3.1.0-full",
+            "is not the pinned mlflow",
+        ),
+        "start order": (
+            "condition: service_completed_successfully",
+            "condition: service_started",
+            "ray-head must wait for bootstrap",
+        ),
+    }
+    for name, (old, new, expect) in cases.items():
+        assert text.count(old) == 1, name
+        assert _has(problems_of(text.replace(old, new)), expect), name
+
+    no_health = yaml.safe_load(text)
+    del no_health["services"]["redis"]["healthcheck"]
+    problems = problems_of(yaml.safe_dump(no_health, sort_keys=False))
+    assert "redis has no healthcheck" in problems
+    assert "ray-head waits for redis to be healthy, but redis has no healthcheck" in problems
+
+    (work / "grafana" / "dashboards" / "raylane.json").unlink()
+    assert _has(problems_of(text), "raylane.json does not exist")
+    (work / "prometheus" / "prometheus.yml").unlink()
+    assert _has(problems_of(text), "mount source ./prometheus/prometheus.yml")
+
+
+# --------------------------------------------------------------------------- dashboard
+
+
+def test_dashboard_metrics_exist_in_raylane_metrics() -> None:
+    dash = json.loads(DASHBOARD.read_text())
+    queries = check_dashboard.dashboard_queries(dash)
+    assert len(queries) >= len(check_dashboard.REQUIRED)
+    families = check_dashboard.metric_families()
+    used = {name for _t, expr, _l in queries for name, _ in check_dashboard.promql_parts(expr)[0]}
+    assert used <= set(families)
+    assert check_dashboard.dashboard_problems(dash) == []
+
+
+def test_promql_parser_and_metric_names() -> None:
+    selectors, grouping = check_dashboard.promql_parts(
+        "histogram_quantile(0.99, sum by (le, stage) (rate(raylane_stage_latency_ms_bucket"
+        '{pipeline=~"$pipeline"}[$__rate_interval]))) / on(stage) foo_total'
+    )
+    assert selectors == [("raylane_stage_latency_ms_bucket", {"pipeline"}), ("foo_total", set())]
+    assert grouping == {"le", "stage"}
+    families = check_dashboard.metric_families()
+    assert families["raylane_events_in_total"] == ("raylane_events_in", {"pipeline"})
+    assert families["raylane_stage_latency_ms_bucket"][1] == {"pipeline", "stage", "le"}
+    assert "raylane_consumer_paused" in families
+    assert "raylane_events_in" not in families  # a counter is exposed as <name>_total
+
+
+def test_dashboard_check_bites(tmp_path: Path) -> None:
+    work = tmp_path / "raylane.json"
+    shutil.copy(DASHBOARD, work)
+    text = work.read_text()
+    cases = {  # old, new, expected problem
+        "metric name": (
+            "raylane_events_in_total{",
+            "raylane_events_in{",
+            "metric raylane_events_in is not exposed",
+        ),
+        "group label": (
+            "sum by (decision)",
+            "sum by (decison)",
+            "grouping by unknown labels ['decison']",
+        ),
+        "matcher label": (
+            "raylane_breaker_open{pipeline=~",
+            "raylane_breaker_open{pipelne=~",
+            "raylane_breaker_open has no label ['pipelne']",
+        ),
+        "required panel": (
+            "(rate(raylane_shadow_abs_delta_bucket",
+            "(rate(raylane_shadow_abs_delta_sum",
+            "no panel shows shadow |delta| p95",
+        ),
+        "legend": (
+            '"legendFormat": "{{error_class}}"',
+            '"legendFormat": "{{error}}"',
+            "legend uses ['error']",
+        ),
+    }
+    for name, (old, new, expect) in cases.items():
+        assert old in text, name
+        work.write_text(text.replace(old, new))
+        problems = check_dashboard.dashboard_problems(json.loads(work.read_text()))
+        assert _has(problems, expect), (name, problems)
+
+
+# --------------------------------------------------------------------------- KubeRay
+
+
+def test_rayservice_embeds_the_fraud_application() -> None:
+    assert check_rayservice.rayservice_problems(check_rayservice.k8s_docs()) == []
+
+
+def test_rayservice_args_equal_serve_config_and_validate() -> None:
+    from raylane.config import PipelineConfig
+
+    rs = check_rayservice.k8s_docs()["RayService"]
+    assert rs["apiVersion"] == "ray.io/v1"
+    app = yaml.safe_load(rs["spec"]["serveConfigV2"])["applications"][0]
+    want = yaml.safe_load(FRAUD.read_text())["applications"][0]
+    assert app["import_path"] == want["import_path"] == "raylane.serving.app:build_app"
+    assert app["args"] == want["args"]
+    assert PipelineConfig.from_args(app["args"]).name == "fraud"
+
+
+def test_rayservice_is_generated_by_the_sync_script() -> None:
+    assert check_rayservice.sync_problems() == []
+    assert check_rayservice.sync_module().main(["--check"]) == 0
+
+
+def test_rayservice_check_bites(tmp_path: Path) -> None:
+    sync = check_rayservice.sync_module()
+    fraud = tmp_path / "fraud.yaml"
+    fraud.write_text(FRAUD.read_text().replace("max_batch_size: 500", "max_batch_size: 250"))
+    rayservice = tmp_path / "rayservice.yaml"
+    shutil.copy(DOCKER / "k8s" / "rayservice.yaml", rayservice)
+    argv = ["--serve-config", str(fraud), "--rayservice", str(rayservice)]
+
+    assert check_rayservice.rayservice_problems(check_rayservice.k8s_docs(rayservice), fraud) == [
+        "application fraud: args differs from fraud.yaml"
+    ]
+    assert _has(check_rayservice.sync_problems(rayservice, fraud), "serveConfigV2 is stale")
+    assert sync.main(["--check", *argv]) == 1
+    assert sync.main(argv) == 0  # regenerates the block from the edited serve config
+    assert sync.main(["--check", *argv]) == 0
+    assert "max_batch_size: 250" in rayservice.read_text()
+    assert check_rayservice.rayservice_problems(check_rayservice.k8s_docs(rayservice), fraud) == []
+
+    bad = copy.deepcopy(check_rayservice.k8s_docs())
+    bad["ConfigMap"]["data"].pop("MLFLOW_TRACKING_URI")
+    bad["RayService"]["spec"]["rayClusterConfig"]["rayVersion"] = "2.59.0"
+    worker = bad["RayService"]["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"][
+        "spec"
+    ]
+    worker["containers"][0]["volumeMounts"][0]["mountPath"] = "/tmp/elsewhere"
+    bad["Job"]["spec"]["template"]["spec"]["containers"][0]["command"][-1] = "raylane bootstrap"
+    problems = check_rayservice.rayservice_problems(bad)
+    for expect in (
+        "MLFLOW_TRACKING_URI (raylane.settings) is not set",
+        "rayVersion 2.59.0",
+        "worker cpu/ray-worker: the PVC is not mounted at RAYLANE_HOME",
+        "the Job does not run `raylane bootstrap -f serve_configs/fraud.yaml`",
+    ):
+        assert _has(problems, expect), (expect, problems)
+
+
+# --------------------------------------------------------------------------- README
+
+
+def test_docker_readme_names_existing_files_and_commands() -> None:
+    text = (DOCKER / "README.md").read_text()
+    refs = set(re.findall(r"docker/[\w./-]+\.(?:yaml|yml|py|json|md)|docker/Dockerfile\b", text))
+    assert refs
+    for ref in sorted(refs):
+        assert (ROOT / ref).is_file(), ref
+    for command in (
+        "docker build -f docker/Dockerfile",
+        "docker compose -f docker/compose.yaml up",
+        "kubectl apply -f docker/k8s/rayservice.yaml",
+        "python docker/k8s/sync_rayservice.py",
+    ):
+        assert command in text, command
