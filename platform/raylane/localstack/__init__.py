@@ -14,13 +14,20 @@ Environment variables point any component at an external service instead:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 
 from raylane.settings import Settings
 
 from ._session import session_stack
-from ._stack import COMPONENTS, ComponentStatus, OnEvent, StackEvent, down_locked, up_locked
+from ._stack import (
+    COMPONENTS,
+    ComponentStatus,
+    OnEvent,
+    StackEvent,
+    down_locked,
+    export_fallbacks,
+    up_locked,
+)
 from ._stack import status as _status
 from ._topics import ensure_topics, ensure_topics_async
 
@@ -49,9 +56,7 @@ def up(components: Iterable[str] | None = None, *, on_event: OnEvent | None = No
     with what to do when a component cannot be started or reached.
     """
     settings, _started = up_locked(components, persistent=True, on_event=on_event)
-    # This process and its children (Ray, subprocesses) use what was resolved, e.g. valkey
-    # when REDIS_URL is set but unreachable; other shells read stack.json (the CLI says so).
-    os.environ.update(settings.as_env())
+    export_fallbacks(settings)
     return settings
 
 

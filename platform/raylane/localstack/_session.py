@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 
 from raylane.settings import Settings, raylane_home
 
-from ._stack import stop_recorded, up_locked
+from ._stack import export_fallbacks, stop_recorded, up_locked
 from ._state import add_lease, live_leases, remove_lease, stack_lock
 
 __all__ = ["session_stack"]
@@ -35,9 +35,7 @@ def session_stack(components: Iterable[str] | None = None) -> Iterator[Settings]
         lease = add_lease(home, pid)
     try:
         settings, _started = up_locked(components, persistent=False)
-        # This process and what it spawns (Ray replicas, subprocesses) use what was resolved,
-        # e.g. valkey when REDIS_URL is set but unreachable.
-        os.environ.update(settings.as_env())
+        export_fallbacks(settings)
         yield settings
     finally:
         with stack_lock(home):

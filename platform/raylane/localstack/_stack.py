@@ -9,6 +9,7 @@ the outcome for `raylane.settings.Settings.load` and for ``down``.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -293,3 +294,14 @@ def status() -> list[ComponentStatus]:
     """Health of each component: the recorded stack, else what ``up`` would use."""
     state = read_state(raylane_home())
     return [_status_of(comp, state.components.get(comp.name)) for comp in COMPONENTS.values()]
+
+
+def export_fallbacks(settings: Settings) -> None:
+    """Point this process (and what it spawns: Ray replicas, subprocesses) at what `up` resolved
+    where the environment named something else, e.g. valkey when REDIS_URL is unreachable.
+
+    Only variables already set are replaced; unset ones are read from stack.json anyway.
+    """
+    for key, value in settings.as_env().items():
+        if os.environ.get(key) and os.environ[key] != value:
+            os.environ[key] = value
