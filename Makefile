@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(BIN)/raylane demo --rate $(RATE) --duration $(DURATION)
 
-test: setup
+test: setup lint typecheck
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 test-unit: setup

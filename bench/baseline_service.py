@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI
-
 from raylane.config import load_serve_config
 from raylane.features import FeastRepo, RedisWindowStore, feature_store
 from raylane.registry import load_model

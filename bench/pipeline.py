@@ -132,6 +132,7 @@ def _stack_memory() -> dict[str, float]:
 def bench_pipeline(args: argparse.Namespace, world: Any, bootstrap: str) -> dict[str, Any]:
     from raylane.localstack import ensure_topics
     from raylane.serving.runtime import run_pipeline
+
     from tests.e2e.conftest import all_topics
 
     res: dict[str, Any] = {}

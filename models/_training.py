@@ -20,9 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xgboost as xgb
-from sklearn.metrics import roc_auc_score
-
 from raylane.config import FeaturesConfig
+from sklearn.metrics import roc_auc_score
 
 REFERENCE_ROWS = 5000
 BASE_PARAMS: dict[str, Any] = {
@@ -161,7 +160,6 @@ def log_and_register(
     import mlflow
     import mlflow.xgboost
     from mlflow.models import infer_signature
-
     from raylane.registry import REFERENCE_ARTIFACT, register
 
     mlflow.set_tracking_uri(tracking_uri)

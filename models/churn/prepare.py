@@ -17,10 +17,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from raylane.config import PipelineConfig
 from raylane.settings import Settings
+from rich.console import Console
 
 HERE = Path(__file__).resolve().parent
 
@@ -75,7 +74,6 @@ def prepare(cfg: PipelineConfig, settings: Settings, *, console: Console, quiet:
 
 async def _backfill(cfg: PipelineConfig, settings: Settings, events: list[dict[str, Any]]) -> int:
     import redis.asyncio as aioredis
-
     from raylane.features import RedisWindowStore
 
     client = aioredis.from_url(settings.redis_url)

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from raylane.config import FeaturesConfig, load_serve_config
 from raylane.features.window import reference_window_features
 from raylane.testing import LabeledEvent, World

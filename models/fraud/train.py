@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from raylane.config import FeaturesConfig, load_serve_config
 from raylane.features.derived import compute_derived
 from raylane.features.window import reference_window_features

@@ -20,7 +20,7 @@ from raylane.config import PipelineConfig, load_serve_config
 from raylane.errors import ConfigError
 from raylane.settings import Settings
 
-__all__ = ["pipeline_topics", "bootstrap", "prepare_hook"]
+__all__ = ["bootstrap", "pipeline_topics", "prepare_hook"]
 
 PARTITIONS = 4
 

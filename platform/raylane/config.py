@@ -30,23 +30,23 @@ from pydantic import (
 from raylane.errors import ConfigError
 
 __all__ = [
-    "Frozen",
-    "InputConfig",
-    "IngressConfig",
-    "OnlineFeatureView",
-    "WindowFeature",
+    "ActorOptions",
+    "BreakerConfig",
+    "Condition",
+    "DecisionConfig",
+    "DecisionRule",
     "DerivedFeature",
     "FeaturesConfig",
-    "ActorOptions",
+    "Frozen",
+    "IngressConfig",
+    "InputConfig",
     "ModelConfig",
     "ModelsConfig",
-    "Condition",
-    "DecisionRule",
-    "DecisionConfig",
+    "OnlineFeatureView",
     "OutputConfig",
     "OutputsConfig",
-    "BreakerConfig",
     "PipelineConfig",
+    "WindowFeature",
     "load_serve_config",
 ]
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from raylane.config import DecisionConfig, DecisionRule
 
-__all__ = ["Decisions", "DecisionEngine"]
+__all__ = ["DecisionEngine", "Decisions"]
 
 _OPS: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
     ">": operator.gt,

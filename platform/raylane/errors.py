@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
-    "RaylaneError",
     "ConfigError",
     "ContractError",
     "DependencyError",
-    "StackError",
     "ModelError",
+    "RaylaneError",
+    "StackError",
 ]
 
 

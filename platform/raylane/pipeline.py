@@ -18,11 +18,17 @@ from raylane.config import PipelineConfig
 from raylane.contracts import Codec, FileSchemaRegistry
 from raylane.ingest.breaker import GuardedModel, GuardedOnline, GuardedWindows, make_breaker
 from raylane.ingest.consumer import IngressLoop
-from raylane.ingest.processor import BatchProcessor, ModelClient, OnlineSource, Prediction, WindowSource
+from raylane.ingest.processor import (
+    BatchProcessor,
+    ModelClient,
+    OnlineSource,
+    Prediction,
+    WindowSource,
+)
 from raylane.monitoring.metrics import serve_metrics
 from raylane.settings import Settings
 
-__all__ = ["codecs_for", "build_processor", "build_ingress", "LocalModelClient"]
+__all__ = ["LocalModelClient", "build_ingress", "build_processor", "codecs_for"]
 
 
 class LocalModelClient:
@@ -72,6 +78,7 @@ def build_processor(
     if cfg.features.windows and windows is None:
         from raylane.features import RedisWindowStore
 
+        assert redis is not None
         windows = RedisWindowStore(redis, cfg.name, cfg.features.windows)
     if cfg.features.online and online is None:
         from raylane.features import FeastRepo, OnlineFeatureReader

@@ -33,7 +33,7 @@ def isolated_args(suffix: str, **ingress: Any) -> dict[str, Any]:
     args["input"]["topic"] = f"payments.initiated.{suffix}"
     args["ingress"]["group_id"] = f"raylane-fraud-{suffix}"
     args["ingress"].update(ingress)
-    for key, out in args["outputs"].items():
+    for out in args["outputs"].values():
         out["topic"] = f"{out['topic']}.{suffix}"
     for rule in args["decision"]["rules"]:
         if rule.get("publish"):

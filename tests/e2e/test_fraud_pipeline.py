@@ -20,13 +20,12 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-
 from raylane.contracts import Codec
 from raylane.ingest.dlq import H_CLASS, H_CORRELATION, H_OFFSET, H_PARTITION, H_STAGE, H_TOPIC
 from raylane.ingest.producer import EventProducer
 from raylane.settings import Settings
 from raylane.testing import World
+
 from tests.integration.test_ingest import partition_ends
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer
-
 from raylane.bootstrap import bootstrap, pipeline_topics
 from raylane.config import PipelineConfig
 from raylane.contracts import Codec

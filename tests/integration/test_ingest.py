@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from raylane.bootstrap import pipeline_topics
 from raylane.config import PipelineConfig
 from raylane.contracts import Codec
@@ -181,7 +180,6 @@ class FlakyWindows:
 
 async def test_dead_dependency_pauses_and_loses_nothing(stack, unique: str) -> None:
     import redis.asyncio as aioredis
-
     from raylane.features import RedisWindowStore
     from raylane.pipeline import build_processor
 

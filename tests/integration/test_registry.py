@@ -10,7 +10,6 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-
 from raylane.errors import ModelError
 from raylane.registry import (
     LoadedModel,

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from raylane.config import PipelineConfig, load_serve_config
 from raylane.errors import ConfigError
 

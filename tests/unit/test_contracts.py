@@ -520,5 +520,5 @@ def test_package_docstring_example_runs() -> None:
     example = doc.split("Example::", 1)[1]
     code = "\n".join(line[4:] for line in example.splitlines() if line.startswith("    "))
     scope: dict[str, Any] = {"Codec": Codec, "event": RECORDS["payments.initiated"]}
-    exec(code, scope)
+    exec(code, scope)  # noqa: S102 - runs the docstring's example, like a doctest
     assert [i for i, _ in scope["oks"]] == [0] and [i for i, _ in scope["errs"]] == [1]

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 import pytest
-
 from raylane.testing import CONTRACT_FIELDS, World, events_frame, to_ms
 
 END = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

@@ -10,7 +10,6 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-
 from raylane.config import load_serve_config
 from raylane.features.window import reference_window_features
 from raylane.testing import World

@@ -10,7 +10,6 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-
 from raylane.features.window import reference_window_features
 from raylane.testing import World
 

@@ -19,7 +19,7 @@ from raylane.errors import DependencyError
 from raylane.ingest.processor import ModelClient, OnlineSource, Prediction, WindowSource
 from raylane.monitoring.metrics import METRICS
 
-__all__ = ["make_breaker", "guarded", "GuardedWindows", "GuardedOnline", "GuardedModel"]
+__all__ = ["GuardedModel", "GuardedOnline", "GuardedWindows", "guarded", "make_breaker"]
 
 T = TypeVar("T")
 
@@ -73,7 +73,7 @@ class GuardedOnline:
     def __init__(self, inner: OnlineSource, breaker: pybreaker.CircuitBreaker) -> None:
         self.inner, self.breaker = inner, breaker
 
-    async def read(self, entities: dict[str, Sequence[str]]) -> dict[str, np.ndarray]:
+    async def read(self, entities: Mapping[str, Sequence[str]]) -> dict[str, np.ndarray]:
         return await guarded(self.breaker, "online features", self.inner.read(entities))
 
 

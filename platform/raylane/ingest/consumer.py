@@ -28,7 +28,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from raylane.config import PipelineConfig
 from raylane.decision import DecisionEngine
 from raylane.errors import DependencyError, RaylaneError
-from raylane.ingest.processor import BatchProcessor, BatchResult, ModelClient, OutputCodec, ShadowJob
+from raylane.ingest.processor import (
+    BatchProcessor,
+    BatchResult,
+    ModelClient,
+    OutputCodec,
+    ShadowJob,
+)
 from raylane.ingest.records import InRecord, OutRecord
 from raylane.monitoring.metrics import METRICS, PipelineMetrics
 from raylane.monitoring.shadow import compare
@@ -202,7 +208,7 @@ class IngressLoop:
                 await self._publish(result.outputs + result.dlq)
                 result.stage_ms["publish_ms"] = (time.perf_counter() - t0) * 1000
                 break
-            except Exception as e:  # noqa: BLE001 - every failure here means "retry the batch"
+            except Exception as e:
                 if self._stop.is_set() and attempt > 0:
                     raise
                 attempt += 1
@@ -266,7 +272,7 @@ class IngressLoop:
             return  # revoked meanwhile: the new owner re-reads them (duplicates, never losses)
         try:
             await self._consumer.commit(offsets)
-        except Exception as e:  # a rebalance raced the commit: outputs are out, inputs re-read
+        except Exception as e:  # noqa: BLE001 - a rebalance raced the commit: outputs are out, inputs re-read
             log.warning("offset commit failed (%s); the batch may be re-delivered", e)
             return
         self.stats.commits += 1

@@ -24,8 +24,17 @@ import time
 from raylane.errors import RaylaneError
 from raylane.ingest.records import InRecord, OutRecord
 
-__all__ = ["H_CLASS", "H_MESSAGE", "H_STAGE", "H_TOPIC", "H_PARTITION", "H_OFFSET",
-           "H_CORRELATION", "H_TIME", "dlq_record"]
+__all__ = [
+    "H_CLASS",
+    "H_CORRELATION",
+    "H_MESSAGE",
+    "H_OFFSET",
+    "H_PARTITION",
+    "H_STAGE",
+    "H_TIME",
+    "H_TOPIC",
+    "dlq_record",
+]
 
 H_CLASS = "raylane.error.class"
 H_MESSAGE = "raylane.error.message"

@@ -10,6 +10,7 @@ awaited on this path; :class:`ShadowJob` carries what the comparison needs.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -26,17 +27,17 @@ from raylane.ingest.dlq import dlq_record
 from raylane.ingest.records import InRecord, OutRecord, header
 
 __all__ = [
-    "WindowSource",
-    "OnlineSource",
-    "ModelClient",
-    "Prediction",
-    "BatchCodec",
-    "OutputCodec",
-    "BatchResult",
-    "ShadowJob",
-    "BatchProcessor",
     "CORRELATION_HEADER",
     "GENERATED_HEADER",
+    "BatchCodec",
+    "BatchProcessor",
+    "BatchResult",
+    "ModelClient",
+    "OnlineSource",
+    "OutputCodec",
+    "Prediction",
+    "ShadowJob",
+    "WindowSource",
 ]
 
 CORRELATION_HEADER = "correlation_id"
@@ -48,7 +49,7 @@ class WindowSource(Protocol):
 
 
 class OnlineSource(Protocol):
-    async def read(self, entities: dict[str, Sequence[str]]) -> dict[str, np.ndarray]: ...
+    async def read(self, entities: Mapping[str, Sequence[str]]) -> dict[str, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -146,10 +147,10 @@ class BatchProcessor:
             rec = records[j]
             gen = False
             if not ev.get("correlation_id"):
-                cid = self._header_correlation(rec)
-                if cid is None:
-                    cid, gen = str(uuid.uuid4()), True
-                ev["correlation_id"] = cid
+                from_header = self._header_correlation(rec)
+                if from_header is None:
+                    from_header, gen = str(uuid.uuid4()), True
+                ev["correlation_id"] = from_header
             events.append(ev)
             good.append(rec)
             generated.append(gen)
@@ -250,7 +251,7 @@ class BatchProcessor:
         scored_recs: list[dict[str, Any]] = []
         by_rule: dict[int, list[int]] = {}
         for i, ev in enumerate(events):
-            feats = {c: (None if v != v else v) for c, v in ((c, col_lists[c][i]) for c in self.columns)}
+            feats = {c: (None if math.isnan(v) else v) for c, v in ((c, col_lists[c][i]) for c in self.columns)}
             lat = dict(latency)
             if good[i].timestamp_ms:
                 lat["e2e_ms"] = float(now_ms - good[i].timestamp_ms)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from aiokafka import AIOKafkaProducer
 
 from raylane.errors import DependencyError
 
-__all__ = ["EventProducer", "EventEncoder"]
+__all__ = ["EventEncoder", "EventProducer"]
 
 
 class EventEncoder(Protocol):
@@ -38,7 +38,7 @@ class EventProducer:
         )
         self.bootstrap = bootstrap
 
-    async def __aenter__(self) -> EventProducer:
+    async def __aenter__(self) -> Self:
         try:
             await self._producer.start()
         except Exception as e:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["InRecord", "OutRecord", "Headers", "header"]
+__all__ = ["Headers", "InRecord", "OutRecord", "header"]
 
 Headers = list[tuple[str, bytes]]
 

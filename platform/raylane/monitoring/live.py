@@ -9,6 +9,7 @@ the file_sd targets. The demo's live view and the bench use both.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import urllib.request
@@ -24,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from raylane.config import PipelineConfig
 from raylane.monitoring.metrics import target_files
 
-__all__ = ["OutputWatcher", "WatchStats", "scrape", "histogram_quantile"]
+__all__ = ["OutputWatcher", "WatchStats", "histogram_quantile", "scrape"]
 
 
 @dataclass
@@ -84,10 +85,8 @@ class OutputWatcher:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
         if self._consumer:
             await self._consumer.stop()
 
@@ -163,10 +162,10 @@ def histogram_quantile(samples: dict[str, float], name: str, q: float, labels: s
         return float("nan")
     rank = q * buckets[-1][1]
     prev_le, prev_c = 0.0, 0.0
-    for le, c in buckets:
+    for bound, c in buckets:
         if c >= rank:
-            if le == float("inf"):
+            if bound == float("inf"):
                 return prev_le
-            return prev_le + (le - prev_le) * ((rank - prev_c) / max(c - prev_c, 1e-9))
-        prev_le, prev_c = le, c
+            return prev_le + (bound - prev_le) * ((rank - prev_c) / max(c - prev_c, 1e-9))
+        prev_le, prev_c = bound, c
     return prev_le

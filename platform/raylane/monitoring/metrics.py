@@ -2,7 +2,7 @@
 
 Each process that runs an ingress replica serves its metrics over HTTP on an
 ephemeral port and announces it in a Prometheus ``file_sd`` target file under
-``$RAYLANE_HOME/prometheus/targets/`` (docker/prometheus.yml scrapes that
+``$RAYLANE_HOME/prometheus/targets/`` (docker/prometheus/prometheus.yml scrapes that
 directory; the demo's live view reads the same targets). Names follow the
 Prometheus conventions: ``raylane_<thing>_<unit>``.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 
-__all__ = ["PipelineMetrics", "serve_metrics", "withdraw_metrics", "target_files", "METRICS"]
+__all__ = ["METRICS", "PipelineMetrics", "serve_metrics", "target_files", "withdraw_metrics"]
 
 _LATENCY_BUCKETS = (0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 150, 250, 500, 1000, 2500, 5000)
 _BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 200, 300, 500, 1000, 2000, 5000)

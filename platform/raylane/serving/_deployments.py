@@ -22,7 +22,7 @@ from raylane.config import ModelConfig, PipelineConfig
 from raylane.errors import DependencyError
 from raylane.ingest.processor import Prediction
 
-__all__ = ["ModelServer", "KafkaIngress", "ServeModelClient"]
+__all__ = ["KafkaIngress", "ModelServer", "ServeModelClient"]
 
 log = logging.getLogger("raylane.serving")
 

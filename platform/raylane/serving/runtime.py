@@ -6,6 +6,7 @@ control to the caller (which then drives traffic) and cleans up on exit.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from raylane.errors import RaylaneError
 from raylane.serving.app import build_app, deployment_names
 from raylane.settings import Settings
 
-__all__ = ["RunningPipeline", "start_ray", "run_pipeline", "REPLICA_ENV"]
+__all__ = ["REPLICA_ENV", "RunningPipeline", "run_pipeline", "start_ray"]
 
 #: Ray Serve's documented latency/throughput mode for the replicas: user code and the
 #: handle router on the replica's own event loop, no extra thread hop per model call.
@@ -40,7 +41,7 @@ def start_ray(num_cpus: int | None = None, object_store_mb: int = 256) -> None:
         num_cpus=num_cpus or max(4, os.cpu_count() or 2),
         include_dashboard=False,
         object_store_memory=object_store_mb * 1024 * 1024,
-        logging_level="WARNING",
+        logging_level=logging.WARNING,
         log_to_driver=os.environ.get("RAYLANE_RAY_LOGS", "0") == "1",
         runtime_env={"env_vars": {**Settings.load().as_env(), **REPLICA_ENV}},
     )

@@ -20,8 +20,8 @@ bigger world (``n_users = rate * USER_PAYMENT_INTERVAL_S``) rather than a faster
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
