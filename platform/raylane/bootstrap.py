@@ -69,3 +69,67 @@ def bootstrap(config_path: str | Path, *, quiet: bool = False, console: Console 
     report["topics"] = topics
     report["seconds"] = round(time.perf_counter() - t0, 1)
     return report
+
+
+# -- helpers for the use cases' prepare hooks ---------------------------------------------
+
+
+def models_registered(settings: Settings, name: str, aliases: tuple[str, ...] = ("champion", "challenger")) -> bool:
+    """Whether registered model `name` has every alias in `aliases`."""
+    from raylane.errors import ModelError
+    from raylane.registry import resolve
+
+    try:
+        for alias in aliases:
+            resolve(f"models:/{name}@{alias}", tracking_uri=settings.mlflow_tracking_uri)
+    except ModelError:
+        return False
+    return True
+
+
+def backfill_windows(cfg: PipelineConfig, settings: Settings, events: list[dict[str, Any]],
+                     console: Console) -> dict[str, Any]:
+    """Reset the pipeline's window state and replay `events` through the serving script."""
+    import asyncio
+
+    async def run() -> int:
+        import redis.asyncio as aioredis
+
+        from raylane.features import RedisWindowStore
+
+        client = aioredis.from_url(settings.redis_url)
+        try:
+            store = RedisWindowStore(client, cfg.name, cfg.features.windows)
+            await store.clear()
+            return await store.backfill(events)
+        finally:
+            await client.aclose()
+
+    t0 = time.perf_counter()
+    with console.status(f"window state: backfilling {len(events):,} past events"):
+        n = asyncio.run(run())
+    seconds = round(time.perf_counter() - t0, 1)
+    console.print(f"[green]✓[/] window state: {n:,} events backfilled ({seconds} s)")
+    return {"backfilled": n, "backfill_s": seconds}
+
+
+def train_and_register(hook_dir: Path, cfg: PipelineConfig, settings: Settings, console: Console, *,
+                       retrain: bool, **train_kw: Any) -> dict[str, Any]:
+    """Run ``<hook_dir>/train.py``'s ``train(...)`` unless both aliases already exist."""
+    import sys
+
+    name = cfg.models.primary.registered_name
+    if not retrain and models_registered(settings, name):
+        console.print(f"[green]✓[/] models {name}@champion and {name}@challenger already registered "
+                      "(pass --retrain to train again)")
+        return {}
+    spec = importlib.util.spec_from_file_location(f"_raylane_train_{cfg.name}", hook_dir / "train.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses in the module look themselves up here
+    spec.loader.exec_module(module)
+    res = module.train(tracking_uri=settings.mlflow_tracking_uri, **train_kw)
+    for label, m in res.models.items():
+        console.print(f"[green]✓[/] model {name}@{label}: held-out ROC AUC {m.auc:.4f} "
+                      f"({len(m.feature_names)} features, {m.n_train:,} training rows)")
+    return {"auc": {label: round(m.auc, 4) for label, m in res.models.items()}}

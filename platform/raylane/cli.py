@@ -173,13 +173,18 @@ ConfigOpt = Annotated[
 @friendly_errors
 def bootstrap_cmd(
     config: ConfigOpt = Path("serve_configs/fraud.yaml"),
-    users: Annotated[int, typer.Option(help="Size of the simulated world (~users/100 events/s).")] = 20_000,
+    users: Annotated[
+        int | None, typer.Option(help="Size of the simulated world (default: the use case's).")
+    ] = None,
     retrain: Annotated[bool, typer.Option(help="Train and register new model versions.")] = False,
 ) -> None:
     """Topics, Feast apply + materialize, window backfill, train + register the models."""
     from raylane.bootstrap import bootstrap
 
-    report = bootstrap(config, console=console, users=users, retrain=retrain)
+    options: dict[str, Any] = {"retrain": retrain}
+    if users is not None:
+        options["users"] = users
+    report = bootstrap(config, console=console, **options)
     console.print(f"[bold green]bootstrapped[/] in {report['seconds']} s; now: "
                   f"[bold]serve run {config}[/]", highlight=False)
 
