@@ -31,7 +31,6 @@ from tests.integration.test_ingest import partition_ends
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 
-
 def _world() -> World:
     """The world `raylane bootstrap` prepared (its profiles are in Feast, its state in Redis)."""
     meta = json.loads((Settings.load().home / "world-fraud.json").read_text())
@@ -55,11 +54,19 @@ def _malformed(codec: Codec, base: dict[str, Any], i: int) -> tuple[bytes, str]:
     return json.dumps(doc).encode(), "WrongType"
 
 
-async def _collect(bootstrap: str, topics: list[str], until: Any, timeout_s: float) -> dict[str, list[Any]]:
+async def _collect(
+    bootstrap: str, topics: list[str], until: Any, timeout_s: float
+) -> dict[str, list[Any]]:
     """Read `topics` from the beginning until `until(got)` holds or the timeout passes."""
     got: dict[str, list[Any]] = {t: [] for t in topics}
-    c = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None,
-                         auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=20)
+    c = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=20,
+    )
     await c.start()
     try:
         deadline = time.monotonic() + timeout_s
@@ -72,7 +79,9 @@ async def _collect(bootstrap: str, topics: list[str], until: Any, timeout_s: flo
     return got
 
 
-async def _committed_at_end(bootstrap: str, topic: str, group: str) -> tuple[dict[int, int], dict[int, int]]:
+async def _committed_at_end(
+    bootstrap: str, topic: str, group: str
+) -> tuple[dict[int, int], dict[int, int]]:
     ends = await partition_ends(bootstrap, topic)
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await c.start()
@@ -83,7 +92,7 @@ async def _committed_at_end(bootstrap: str, topic: str, group: str) -> tuple[dic
         await c.stop()
 
 
-async def test_thousand_payments_end_to_end(fraud_app) -> None:
+async def test_thousand_payments_end_to_end(fraud_app, capsys) -> None:
     running, args = fraud_app
     bootstrap = Settings.load().kafka_bootstrap
     codec = Codec.for_contract("payments.initiated")
@@ -105,7 +114,11 @@ async def test_thousand_payments_end_to_end(fraud_app) -> None:
             futs += await prod.send_many([ev], wait=False)
             if i % 49 == 25:
                 j = i // 49
-                futs.append(await prod.send_raw(bad[j][0], key=b"k", headers=[("correlation_id", corr_bad[j].encode())]))
+                futs.append(
+                    await prod.send_raw(
+                        bad[j][0], key=b"k", headers=[("correlation_id", corr_bad[j].encode())]
+                    )
+                )
         await asyncio.gather(*futs)
 
     scored_t, dlq_t = args["outputs"]["scored"]["topic"], topic + ".dlq"
@@ -120,14 +133,20 @@ async def test_thousand_payments_end_to_end(fraud_app) -> None:
         recs = [scored_codec.decode(m.value) for m in got[scored_t]]
         should_flag = {r["event_id"] for r in recs if r["decision"] == "flagged"}
         flagged_now = {flagged_codec.decode(m.value)["event_id"] for m in got[flagged_t]}
-        return (len(got[dlq_t]) >= 20 and len({r["event_id"] for r in recs}) >= 980
-                and should_flag <= flagged_now)
+        return (
+            len(got[dlq_t]) >= 20
+            and len({r["event_id"] for r in recs}) >= 980
+            and should_flag <= flagged_now
+        )
 
     got = await _collect(bootstrap, [scored_t, dlq_t, flagged_t, shadow_t], done, timeout_s=240)
     scored = [scored_codec.decode(m.value) for m in got[scored_t]]
     ids = {r["event_id"] for r in scored}
-    print(f"\nscored records={len(scored)} distinct={len(ids)} dlq={len(got[dlq_t])} "
-          f"flagged={len(got[flagged_t])} shadow={len(got[shadow_t])}")
+    with capsys.disabled():  # shown in CI's output, not captured
+        print(
+            f"\nscored records={len(scored)} distinct={len(ids)} dlq={len(got[dlq_t])} "
+            f"flagged={len(got[flagged_t])} shadow={len(got[shadow_t])}"
+        )
     assert len(good) + len(bad) == 1000 and len(good) == 980
     assert ids == want_ok, f"missing {len(want_ok - ids)}, unexpected {len(ids - want_ok)}"
 
@@ -153,8 +172,11 @@ async def test_thousand_payments_end_to_end(fraud_app) -> None:
     assert flagged == {r["event_id"] for r in scored if r["decision"] == "flagged"}
     caught = len(flagged & burst_ids) / len(burst_ids)
     legit_flagged = len(flagged - burst_ids) / max(1, len(want - burst_ids))
-    print(f"burst events flagged {caught:.0%}, other events flagged {legit_flagged:.1%}, "
-          f"burst users {burst_users}")
+    with capsys.disabled():  # shown in CI's output, not captured
+        print(
+            f"burst events flagged {caught:.0%}, other events flagged {legit_flagged:.1%}, "
+            f"burst users {burst_users}"
+        )
     per_burst = {}
     for e in good:
         if e["event_id"] in burst_ids:
@@ -163,7 +185,8 @@ async def test_thousand_payments_end_to_end(fraud_app) -> None:
     # burst look legit by construction: velocity builds up), so at least 8 of 10 here
     # (a chance failure ~0.3 %); legit traffic is rarely flagged.
     caught_bursts = sum(any(v) for v in per_burst.values())
-    print(f"bursts caught {caught_bursts}/{len(per_burst)}")
+    with capsys.disabled():  # shown in CI's output, not captured
+        print(f"bursts caught {caught_bursts}/{len(per_burst)}")
     assert len(per_burst) == 10 and caught_bursts >= 8, per_burst
     assert legit_flagged < 0.02
 
@@ -172,7 +195,8 @@ async def test_thousand_payments_end_to_end(fraud_app) -> None:
     shadow_got = await _collect(bootstrap, [shadow_t], lambda g: len(g[shadow_t]) >= 980, 60)
     comps = [shadow_codec.decode(m.value) for m in shadow_got[shadow_t]]
     stats = await asyncio.to_thread(running.stats)
-    print(f"shadow comparisons {len(comps)}; ingress stats {stats}")
+    with capsys.disabled():  # shown in CI's output, not captured
+        print(f"shadow comparisons {len(comps)}; ingress stats {stats}")
     assert {c["event_id"] for c in comps} == want_ok  # a healthy shadow sees every event
     assert all(c["primary_version"] != c["shadow_version"] for c in comps)
     assert all(c["correlation_id"] == by_id[c["event_id"]]["correlation_id"] for c in comps)
@@ -187,7 +211,7 @@ async def test_thousand_payments_end_to_end(fraud_app) -> None:
     assert committed == ends
 
 
-async def test_sigkill_an_ingress_replica_loses_nothing(fraud_app) -> None:
+async def test_sigkill_an_ingress_replica_loses_nothing(fraud_app, capsys) -> None:
     running, args = fraud_app
     bootstrap = Settings.load().kafka_bootstrap
     codec = Codec.for_contract("payments.initiated")
@@ -214,6 +238,9 @@ async def test_sigkill_an_ingress_replica_loses_nothing(fraud_app) -> None:
     got = await _collect(bootstrap, [scored_t], done, timeout_s=300)
     records = [scored_codec.decode(m.value)["event_id"] for m in got[scored_t]]
     mine = [r for r in records if r in want]
-    print(f"\nkilled ingress pid {killed['pid']}: produced {len(want)}, scored records {len(mine)}, "
-          f"distinct {len(set(mine))}, duplicates {len(mine) - len(set(mine))}")
+    with capsys.disabled():  # shown in CI's output, not captured
+        print(
+            f"\nkilled ingress pid {killed['pid']}: produced {len(want)}, scored records {len(mine)}, "
+            f"distinct {len(set(mine))}, duplicates {len(mine) - len(set(mine))}"
+        )
     assert want <= set(mine), f"lost {len(want - set(mine))} events"
