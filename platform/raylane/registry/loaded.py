@@ -89,8 +89,11 @@ def load_model(
     tu = resolve_tracking_uri(tracking_uri)
     ref = resolve(uri, tracking_uri=tu)
     with boundary(f"loading {ref.uri_pinned}", tu, name=ref.name):
+        # Download the version's own source: MLflow's models:/ resolution ignores the
+        # registry_uri argument and falls back to the process default (a local sqlite file).
+        source = client(tu).get_model_version_download_uri(ref.name, str(ref.version))
         local = mlflow.artifacts.download_artifacts(
-            artifact_uri=ref.uri_pinned, tracking_uri=tu, registry_uri=tu,
+            artifact_uri=source, tracking_uri=tu,
             dst_path=tempfile.mkdtemp(prefix=f"raylane-{ref.name}-{ref.version}-"),
         )
         meta = Model.load(local)
