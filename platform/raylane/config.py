@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     ValidationError,
@@ -106,8 +107,11 @@ class IngressConfig(Frozen):
     max_batch_size: PositiveInt = Field(
         default=500, le=100_000, description="Most events in one micro-batch."
     )
-    max_wait_ms: PositiveInt = Field(
-        default=10, le=60_000, description="Longest a micro-batch waits to fill after its first event."
+    max_wait_ms: NonNegativeInt = Field(
+        default=0,
+        le=60_000,
+        description="Longest a micro-batch waits to fill after its first event; 0 takes what has "
+        "arrived (under load batches still grow: records pile up while the previous batch runs).",
     )
     fetch_max_wait_ms: PositiveInt = Field(
         default=5,

@@ -71,7 +71,7 @@ class _Revoke(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         async with self.loop._inflight:
-            pass
+            await self.loop._settle()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self.loop.stats.assignment = sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)
@@ -102,6 +102,7 @@ class IngressLoop:
         self._inflight = asyncio.Lock()
         self._stop = asyncio.Event()
         self._shadow_tasks: set[asyncio.Task[None]] = set()
+        self._finishing: asyncio.Task[None] | None = None
         self._engine = DecisionEngine(cfg.decision)
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -146,13 +147,30 @@ class IngressLoop:
             ) from e
 
     async def run(self) -> None:
-        """Consume until :meth:`stop`. Start first."""
+        """Consume until :meth:`stop`. Start first.
+
+        Two batches overlap: batch N+1 is decoded, enriched and scored while batch N's
+        outputs are being acknowledged and its offsets committed. Outputs still leave in
+        batch order, and a batch is committed only after everything before it.
+        """
         assert self._consumer is not None, "call start() first"
         while not self._stop.is_set():
             records = await self._next_batch()
-            if records:
-                async with self._inflight:
-                    await self._handle(records)
+            if not records:
+                await self._settle()
+                continue
+            async with self._inflight:
+                result, t_start = await self._process(records)
+                await self._settle()  # batch N is out and committed before N+1 is published
+                self._finishing = asyncio.get_running_loop().create_task(
+                    self._finish(records, result, t_start)
+                )
+        await self._settle()
+
+    async def _settle(self) -> None:
+        """Wait until the last batch's outputs are acknowledged and its offsets committed."""
+        if self._finishing is not None:
+            await self._finishing
 
     def stop(self) -> None:
         self._stop.set()
@@ -161,7 +179,7 @@ class IngressLoop:
         """Stop consuming, let in-flight work finish, leave the group cleanly."""
         self.stop()
         async with self._inflight:
-            pass
+            await self._settle()
         if self._shadow_tasks:
             await asyncio.wait(self._shadow_tasks, timeout=5)
         await self._close_clients()
@@ -182,7 +200,11 @@ class IngressLoop:
         ing = self.cfg.ingress
         got = await self._consumer.getmany(timeout_ms=100, max_records=ing.max_batch_size)
         records = _flatten(got)
-        if not records:
+        if not records or len(records) >= ing.max_batch_size:
+            return records
+        if ing.max_wait_ms == 0:  # take what has already arrived, without waiting
+            records.extend(_flatten(await self._consumer.getmany(
+                timeout_ms=0, max_records=ing.max_batch_size - len(records))))
             return records
         deadline = time.monotonic() + ing.max_wait_ms / 1000.0
         while len(records) < ing.max_batch_size:
@@ -197,26 +219,36 @@ class IngressLoop:
             records.extend(_flatten(more))
         return records
 
-    async def _handle(self, records: list[InRecord]) -> None:
-        assert self._consumer is not None
+    async def _process(self, records: list[InRecord]) -> tuple[BatchResult, float]:
+        """Process a batch, retrying (paused) until its dependencies answer."""
         attempt = 0
         t_start = time.time() * 1000
         while True:
             try:
                 result = await self.processor.process(records)
-                t0 = time.perf_counter()
-                await self._publish(result.outputs + result.dlq)
-                result.stage_ms["publish_ms"] = (time.perf_counter() - t0) * 1000
-                break
             except Exception as e:
                 if self._stop.is_set() and attempt > 0:
                     raise
                 attempt += 1
                 await self._back_off(e, attempt)
-        if self.stats.paused:
-            self._consumer.resume(*self._consumer.assignment())
-            self.stats.paused = False
-            self.metrics.paused.labels(**self._labels).set(0)
+                continue
+            if self._finishing is None or self._finishing.done():
+                self._resume()
+            return result, t_start
+
+    async def _finish(self, records: list[InRecord], result: BatchResult, t_start: float) -> None:
+        """Publish a processed batch (retrying until acknowledged), then commit its offsets."""
+        attempt = 0
+        t0 = time.perf_counter()
+        while True:
+            try:
+                await self._publish(result.outputs + result.dlq)
+                break
+            except Exception as e:  # noqa: BLE001 - retry: the outputs are already computed
+                attempt += 1
+                await self._back_off(e, attempt)
+        result.stage_ms["publish_ms"] = (time.perf_counter() - t0) * 1000
+        self._resume()
         t0 = time.perf_counter()
         await self._commit(records)
         result.stage_ms["commit_ms"] = (time.perf_counter() - t0) * 1000
@@ -226,6 +258,12 @@ class IngressLoop:
         self._account(result, records)
         if result.shadow is not None and self.shadows:
             self._start_shadows(result.shadow)
+
+    def _resume(self) -> None:
+        if self.stats.paused and self._consumer is not None:
+            self._consumer.resume(*self._consumer.assignment())
+            self.stats.paused = False
+            self.metrics.paused.labels(**self._labels).set(0)
 
     async def _back_off(self, e: Exception, attempt: int) -> None:
         """Pause consumption and wait before retrying the same batch."""
