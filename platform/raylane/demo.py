@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,16 +61,21 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
         with console.status("deploying the Serve app (ingress, champion, challenger) on local Ray"):
             ctx = run_pipeline(opts.config)
             running = ctx.__enter__()
+        live = _LiveState()
         try:
             running.wait_assigned()
             console.print("[green]✓[/] app running; streaming payments (Ctrl-C stops)")
-            summary = asyncio.run(_drive(cfg, opts, console))
-        except KeyboardInterrupt:
-            console.print("[yellow]interrupted[/]")
-            summary = {}
-        finally:
-            with console.status("stopping the Serve app and Ray"):
-                ctx.__exit__(None, None, None)
+            asyncio.run(_drive(cfg, opts, console, live))
+            stop: tuple[Any, Any, Any] = (None, None, None)
+        except KeyboardInterrupt as e:
+            console.print("[yellow]interrupted[/]: summary of what was seen so far")
+            stop = (KeyboardInterrupt, e, None)
+        summary = _summary(live, console)
+        with console.status("stopping the Serve app and Ray"):
+            try:
+                ctx.__exit__(*stop)
+            except KeyboardInterrupt:
+                pass
         return summary
     finally:
         if started and not opts.keep_stack:
@@ -79,7 +84,18 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
             console.print("[green]✓[/] everything stopped")
 
 
-async def _drive(cfg: PipelineConfig, opts: DemoOptions, console: Console) -> dict[str, Any]:
+@dataclass
+class _LiveState:
+    """What the traffic driver has done and seen; read for the summary, even after Ctrl-C."""
+
+    stats: WatchStats = field(default_factory=WatchStats)
+    sent: int = 0
+    malformed: int = 0
+    fraud_ids: set[str] = field(default_factory=set)
+    started: float = field(default_factory=time.monotonic)
+
+
+async def _drive(cfg: PipelineConfig, opts: DemoOptions, console: Console, st: _LiveState) -> None:
     from raylane.testing import World
 
     settings = Settings.load()
@@ -87,15 +103,16 @@ async def _drive(cfg: PipelineConfig, opts: DemoOptions, console: Console) -> di
     codec = Codec.for_contract(cfg.input.contract)
     decoders = {t: Codec.for_contract(c) for t, c in _output_contracts(cfg).items()}
     watcher = OutputWatcher(cfg, settings.kafka_bootstrap, decoders)
+    st.stats = watcher.stats
     await watcher.start()
     stream = world.stream(rate=opts.rate, fraud_rate=opts.fraud_rate, seed=int(time.time()))
     rng = random.Random(1)
-    sent = malformed = 0
-    fraud_ids: set[str] = set()
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn())
     task = progress.add_task("streaming", total=opts.duration)
-    t_start = time.monotonic()
+    st.started = t_start = time.monotonic()
     history: list[tuple[float, int, int]] = []
+    metrics: dict[str, float] = {}
+    last_view = 0.0
     try:
         async with EventProducer(settings.kafka_bootstrap, cfg.input.topic, codec) as prod:
             with Live(console=console, refresh_per_second=4) as live:
@@ -106,27 +123,29 @@ async def _drive(cfg: PipelineConfig, opts: DemoOptions, console: Console) -> di
                         le = next(stream)
                         batch.append(le.event)
                         if le.is_fraud:
-                            fraud_ids.add(le.event["event_id"])
+                            st.fraud_ids.add(le.event["event_id"])
                     if batch:
                         await prod.send_many(batch, wait=False)
-                        sent += len(batch)
+                        st.sent += len(batch)
                         n_bad = sum(rng.random() < opts.malformed_rate for _ in batch)
                         for _ in range(n_bad):
                             await prod.send_raw(b"\x00\x00\x00" + rng.randbytes(12), key=b"demo")
-                        malformed += n_bad
-                    history.append((time.monotonic(), sent, watcher.stats.scored))
-                    progress.update(task, completed=elapsed)
-                    live.update(Group(_view(watcher.stats, history, sent, malformed, settings), progress))
-                    await asyncio.sleep(0.05)
+                        st.malformed += n_bad
+                    if time.monotonic() - last_view > 0.5:  # scrape off the event loop, twice a second
+                        last_view = time.monotonic()
+                        history.append((last_view, st.sent, watcher.stats.scored))
+                        metrics = await asyncio.to_thread(scrape, settings.home, 0.2)
+                        progress.update(task, completed=elapsed)
+                        live.update(Group(_view(watcher.stats, history, st, metrics), progress))
+                    await asyncio.sleep(0.01)
                 await prod.flush()
                 # let the last events through
                 deadline = time.monotonic() + 10
-                while watcher.stats.scored < sent and time.monotonic() < deadline:
+                while watcher.stats.scored < st.sent and time.monotonic() < deadline:
                     await asyncio.sleep(0.1)
-                    live.update(Group(_view(watcher.stats, history, sent, malformed, settings), progress))
+                live.update(Group(_view(watcher.stats, history, st, metrics), progress))
     finally:
         await watcher.stop()
-    return _summary(watcher.stats, sent, malformed, fraud_ids, time.monotonic() - t_start, console)
 
 
 def _output_contracts(cfg: PipelineConfig) -> dict[str, str]:
@@ -148,9 +167,9 @@ def _rate(history: list[tuple[float, int, int]], idx: int, window_s: float = 5.0
     return (history[-1][idx] - old[idx]) / dt if dt > 0 else 0.0
 
 
-def _view(s: WatchStats, history: list[tuple[float, int, int]], sent: int, malformed: int,
-          settings: Settings) -> Table:
-    m = scrape(settings.home, timeout_s=0.2)
+def _view(s: WatchStats, history: list[tuple[float, int, int]], st: _LiveState,
+          m: dict[str, float]) -> Table:
+    sent, malformed = st.sent, st.malformed
     t = Table(title="raylane fraud pipeline — live", show_header=True, expand=False)
     t.add_column("measure")
     t.add_column("value", justify="right")
@@ -176,8 +195,9 @@ def _view(s: WatchStats, history: list[tuple[float, int, int]], sent: int, malfo
     return t
 
 
-def _summary(s: WatchStats, sent: int, malformed: int, fraud_ids: set[str], seconds: float,
-             console: Console) -> dict[str, Any]:
+def _summary(st: _LiveState, console: Console) -> dict[str, Any]:
+    s, sent, malformed, fraud_ids = st.stats, st.sent, st.malformed, st.fraud_ids
+    seconds = time.monotonic() - st.started
     caught = len(s.flagged_ids & fraud_ids)
     out = {
         "seconds": round(seconds, 1),

@@ -92,6 +92,7 @@ def run_pipeline(config_path: str | Path, *, num_cpus: int | None = None,
     for k, v in (overrides or {}).items():
         args[k] = {**args.get(k, {}), **v} if isinstance(v, dict) and isinstance(args.get(k), dict) else v
     cfg = PipelineConfig.from_args(args)
+    interrupted = False
     start_ray(num_cpus)
     try:
         serve.start(
@@ -100,8 +101,14 @@ def run_pipeline(config_path: str | Path, *, num_cpus: int | None = None,
         )
         serve.run(build_app(args), name=app.get("name", cfg.name), route_prefix=None, blocking=False)
         yield RunningPipeline(cfg, app.get("name", cfg.name))
+    except KeyboardInterrupt:
+        # Ctrl-C reached Ray's processes too: a graceful Serve shutdown would wait on a
+        # controller that is going away. Stop Ray at once; uncommitted input is re-read.
+        interrupted = True
+        raise
     finally:
         try:
-            serve.shutdown()
+            if not interrupted:
+                serve.shutdown()
         finally:
             ray.shutdown()
