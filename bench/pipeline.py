@@ -37,15 +37,14 @@ from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 CONFIG = ROOT / "serve_configs" / "fraud.yaml"
 console = Console()
 
 
 def _isolated(suffix: str) -> dict[str, Any]:
-    from tests.e2e.conftest import isolated_args
+    from raylane.testing.kafka import isolated_args
 
-    return isolated_args(suffix)
+    return isolated_args(CONFIG, suffix)
 
 
 async def _produce(bootstrap: str, topic: str, events: list[dict[str, Any]], rate: float | None) -> float:
@@ -132,8 +131,7 @@ def _stack_memory() -> dict[str, float]:
 def bench_pipeline(args: argparse.Namespace, world: Any, bootstrap: str) -> dict[str, Any]:
     from raylane.localstack import ensure_topics
     from raylane.serving.runtime import run_pipeline
-
-    from tests.e2e.conftest import all_topics
+    from raylane.testing.kafka import isolated_topics as all_topics
 
     res: dict[str, Any] = {}
     sat_args = _isolated("bench-sat-" + uuid.uuid4().hex[:6])

@@ -25,8 +25,7 @@ from raylane.ingest.dlq import H_CLASS, H_CORRELATION, H_OFFSET, H_PARTITION, H_
 from raylane.ingest.producer import EventProducer
 from raylane.settings import Settings
 from raylane.testing import World
-
-from tests.integration.test_ingest import partition_ends
+from raylane.testing.kafka import partition_ends
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 

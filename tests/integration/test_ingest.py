@@ -28,6 +28,7 @@ from raylane.ingest.producer import EventProducer
 from raylane.localstack import ensure_topics_async
 from raylane.pipeline import build_ingress
 from raylane.testing import World
+from raylane.testing.kafka import partition_ends
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -76,29 +77,6 @@ async def _read(bootstrap: str, topic: str, n: int, timeout_s: float = 30) -> li
     finally:
         await c.stop()
     return out
-
-
-async def partition_ends(bootstrap: str, topic: str) -> dict[int, int]:
-    """Offset after the last record of each partition, found by reading the topic.
-
-    (The embedded Tansu broker's ListOffsets answers the last batch's base offset + 1,
-    not the high watermark, when producers batch records; reading is exact everywhere.)
-    """
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                         auto_offset_reset="earliest", fetch_max_wait_ms=10)
-    await c.start()
-    ends: dict[int, int] = {p: 0 for p in c.partitions_for_topic(topic) or ()}
-    try:
-        idle_until = time.monotonic() + 1.0
-        while time.monotonic() < idle_until:
-            got = await c.getmany(timeout_ms=200)
-            for tp, msgs in got.items():
-                if msgs:
-                    ends[tp.partition] = max(ends.get(tp.partition, 0), msgs[-1].offset + 1)
-                    idle_until = time.monotonic() + 1.0
-    finally:
-        await c.stop()
-    return ends
 
 
 async def _run_until(loop: Any, cond: Any, timeout_s: float = 60) -> None:

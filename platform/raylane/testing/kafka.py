@@ -1,0 +1,65 @@
+"""Kafka helpers for tests, benches and notebooks: isolated pipelines and reading topics.
+
+`isolated_args` gives a pipeline its own topics and consumer group, so runs never read
+each other's events (the pipeline keeps its name, and so its window state);
+`partition_ends` finds where each partition ends by reading it.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiokafka import AIOKafkaConsumer
+
+from raylane.bootstrap import pipeline_topics
+from raylane.config import PipelineConfig
+
+__all__ = ["isolated_args", "isolated_topics", "partition_ends"]
+
+
+def isolated_args(config: str | Path, suffix: str, **ingress: Any) -> dict[str, Any]:
+    """The pipeline args of a serve config with every topic and the group suffixed."""
+    doc = yaml.safe_load(Path(config).read_text())
+    args: dict[str, Any] = copy.deepcopy(doc["applications"][0]["args"])
+    args["input"]["topic"] = f"{args['input']['topic']}.{suffix}"
+    args["input"].pop("dlq_topic", None)  # defaults to <topic>.dlq
+    args["ingress"]["group_id"] = f"{args['ingress']['group_id']}-{suffix}"
+    args["ingress"].update(ingress)
+    for out in args["outputs"].values():
+        out["topic"] = f"{out['topic']}.{suffix}"
+    for rule in args.get("decision", {}).get("rules", []):
+        if rule.get("publish"):
+            rule["publish"]["topic"] = f"{rule['publish']['topic']}.{suffix}"
+    return args
+
+
+def isolated_topics(args: dict[str, Any]) -> list[str]:
+    """Every topic the (isolated) pipeline reads or writes."""
+    return pipeline_topics(PipelineConfig.from_args(args))
+
+
+async def partition_ends(bootstrap: str, topic: str, idle_s: float = 1.0) -> dict[int, int]:
+    """Offset after the last record of each partition, found by reading the topic.
+
+    (The embedded Tansu broker's ListOffsets answers the last batch's base offset + 1,
+    not the high watermark, when producers batch records; reading is exact everywhere.)
+    """
+    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                         auto_offset_reset="earliest", fetch_max_wait_ms=10)
+    await c.start()
+    ends: dict[int, int] = {p: 0 for p in c.partitions_for_topic(topic) or ()}
+    try:
+        idle_until = time.monotonic() + idle_s
+        while time.monotonic() < idle_until:
+            got = await c.getmany(timeout_ms=200)
+            for tp, msgs in got.items():
+                if msgs:
+                    ends[tp.partition] = max(ends.get(tp.partition, 0), msgs[-1].offset + 1)
+                    idle_until = time.monotonic() + idle_s
+    finally:
+        await c.stop()
+    return ends
