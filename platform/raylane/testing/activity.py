@@ -15,15 +15,13 @@ from __future__ import annotations
 import math
 import random
 import uuid
-from collections.abc import Iterator
-from datetime import datetime
 from functools import cache
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from raylane.testing.payments import LabeledEvent, to_ms
+from raylane.testing.payments import LabeledEvent, LabeledStream
 
 if TYPE_CHECKING:
     from raylane.testing.simulator import World
@@ -74,7 +72,7 @@ def _traits(seed: int, n_users: int) -> dict[str, np.ndarray]:
     }
 
 
-class ActivityStream(Iterator[LabeledEvent]):
+class ActivityStream(LabeledStream):
     """An endless, deterministic iterator of labeled activity events at a fixed rate."""
 
     def __init__(self, world: World, *, start_ms: int, rate: float, seed: int = 0) -> None:
@@ -128,15 +126,3 @@ class ActivityStream(Iterator[LabeledEvent]):
         }
         churn = bool(self._churn[u])
         return LabeledEvent(event, churn, "churn" if churn else "retained")
-
-    def take(self, n: int) -> list[LabeledEvent]:
-        """The next `n` events."""
-        return [next(self) for _ in range(n)]
-
-    def until(self, end_ms: datetime | int) -> list[LabeledEvent]:
-        """The next events whose event time is before `end_ms`."""
-        end = to_ms(end_ms)
-        out: list[LabeledEvent] = []
-        while self.next_time_ms < end:
-            out.append(next(self))
-        return out

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from raylane.testing.simulator import World
 
-__all__ = ["CONTRACT_FIELDS", "LabeledEvent", "PaymentStream", "to_ms"]
+__all__ = ["CONTRACT_FIELDS", "LabeledEvent", "LabeledStream", "PaymentStream", "to_ms"]
 
 #: Fields of a ``payments.initiated`` v1 event, in contract order.
 CONTRACT_FIELDS: tuple[str, ...] = (
@@ -77,7 +77,28 @@ def to_ms(t: datetime | int) -> int:
 _Plan = tuple[int, int, float, bool, str]
 
 
-class PaymentStream(Iterator[LabeledEvent]):
+class LabeledStream(Iterator[LabeledEvent]):
+    """An endless stream of :class:`LabeledEvent` in event-time order, with batch takers."""
+
+    @property
+    def next_time_ms(self) -> int:
+        """Event time of the next event this stream yields."""
+        raise NotImplementedError
+
+    def take(self, n: int) -> list[LabeledEvent]:
+        """The next `n` events."""
+        return [next(self) for _ in range(n)]
+
+    def until(self, end_ms: datetime | int) -> list[LabeledEvent]:
+        """The next events whose event time is before `end_ms`."""
+        end = to_ms(end_ms)
+        out: list[LabeledEvent] = []
+        while self.next_time_ms < end:
+            out.append(next(self))
+        return out
+
+
+class PaymentStream(LabeledStream):
     """An endless iterator of :class:`LabeledEvent` in event-time order; see ``World.stream``."""
 
     def __init__(
@@ -142,17 +163,6 @@ class PaymentStream(Iterator[LabeledEvent]):
             return self._emit(self._single_fraud(), t)
         return self._emit(self._legit(t), t)
 
-    def take(self, n: int) -> list[LabeledEvent]:
-        """The next `n` events."""
-        return [next(self) for _ in range(n)]
-
-    def until(self, end_ms: datetime | int) -> list[LabeledEvent]:
-        """The next events whose event time is before `end_ms`."""
-        end = to_ms(end_ms)
-        out: list[LabeledEvent] = []
-        while self.next_time_ms < end:
-            out.append(next(self))
-        return out
 
     def inject_burst(
         self,
