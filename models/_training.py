@@ -253,3 +253,36 @@ def print_results(res: TrainResult, title: str, min_auc: dict[str, float] | None
         console.print(f"[red]held-out AUC below {floor} for {bad}[/red]")
         return 1
     return 0
+
+
+def simulate_fit_register(
+    what: str,
+    simulate: Callable[[], Sequence[Any]],
+    build: Callable[[Sequence[Any]], TrainingSet],
+    specs: Sequence[ModelSpec],
+    *,
+    registered_name: str,
+    extra_params: dict[str, Any],
+    log: bool,
+    tracking_uri: str | None,
+    artifact_location: str | None = None,
+    nthread: int | None = 1,
+    progress: bool = True,
+) -> TrainResult:
+    """Simulate events, build the training set, fit (and log + register) every spec, with a spinner."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    t0 = time.perf_counter()
+    cols = [SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()]
+    with Progress(*cols, disable=not progress, transient=True) as bar:
+        task = bar.add_task(f"simulating {what}", total=None)
+        events = simulate()
+        bar.update(task, description=f"building features for {len(events):,} events")
+        data = build(events)
+        models, registered = fit_and_register(
+            data, specs, registered_name=registered_name, log=log, tracking_uri=tracking_uri,
+            artifact_location=artifact_location, extra_params=extra_params, nthread=nthread,
+            status=lambda text: bar.update(task, description=text),
+        )
+    return TrainResult(models, registered, len(data.label), float(data.label.mean()),
+                       time.perf_counter() - t0)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,8 +30,8 @@ from _training import (
     ModelSpec,
     TrainingSet,
     TrainResult,
-    fit_and_register,
     print_results,
+    simulate_fit_register,
 )
 
 __all__ = ["CHALLENGER", "CHAMPION", "DEFAULT_FEATURES", "build_dataset", "challenger_for",
@@ -122,29 +121,21 @@ def train(
 
     `specs` defaults to CHAMPION and the challenger for `features` (no window columns).
     """
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    t0 = time.perf_counter()
     world = world or World(seed, n_users=n_users)
-    features = features or load_features()
+    feats = features or load_features()
     end = end or datetime.now(UTC).replace(microsecond=0)
     rate = rate or world.nominal_rate
-    specs = specs or (CHAMPION, challenger_for(features))
-    cols = [SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()]
-    with Progress(*cols, disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"simulating {hours:g} h of activity at {rate:g}/s", total=None)
-        events = world.activity_history(end, hours=hours, rate=rate)
-        bar.update(task, description=f"building features for {len(events):,} events")
-        data = build_dataset(events, features)
-        extra = {"world_seed": world.seed, "n_users": world.n_users, "history_hours": hours,
-                 "rate": rate}
-        models, registered = fit_and_register(
-            data, specs, registered_name=REGISTERED_NAME, log=log, tracking_uri=tracking_uri,
-            artifact_location=artifact_location, extra_params=extra, nthread=nthread,
-            status=lambda text: bar.update(task, description=text),
-        )
-    return TrainResult(models, registered, len(data.label), float(data.label.mean()),
-                       time.perf_counter() - t0)
+    return simulate_fit_register(
+        f"{hours:g} h of activity at {rate:g}/s",
+        lambda: world.activity_history(end, hours=hours, rate=rate),
+        lambda events: build_dataset(events, feats),
+        specs or (CHAMPION, challenger_for(feats)),
+        registered_name=REGISTERED_NAME,
+        extra_params={"world_seed": world.seed, "n_users": world.n_users, "history_hours": hours,
+                      "rate": rate},
+        log=log, tracking_uri=tracking_uri, artifact_location=artifact_location,
+        nthread=nthread, progress=progress,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,9 +38,9 @@ from _training import (
     TrainingSet,
     TrainResult,
     fit,
-    fit_and_register,
     log_and_register,
     print_results,
+    simulate_fit_register,
 )
 
 __all__ = [
@@ -139,29 +138,22 @@ def train(
     `rate` defaults to the world's nominal rate (one payment per user every
     USER_PAYMENT_INTERVAL_S); serve traffic at the same per-user rate.
     """
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    t0 = time.perf_counter()
     world = world or World(seed, n_users=n_users, n_merchants=n_merchants)
-    features = features or load_features()
+    feats = features or load_features()
     end = end or datetime.now(UTC).replace(microsecond=0)
     rate = rate or world.nominal_rate
-    cols = [SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()]
-    with Progress(*cols, disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"simulating {hours:g} h of payments at {rate:g}/s", total=None)
-        events = world.history(end, hours=hours, rate=rate, fraud_rate=fraud_rate)
-        bar.update(task, description=f"building features for {len(events):,} events")
-        data = build_dataset(events, world, features, end)
-        extra = {"world_seed": world.seed, "n_users": world.n_users,
-                 "n_merchants": world.n_merchants, "history_hours": hours, "rate": rate,
-                 "fraud_rate": fraud_rate, "user_interval_s": world.n_users / rate}
-        models, registered = fit_and_register(
-            data, specs, registered_name=REGISTERED_NAME, log=log, tracking_uri=tracking_uri,
-            artifact_location=artifact_location, extra_params=extra, nthread=nthread,
-            status=lambda text: bar.update(task, description=text),
-        )
-    return TrainResult(models, registered, len(data.label), float(data.label.mean()),
-                       time.perf_counter() - t0)
+    return simulate_fit_register(
+        f"{hours:g} h of payments at {rate:g}/s",
+        lambda: world.history(end, hours=hours, rate=rate, fraud_rate=fraud_rate),
+        lambda events: build_dataset(events, world, feats, end),
+        specs,
+        registered_name=REGISTERED_NAME,
+        extra_params={"world_seed": world.seed, "n_users": world.n_users,
+                      "n_merchants": world.n_merchants, "history_hours": hours, "rate": rate,
+                      "fraud_rate": fraud_rate, "user_interval_s": world.n_users / rate},
+        log=log, tracking_uri=tracking_uri, artifact_location=artifact_location,
+        nthread=nthread, progress=progress,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
