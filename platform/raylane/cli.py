@@ -1,8 +1,8 @@
 """The ``raylane`` command line: parses arguments, calls the packages, prints with rich.
 
 Commands stay thin: each one delegates to a package function and renders its result.
-Groups of commands are typer sub-apps (``raylane dev ...``); add a group with
-``app.add_typer(<group>_app, name="<group>")`` and a top-level command with ``@app.command()``.
+The stack, bootstrap and demo commands are here; every other group lives in its own module
+under :mod:`raylane.commands` (a ``register(app)`` function per module, found at start-up).
 Errors raylane raises on purpose (`RaylaneError`) are printed without a traceback.
 """
 
@@ -21,6 +21,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from raylane.commands import register_all
 from raylane.errors import RaylaneError
 
 __all__ = ["app"]
@@ -205,6 +206,9 @@ def demo_cmd(
     users = max(2_000, int(rate * 100))  # each simulated user pays about once every 100 s
     run_demo(DemoOptions(config=config, rate=rate, duration=duration, fraud_rate=fraud_rate,
                          malformed_rate=malformed_rate, users=users, keep_stack=keep_stack), console)
+
+
+register_all(app)  # the command groups of raylane/commands/ (schema, dlq, promote, drift, ...)
 
 
 if __name__ == "__main__":  # pragma: no cover
