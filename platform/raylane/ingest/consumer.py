@@ -379,7 +379,11 @@ class IngressLoop:
             job = sample_job(job, fraction)
             if not job.events:
                 return
-            pred = await client.predict(job.columns)
+            try:  # the shadow's own deadline, whatever the client does
+                pred = await asyncio.wait_for(client.predict(job.columns),
+                                              mcfg.timeout_s if mcfg is not None else None)
+            except TimeoutError as e:
+                raise DependencyError(f"shadow {client.name} timed out", stage="shadow") from e
             recs, agree, delta = compare(
                 job, pred, self._engine, self.cfg.name, primary_label=self.cfg.models.primary.name,
                 shadow_label=client.name, sample_fraction=fraction,
