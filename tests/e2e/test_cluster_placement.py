@@ -69,6 +69,9 @@ def test_primary_and_shadow_run_on_the_nodes_the_config_names(bootstrapped) -> N
         args["ingress"]["ray_actor_options"] = {"num_cpus": 0.25, "resources": {"zone_a": 1}}
         args["models"]["primary"]["ray_actor_options"] = {"num_cpus": 0.25, "resources": {"zone_a": 1}}
         args["models"]["shadows"][0]["ray_actor_options"] = {"num_cpus": 0.25, "resources": {"zone_b": 1}}
+        # the Serve-side batching and the prediction cache ride along on this run
+        args["models"]["primary"]["batching"] = {"max_batch_size": 4, "batch_wait_timeout_s": 0.005}
+        args["models"]["shadows"][0]["cache"] = {"ttl_s": 60, "max_entries": 10_000}
         ensure_topics(stack.kafka_bootstrap, isolated_topics(args), partitions=2)
         meta = json.loads((Settings.load().home / "world-fraud.json").read_text())
         events = [le.event for le in World(seed=meta["seed"], n_users=meta["users"]).stream(rate=100, seed=5).take(N)]
@@ -85,8 +88,12 @@ def test_primary_and_shadow_run_on_the_nodes_the_config_names(bootstrapped) -> N
                                       "payments.scored", ids, 180))
             compared = asyncio.run(_ids(stack.kafka_bootstrap, args["outputs"]["shadow"]["topic"],
                                         "fraud.shadow", ids, 120))
+            shadow_after = running.model("challenger").info.remote().result(timeout_s=60)
         assert scored == ids
         assert compared == ids
+        cache = shadow_after["cache"]
+        print(f"shadow cache: {cache}")
+        assert cache is not None and cache["hits"] + cache["misses"] >= N  # every compared event was looked up
     finally:
         if ray.is_initialized():
             ray.shutdown()

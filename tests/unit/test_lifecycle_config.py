@@ -110,3 +110,18 @@ def test_batching_limits() -> None:
     a = _args()
     a["models"]["primary"]["batching"] = {"max_batch_size": 8, "batch_wait_timeout_s": 0.002}
     assert PipelineConfig.from_args(a).models.primary.batching.max_batch_size == 8  # type: ignore[union-attr]
+
+
+def test_the_docs_example_is_a_valid_config() -> None:
+    import re
+
+    text = (ROOT / "docs" / "lifecycle.md").read_text()
+    block = re.search(r"```yaml\n(.*?)```", text, re.DOTALL)
+    assert block is not None
+    doc = yaml.safe_load(block.group(1))
+    a = _args()
+    a["models"] = doc["models"]
+    a["promotion"] = doc["promotion"]
+    cfg = PipelineConfig.from_args(a)
+    assert cfg.models.primary.autoscaling_config is not None
+    assert cfg.models.shadows[0].sample_fraction == 0.25 and cfg.promotion.max_latency_p99_ratio == 1.5

@@ -121,6 +121,7 @@ class IngressLoop:
             m.name: LocalShadowWindow(m.name, cfg.promotion.window) for m in cfg.models.shadows
         }
         self._shadow_redis = shadow_redis
+        self._count_tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -366,6 +367,9 @@ class IngressLoop:
             if len(self._shadow_tasks) >= self.cfg.ingress.max_shadow_inflight * len(self.shadows):
                 self.stats.shadow_skipped += 1
                 self.metrics.shadow_skipped.labels(**lab).inc()
+                skip = asyncio.get_running_loop().create_task(self._count(client.name, "skipped"))
+                self._count_tasks.add(skip)  # held until done (the loop keeps weak references only)
+                skip.add_done_callback(self._count_tasks.discard)
                 continue
             task = asyncio.get_running_loop().create_task(self._shadow(client, job, lab))
             self._shadow_tasks.add(task)
