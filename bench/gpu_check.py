@@ -113,6 +113,9 @@ def serve_latency(sizes: list[int], repeats: int, gpu: bool) -> dict[str, Any]:
 
 
 def main() -> int:
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batches", default="100,1000,10000,100000", help="Batch sizes, comma separated.")
     ap.add_argument("--repeats", type=int, default=20, help="Timed calls per batch size.")

@@ -150,8 +150,11 @@ async def test_slow_and_failing_shadows_leave_the_primary_unchanged(stack, uniqu
     assert sorted(base) == ids and sorted(with_shadows) == ids
     for eid in ids:
         a, b = base[eid], with_shadows[eid]
-        assert (a["score"], a["decision"], a["rule"], a["model_version"], a["features"]) == \
-               (b["score"], b["decision"], b["rule"], b["model_version"], b["features"]), eid
+        assert (a["score"], a["decision"], a["rule"], a["model_version"]) == \
+               (b["score"], b["decision"], b["rule"], b["model_version"]), eid
+        # window sums are float additions whose order follows the batch boundaries, which
+        # differ between two runs; equal up to rounding
+        assert a["features"] == pytest.approx(b["features"], rel=1e-9), eid
 
     st = loop.stats
     assert slow.calls >= 1 and broken.calls >= 1
