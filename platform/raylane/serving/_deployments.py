@@ -81,14 +81,15 @@ class ModelServer:
         """Check the alias every reload_poll_s; load a moved alias off the event loop."""
         while True:
             await asyncio.sleep(self.cfg.reload_poll_s)
-            try:
-                swap = await asyncio.to_thread(self.hosted.check)
+            try:  # resolve + download + load off the event loop; the old version keeps scoring
+                got = await asyncio.to_thread(self.hosted.fetch)
             except Exception as e:  # noqa: BLE001 - keep serving the loaded version
                 self.hosted.poll_errors += 1
                 log.warning("model %s: registry check failed (%s); keeps v%s", self.cfg.name, e,
                             self.hosted.version)
                 continue
-            if swap is not None:
+            if got is not None:
+                self.hosted.swap(*got)  # on the event loop, where batches are scored
                 self._metrics.model_swaps.labels(deployment=self.deployment).inc()
 
     def _score(self, columns: Mapping[str, np.ndarray]) -> dict[str, Any]:

@@ -96,22 +96,33 @@ class HostedModel:
             "latency_ms": (time.perf_counter() - t0) * 1000.0,
         }
 
-    def check(self) -> Swap | None:
-        """Resolve the alias; if it moved, load the new version and swap. Blocking (run in a thread)."""
+    def fetch(self) -> tuple[Scorable, float] | None:
+        """Resolve the alias; if it moved, load the new version (blocking: run it in a thread).
+
+        Returns the loaded version and its load time, or None when nothing changed.
+        """
         if not self.watches_alias:
             return None
         target = str(self._resolve(self.cfg.uri))
         if target == self.version:
             return None
         t0 = time.perf_counter()
-        name = self.cfg.registered_name
-        new = self._load(f"models:/{name}/{target}")
+        new = self._load(f"models:/{self.cfg.registered_name}/{target}")
+        return new, time.perf_counter() - t0
+
+    def swap(self, new: Scorable, load_s: float = 0.0) -> Swap:
+        """Switch to `new` (call it on the thread that scores: the cache is not thread-safe)."""
         old = self.version
-        self.model = new  # the swap: batches started before keep the old object
+        self.model = new  # batches already started keep the old object
         if self.cache is not None:
             self.cache.clear()
-        swap = Swap(old, str(new.version), time.time(), time.perf_counter() - t0)
+        swap = Swap(old, str(new.version), time.time(), load_s)
         self.swaps.append(swap)
-        log.warning("model %s hot-swapped %s v%s -> v%s in %.2f s", self.cfg.name, name, old,
-                    new.version, swap.load_s)
+        log.warning("model %s hot-swapped %s v%s -> v%s (loaded in %.2f s)", self.cfg.name,
+                    self.cfg.registered_name, old, new.version, load_s)
         return swap
+
+    def check(self) -> Swap | None:
+        """fetch + swap in one call (single-threaded callers)."""
+        got = self.fetch()
+        return None if got is None else self.swap(*got)
