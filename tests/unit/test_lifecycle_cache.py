@@ -137,3 +137,26 @@ def test_cache_serves_hits_and_is_invalidated_by_a_swap() -> None:
     clock.t += 31
     h.score(COLS)
     assert h.model.calls == 6  # type: ignore[attr-defined]  # expired: scored again
+
+
+def test_merged_calls_are_scored_once_and_split_back() -> None:
+    from raylane.serving.hosted import score_merged
+
+    h, _ = _hosted()
+    calls = [{"a": np.array([0.1, 0.2]), "b": np.array([1.0, 2.0])},
+             {"a": np.array([0.5]), "b": np.array([5.0])},
+             {"a": np.array([0.3, 0.4, 0.6]), "b": np.array([3.0, 4.0, 6.0])}]
+    n_calls = []
+
+    def score(cols: Mapping[str, Any]) -> dict[str, Any]:
+        n_calls.append(len(cols["a"]))
+        return h.score(cols)
+
+    outs = score_merged(score, calls)
+    assert n_calls == [6]
+    for c, o in zip(calls, outs, strict=True):
+        assert np.allclose(o["scores"], c["a"] + c["b"] + 1) and o["model_version"] == "1"
+    # different columns: one call each
+    n_calls.clear()
+    score_merged(score, [calls[0], {"a": np.array([1.0]), "b": np.array([1.0]), "c": np.array([0.0])}])
+    assert n_calls == [2, 1]

@@ -22,7 +22,7 @@ from ray.serve.handle import DeploymentHandle
 from raylane.config import ModelConfig, PipelineConfig
 from raylane.errors import DependencyError
 from raylane.ingest.processor import Prediction
-from raylane.serving.hosted import HostedModel
+from raylane.serving.hosted import HostedModel, score_merged
 
 __all__ = ["KafkaIngress", "ModelServer", "ServeModelClient"]
 
@@ -113,13 +113,7 @@ class ModelServer:
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.0)
     async def _batched(self, calls: list[Mapping[str, np.ndarray]]) -> list[dict[str, Any]]:
-        keys = set(calls[0])
-        if len(calls) == 1 or any(set(c) != keys for c in calls):
-            return [self._score(c) for c in calls]
-        sizes = [len(next(iter(c.values()))) for c in calls]
-        out = self._score({k: np.concatenate([np.asarray(c[k]) for c in calls]) for k in keys})
-        parts = np.split(np.asarray(out["scores"]), np.cumsum(sizes)[:-1])
-        return [{**out, "scores": part} for part in parts]
+        return score_merged(self._score, calls)
 
     def info(self) -> dict[str, Any]:
         import ray

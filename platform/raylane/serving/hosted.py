@@ -21,7 +21,7 @@ import numpy as np
 from raylane.config import ModelConfig
 from raylane.serving.cache import PredictionCache
 
-__all__ = ["HostedModel", "Scorable", "Swap"]
+__all__ = ["HostedModel", "Scorable", "Swap", "score_merged"]
 
 log = logging.getLogger("raylane.serving")
 
@@ -126,3 +126,18 @@ class HostedModel:
         """fetch + swap in one call (single-threaded callers)."""
         got = self.fetch()
         return None if got is None else self.swap(*got)
+
+
+def score_merged(score: Callable[[Mapping[str, Any]], dict[str, Any]],
+                 calls: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Score several batch calls with one model call (Serve batching), split per call.
+
+    Calls whose columns differ are scored one by one. Every part names the same version.
+    """
+    keys = set(calls[0])
+    if len(calls) == 1 or any(set(c) != keys for c in calls):
+        return [score(c) for c in calls]
+    sizes = [len(next(iter(c.values()))) for c in calls]
+    out = score({k: np.concatenate([np.asarray(c[k]) for c in calls]) for k in keys})
+    parts = np.split(np.asarray(out["scores"]), np.cumsum(sizes)[:-1])
+    return [{**out, "scores": part} for part in parts]
