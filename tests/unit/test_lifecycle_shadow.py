@@ -115,3 +115,19 @@ def test_local_window_tracks_the_newest() -> None:
     for _ in range(5):
         agg = w.add(_entry([0.5] * 10, [0.6] * 10))
     assert agg.n == 30 and agg.mean_abs_delta == pytest.approx(0.1)
+
+
+def test_fraud_shadow_v2_is_backward_and_forward_compatible_with_v1() -> None:
+    import avro.schema
+    from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
+    from raylane.contracts import FileSchemaRegistry
+
+    reg = FileSchemaRegistry()
+    v1 = avro.schema.parse(reg.get_version("fraud.shadow-value", 1).text)
+    latest = reg.latest("fraud.shadow-value")
+    assert latest.version >= 2
+    v2 = avro.schema.parse(latest.text)
+    check = ReaderWriterCompatibilityChecker().get_compatibility
+    ok = SchemaCompatibilityType.compatible
+    assert check(reader=v2, writer=v1).compatibility == ok  # new readers read old records
+    assert check(reader=v1, writer=v2).compatibility == ok  # old readers read new records
