@@ -32,7 +32,10 @@ from raylane.errors import ConfigError
 
 __all__ = [
     "ActorOptions",
+    "AutoscalingConfig",
+    "BatchingConfig",
     "BreakerConfig",
+    "CacheConfig",
     "Condition",
     "DecisionConfig",
     "DecisionRule",
@@ -47,6 +50,7 @@ __all__ = [
     "OutputConfig",
     "OutputsConfig",
     "PipelineConfig",
+    "PromotionConfig",
     "WindowFeature",
     "load_serve_config",
 ]
@@ -223,23 +227,113 @@ class FeaturesConfig(Frozen):
         return self
 
 
+class AutoscalingConfig(Frozen):
+    """Ray Serve autoscaling of one model deployment (maps to Serve's ``autoscaling_config``)."""
+
+    min_replicas: NonNegativeInt = Field(default=1, description="Fewest replicas kept running.")
+    max_replicas: PositiveInt = Field(default=1, description="Most replicas Serve may start.")
+    initial_replicas: NonNegativeInt | None = Field(
+        default=None, description="Replicas at deploy time; defaults to min_replicas."
+    )
+    target_ongoing_requests: PositiveFloat = Field(
+        default=2.0, description="Ongoing batch calls per replica that Serve aims for."
+    )
+    upscale_delay_s: NonNegativeFloat = Field(
+        default=30.0, description="How long load must stay high before replicas are added."
+    )
+    downscale_delay_s: NonNegativeFloat = Field(
+        default=600.0, description="How long load must stay low before replicas are removed."
+    )
+    metrics_interval_s: PositiveFloat = Field(
+        default=10.0, description="How often replicas report their load to the autoscaler."
+    )
+    look_back_period_s: PositiveFloat = Field(
+        default=30.0, description="Window over which the load is averaged."
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingConfig:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) must be >= min_replicas "
+                             f"({self.min_replicas})")
+        init = self.initial_replicas
+        if init is not None and not self.min_replicas <= init <= self.max_replicas:
+            raise ValueError(f"initial_replicas ({init}) must lie between min_replicas "
+                             f"({self.min_replicas}) and max_replicas ({self.max_replicas})")
+        return self
+
+    def to_serve(self) -> dict[str, Any]:
+        """The dict Ray Serve's ``autoscaling_config`` option takes."""
+        return self.model_dump(exclude_none=True)
+
+
+class BatchingConfig(Frozen):
+    """Serve-side batching: concurrent batch calls (e.g. from several ingress replicas) are
+    merged into one model call (Ray Serve's ``@serve.batch``)."""
+
+    max_batch_size: PositiveInt = Field(
+        default=4, le=1024, description="Most batch calls merged into one model call."
+    )
+    batch_wait_timeout_s: NonNegativeFloat = Field(
+        default=0.0, le=10.0, description="Longest a call waits for others to merge with; 0 "
+        "merges only calls that are already queued."
+    )
+
+
+class CacheConfig(Frozen):
+    """Prediction cache of one model: key = (model version, feature vector)."""
+
+    ttl_s: PositiveFloat = Field(description="Hard time to live of a cached score, in seconds.")
+    max_entries: PositiveInt = Field(
+        default=100_000, le=10_000_000, description="Most cached scores; the least recently used go first."
+    )
+
+
 class ModelConfig(Frozen):
     name: Ident = Field(description="Label of this model in outputs and metrics, e.g. champion.")
     uri: str = Field(
         pattern=_MODEL_URI,
         description="MLflow registry URI: models:/<name>@<alias> or models:/<name>/<version>.",
     )
-    num_replicas: PositiveInt = Field(default=1, description="Replicas of the model deployment.")
+    num_replicas: PositiveInt = Field(
+        default=1, description="Replicas of the model deployment (ignored with autoscaling_config)."
+    )
     ray_actor_options: ActorOptions = Field(
         default_factory=ActorOptions, description="Ray resources of one model replica."
     )
+    autoscaling_config: AutoscalingConfig | None = Field(
+        default=None, description="Scale replicas with load instead of a fixed num_replicas."
+    )
+    max_ongoing_requests: PositiveInt = Field(
+        default=16, description="Batch calls one replica accepts at once (Serve's max_ongoing_requests)."
+    )
+    batching: BatchingConfig | None = Field(
+        default=None, description="Merge concurrent batch calls into one model call; off when unset."
+    )
+    cache: CacheConfig | None = Field(
+        default=None, description="Prediction cache (per replica); off when unset."
+    )
     timeout_s: PositiveFloat = Field(
         default=5.0, description="Longest one batch call may take before it counts as failed."
+    )
+    sample_fraction: float = Field(
+        default=1.0, gt=0.0, le=1.0,
+        description="Shadows only: fraction of events the shadow scores, chosen deterministically "
+        "by a hash of event_id (the same events for every shadow and every replica).",
+    )
+    reload_poll_s: PositiveFloat = Field(
+        default=2.0, le=60.0,
+        description="For alias URIs: how often replicas check the registry for an alias move "
+        "(hot swap without a restart).",
     )
 
     @property
     def registered_name(self) -> str:
         return re.split(r"[@/]", self.uri[len("models:/") :])[0]
+
+    @property
+    def alias(self) -> str | None:
+        return self.uri.split("@", 1)[1] if "@" in self.uri else None
 
 
 class ModelsConfig(Frozen):
@@ -254,7 +348,43 @@ class ModelsConfig(Frozen):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"model names {dup} are used more than once; each needs its own name")
+        if self.primary.sample_fraction != 1.0:
+            raise ValueError(f"models.primary.sample_fraction is {self.primary.sample_fraction}; "
+                             "the primary scores every event, only shadows may sample")
         return self
+
+
+class PromotionConfig(Frozen):
+    """Gates a challenger must pass on live shadow aggregates before `raylane promote`."""
+
+    shadow: Ident | None = Field(
+        default=None, description="Label of the shadow whose aggregates gate the promotion; "
+        "defaults to the first shadow.")
+    challenger_alias: Ident = Field(default="challenger", description="Alias promoted from.")
+    previous_alias: Ident = Field(
+        default="previous", description="Alias the replaced champion keeps (what rollback restores)."
+    )
+    min_samples: NonNegativeInt = Field(
+        default=1000, description="Fewest compared events in the aggregates."
+    )
+    min_agreement: float = Field(
+        default=0.98, ge=0.0, le=1.0, description="Lowest decision agreement rate (0-1)."
+    )
+    max_p95_abs_delta: NonNegativeFloat = Field(
+        default=0.1, description="Highest 95th percentile of |primary - shadow score|."
+    )
+    max_latency_p99_ratio: PositiveFloat = Field(
+        default=1.5, description="Highest shadow p99 latency divided by the primary's."
+    )
+    require_no_drift_alert: bool = Field(
+        default=True, description="Refuse while the drift monitor has an open alert."
+    )
+    window: PositiveInt = Field(
+        default=20_000, description="Most recent compared events the aggregates cover."
+    )
+    audit_topic: Topic = Field(
+        default="models.promoted", description="Topic of the models.promoted audit events."
+    )
 
 
 class Condition(Frozen):
@@ -332,6 +462,9 @@ class PipelineConfig(Frozen):
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
     outputs: OutputsConfig
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    promotion: PromotionConfig = Field(
+        default_factory=PromotionConfig, description="Gates of `raylane promote` (model lifecycle)."
+    )
     schema_registry: str = Field(
         default="", description="Path of the file schema registry; empty means the built-in one."
     )
@@ -351,7 +484,18 @@ class PipelineConfig(Frozen):
                 "models.shadows is set but outputs.shadow is not; add outputs.shadow "
                 "{topic: ..., contract: ...} so comparisons have somewhere to go"
             )
+        labels = [m.name for m in self.models.shadows]
+        if self.promotion.shadow is not None and self.promotion.shadow not in labels:
+            raise ValueError(f"promotion.shadow is {self.promotion.shadow!r}, which is not a shadow "
+                             f"label; shadows: {labels}")
         return self
+
+    def gating_shadow(self) -> ModelConfig | None:
+        """The shadow whose aggregates gate promotion: promotion.shadow, else the first."""
+        for m in self.models.shadows:
+            if self.promotion.shadow in (None, m.name):
+                return m
+        return None
 
     @classmethod
     def from_args(cls, args: dict[str, Any], *, where: str = "args") -> PipelineConfig:

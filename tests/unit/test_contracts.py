@@ -111,6 +111,25 @@ RECORDS: dict[str, dict[str, Any]] = {
         "primary_latency_ms": 3.4,
         "shadow_latency_ms": 4.8,
         "compared_at": T0 + 20,
+        "primary_label": "champion",
+        "shadow_label": "challenger",
+        "sample_fraction": 1.0,
+    },
+    "models.promoted": {
+        "event_id": "p-1",
+        "pipeline": "fraud",
+        "action": "promote",
+        "model_name": "fraud",
+        "alias": "champion",
+        "from_version": "3",
+        "to_version": "4",
+        "previous_alias": "previous",
+        "actor": "ops@host",
+        "at": T0,
+        "forced": False,
+        "reason": "",
+        "gates": [{"name": "min_agreement", "threshold": "0.98", "measured": "0.991", "passed": True,
+                   "detail": ""}],
     },
     "churn.activity": {
         "event_id": "a-1",
@@ -145,9 +164,10 @@ EXPECTED_IDS = {
     "payments.initiated-value": 1,
     "payments.scored-value": 2,
     "payments.flagged-value": 3,
-    "fraud.shadow-value": 4,
+    "fraud.shadow-value": 7,  # v2: primary_label, shadow_label, sample_fraction (defaults)
     "churn.activity-value": 5,
     "churn-risk-scored-value": 6,
+    "models.promoted-value": 8,
 }
 
 
@@ -211,6 +231,9 @@ def test_output_fields_come_from_input_or_computed_fields() -> None:
         "abs_delta",
         "primary_latency_ms",
         "shadow_latency_ms",
+        "primary_label",
+        "shadow_label",
+        "sample_fraction",
     }
     pairs = {
         "payments.initiated": ["payments.scored", "payments.flagged", "fraud.shadow"],

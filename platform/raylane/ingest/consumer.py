@@ -37,7 +37,13 @@ from raylane.ingest.processor import (
 )
 from raylane.ingest.records import InRecord, OutRecord
 from raylane.monitoring.metrics import METRICS, PipelineMetrics
-from raylane.monitoring.shadow import compare
+from raylane.monitoring.shadow import compare, sample_job
+from raylane.monitoring.shadow_stats import (
+    LocalShadowWindow,
+    batch_entry,
+    record_batch,
+    record_count,
+)
 
 __all__ = ["IngressLoop", "IngressStats"]
 
@@ -57,6 +63,7 @@ class IngressStats:
     shadow_compared: int = 0
     shadow_agreed: int = 0
     shadow_errors: int = 0
+    shadow_timeouts: int = 0
     shadow_skipped: int = 0
     last_error: str | None = None
     assignment: list[str] = field(default_factory=list)
@@ -90,6 +97,7 @@ class IngressLoop:
         shadow_codec: OutputCodec | None = None,
         metrics: PipelineMetrics = METRICS,
         client_id: str = "raylane-ingress",
+        shadow_redis: Any = None,
     ) -> None:
         self.cfg = cfg
         self.bootstrap = bootstrap
@@ -107,6 +115,13 @@ class IngressLoop:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._labels = {"pipeline": cfg.name}
+        # shadows: their config by label, rolling windows (gauges), the shared aggregates' Redis
+        self._shadow_cfg = {m.name: m for m in cfg.models.shadows}
+        self._shadow_windows = {
+            m.name: LocalShadowWindow(m.name, cfg.promotion.window) for m in cfg.models.shadows
+        }
+        self._shadow_redis = shadow_redis
+        self._count_tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -183,6 +198,11 @@ class IngressLoop:
         if self._shadow_tasks:
             await asyncio.wait(self._shadow_tasks, timeout=5)
         await self._close_clients()
+        if self._shadow_redis is not None:
+            try:
+                await self._shadow_redis.aclose()
+            except Exception:
+                log.debug("closing the shadow aggregates' Redis client failed", exc_info=True)
 
     async def _close_clients(self) -> None:
         for c in (self._consumer, self._producer):
@@ -347,6 +367,9 @@ class IngressLoop:
             if len(self._shadow_tasks) >= self.cfg.ingress.max_shadow_inflight * len(self.shadows):
                 self.stats.shadow_skipped += 1
                 self.metrics.shadow_skipped.labels(**lab).inc()
+                skip = asyncio.get_running_loop().create_task(self._count(client.name, "skipped"))
+                self._count_tasks.add(skip)  # held until done (the loop keeps weak references only)
+                skip.add_done_callback(self._count_tasks.discard)
                 continue
             task = asyncio.get_running_loop().create_task(self._shadow(client, job, lab))
             self._shadow_tasks.add(task)
@@ -354,9 +377,21 @@ class IngressLoop:
 
     async def _shadow(self, client: ModelClient, job: ShadowJob, lab: dict[str, str]) -> None:
         reason = "error"
+        mcfg = self._shadow_cfg.get(client.name)
+        fraction = mcfg.sample_fraction if mcfg is not None else 1.0
         try:
-            pred = await client.predict(job.columns)
-            recs, agree, delta = compare(job, pred, self._engine, self.cfg.name)
+            job = sample_job(job, fraction)
+            if not job.events:
+                return
+            try:  # the shadow's own deadline, whatever the client does
+                pred = await asyncio.wait_for(client.predict(job.columns),
+                                              mcfg.timeout_s if mcfg is not None else None)
+            except TimeoutError as e:
+                raise DependencyError(f"shadow {client.name} timed out", stage="shadow") from e
+            recs, agree, delta = compare(
+                job, pred, self._engine, self.cfg.name, primary_label=self.cfg.models.primary.name,
+                shadow_label=client.name, sample_fraction=fraction,
+            )
             if self.shadow_codec is not None and self.cfg.outputs.shadow is not None:
                 topic = self.cfg.outputs.shadow.topic
                 values = self.shadow_codec.encode_many(
@@ -377,12 +412,49 @@ class IngressLoop:
             h = self.metrics.shadow_abs_delta.labels(**lab)
             for d in delta.tolist():
                 h.observe(d)
+            if recs:
+                reason = "aggregates"
+                await self._aggregate(client.name, batch_entry(recs, self.cfg.decision.default), lab)
         except Exception as e:  # noqa: BLE001 - a shadow must never hurt the primary path
             if isinstance(e, DependencyError) and "timed out" in e.message:
                 reason = "timeout"
+                self.stats.shadow_timeouts += 1
             self.stats.shadow_errors += 1
             self.metrics.shadow_errors.labels(reason=reason, **lab).inc()
             log.warning("shadow %s failed for a batch (%s): %s", lab["shadow"], reason, e)
+            await self._count(client.name, "timeouts" if reason == "timeout" else "errors")
+
+    async def _aggregate(self, label: str, entry: dict[str, Any], lab: dict[str, str]) -> None:
+        """Update this replica's gauges and the shared aggregates in Redis."""
+        agg = self._shadow_windows[label].add(entry)
+        m = self.metrics
+        if agg.agreement_rate is not None:
+            m.shadow_agreement_rate.labels(**lab).set(agg.agreement_rate)
+            m.shadow_abs_delta_stat.labels(stat="mean", **lab).set(agg.mean_abs_delta or 0.0)
+            m.shadow_abs_delta_stat.labels(stat="p95", **lab).set(agg.p95_abs_delta or 0.0)
+            for role, rate, p50, p99 in (
+                ("primary", agg.primary_flag_rate, agg.primary_latency_p50_ms, agg.primary_latency_p99_ms),
+                ("shadow", agg.shadow_flag_rate, agg.shadow_latency_p50_ms, agg.shadow_latency_p99_ms),
+            ):
+                m.shadow_flag_rate.labels(role=role, **lab).set(rate or 0.0)
+                m.shadow_latency_ms.labels(role=role, quantile="0.5", **lab).set(p50 or 0.0)
+                m.shadow_latency_ms.labels(role=role, quantile="0.99", **lab).set(p99 or 0.0)
+        await record_batch(self._redis(), self.cfg.name, label, entry)
+
+    async def _count(self, label: str, what: str) -> None:
+        try:
+            await record_count(self._redis(), self.cfg.name, label, what)
+        except Exception as e:  # noqa: BLE001 - counting is best effort; the metric has it
+            log.warning("could not count a shadow %s in Redis: %s", what, e)
+
+    def _redis(self) -> Any:
+        if self._shadow_redis is None:
+            import redis.asyncio as aioredis
+
+            from raylane.settings import Settings
+
+            self._shadow_redis = aioredis.from_url(Settings.load().redis_url)
+        return self._shadow_redis
 
 
 def _flatten(got: dict[Any, list[Any]]) -> list[InRecord]:

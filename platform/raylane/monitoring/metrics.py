@@ -72,6 +72,34 @@ class PipelineMetrics:
             "raylane_shadow_abs_delta", "|primary score - shadow score| per event.", ["pipeline", "shadow"],
             buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
         )
+        # rolling shadow aggregates of this replica (the shared ones are in Redis)
+        self.shadow_agreement_rate = Gauge(
+            "raylane_shadow_agreement_rate", "Rolling decision agreement rate with a shadow.",
+            ["pipeline", "shadow"],
+        )
+        self.shadow_abs_delta_stat = Gauge(
+            "raylane_shadow_abs_delta_rolling", "Rolling mean / p95 of |primary - shadow score|.",
+            ["pipeline", "shadow", "stat"],
+        )
+        self.shadow_flag_rate = Gauge(
+            "raylane_shadow_flag_rate", "Rolling rate of non-default decisions, per model role.",
+            ["pipeline", "shadow", "role"],
+        )
+        self.shadow_latency_ms = Gauge(
+            "raylane_shadow_model_latency_ms", "Rolling p50 / p99 batch-call latency, per model role.",
+            ["pipeline", "shadow", "role", "quantile"],
+        )
+        self.cache_requests = Counter(
+            "raylane_prediction_cache_requests_total", "Prediction cache lookups, by result.",
+            ["deployment", "result"],
+        )
+        self.cache_hit_rate = Gauge(
+            "raylane_prediction_cache_hit_rate", "Hits / lookups of the prediction cache since start.",
+            ["deployment"],
+        )
+        self.model_swaps = Counter(
+            "raylane_model_swaps_total", "Hot swaps of a model replica to a new version.", ["deployment"]
+        )
 
 
 #: Process-wide metric families (prometheus_client registers each name once).

@@ -54,7 +54,10 @@ class LoadedModel:
 
     def predict(self, columns: Mapping[str, Any]) -> np.ndarray:
         """Scores for a batch given as column name -> 1-d array (one inplace_predict call)."""
-        x = self.stack(columns)
+        return self.predict_matrix(self.stack(columns))
+
+    def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        """Scores for an input matrix built by :meth:`stack` (one inplace_predict call)."""
         if x.shape[0] == 0:
             return np.zeros(0, dtype=np.float32)
         out = self.booster.inplace_predict(x, validate_features=False)

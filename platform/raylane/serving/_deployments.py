@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from ray.serve.handle import DeploymentHandle
 from raylane.config import ModelConfig, PipelineConfig
 from raylane.errors import DependencyError
 from raylane.ingest.processor import Prediction
+from raylane.serving.hosted import HostedModel, score_merged
 
 __all__ = ["KafkaIngress", "ModelServer", "ServeModelClient"]
 
@@ -29,32 +31,105 @@ log = logging.getLogger("raylane.serving")
 
 @serve.deployment
 class ModelServer:
-    """Hosts one registered model version; one call scores a whole batch."""
+    """Hosts one registered model; one call scores a whole batch.
 
-    def __init__(self, spec: dict[str, Any], env: dict[str, str]) -> None:
+    For an alias URI a background task polls the registry and hot-swaps the version
+    without a restart (:class:`~raylane.serving.hosted.HostedModel`). With
+    ``batching`` set, concurrent batch calls are merged into one model call.
+    """
+
+    def __init__(self, spec: dict[str, Any], env: dict[str, str], deployment: str = "") -> None:
         os.environ.update(env)
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in replica logs
-        from raylane.registry import load_model  # heavy import (mlflow), inside the replica only
+        from raylane.registry import (  # heavy import (mlflow), inside the replica only
+            load_model,
+            resolve,
+        )
 
         self.cfg = ModelConfig.model_validate(spec)
-        device = "cuda" if self.cfg.ray_actor_options.num_gpus > 0 else "cpu"
-        self.model = load_model(self.cfg.uri, device=device)
-        log.warning("model %s loaded: %s version %s on %s", self.cfg.name, self.model.name,
-                    self.model.version, device)
+        self.deployment = deployment or self.cfg.name
+        self.device = "cuda" if self.cfg.ray_actor_options.num_gpus > 0 else "cpu"
+        self.hosted = HostedModel(
+            self.cfg,
+            load=lambda uri: load_model(uri, device=self.device),
+            resolve_version=lambda uri: str(resolve(uri).version),
+        )
+        log.warning("model %s loaded: %s version %s on %s", self.cfg.name, self.hosted.model.name,
+                    self.hosted.version, self.device)
+        b = self.cfg.batching
+        if b is not None:
+            self._batched.set_max_batch_size(b.max_batch_size)  # type: ignore[attr-defined]
+            self._batched.set_batch_wait_timeout_s(b.batch_wait_timeout_s)  # type: ignore[attr-defined]
+        self._seen = (0, 0)  # cache hits / misses already counted in the metric
+        self._metrics_port: int | None = None
+        from raylane.monitoring.metrics import (  # not a global: Serve pickles the class
+            METRICS,
+            serve_metrics,
+        )
 
-    def predict(self, columns: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        scores = self.model.predict(columns)
-        return {
-            "scores": scores,
-            "model_name": self.model.name,
-            "model_version": str(self.model.version),
-            "latency_ms": (time.perf_counter() - t0) * 1000.0,
-        }
+        self._metrics = METRICS
+        try:
+            from raylane.settings import Settings
+
+            self._metrics_port = serve_metrics(Settings.load().home, self.deployment)
+        except OSError:
+            log.warning("model %s: no metrics endpoint", self.cfg.name, exc_info=True)
+        self._poller = (asyncio.get_running_loop().create_task(self._poll())
+                        if self.hosted.watches_alias else None)
+
+    async def _poll(self) -> None:
+        """Check the alias every reload_poll_s; load a moved alias off the event loop."""
+        while True:
+            await asyncio.sleep(self.cfg.reload_poll_s)
+            try:  # resolve + download + load off the event loop; the old version keeps scoring
+                got = await asyncio.to_thread(self.hosted.fetch)
+            except Exception as e:  # noqa: BLE001 - keep serving the loaded version
+                self.hosted.poll_errors += 1
+                log.warning("model %s: registry check failed (%s); keeps v%s", self.cfg.name, e,
+                            self.hosted.version)
+                continue
+            if got is not None:
+                self.hosted.swap(*got)  # on the event loop, where batches are scored
+                self._metrics.model_swaps.labels(deployment=self.deployment).inc()
+
+    def _score(self, columns: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        out = self.hosted.score(columns)
+        cache = self.hosted.cache
+        if cache is not None:
+            st = cache.stats
+            self._metrics.cache_requests.labels(deployment=self.deployment, result="hit").inc(
+                st.hits - self._seen[0])
+            self._metrics.cache_requests.labels(deployment=self.deployment, result="miss").inc(
+                st.misses - self._seen[1])
+            self._seen = (st.hits, st.misses)
+            self._metrics.cache_hit_rate.labels(deployment=self.deployment).set(st.hit_rate)
+        return out
+
+    async def predict(self, columns: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        if self.cfg.batching is None:
+            return self._score(columns)
+        result: dict[str, Any] = await self._batched(columns)
+        return result
+
+    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.0)
+    async def _batched(self, calls: list[Mapping[str, np.ndarray]]) -> list[dict[str, Any]]:
+        return score_merged(self._score, calls)
 
     def info(self) -> dict[str, Any]:
-        return {"label": self.cfg.name, "name": self.model.name, "version": str(self.model.version),
-                "features": list(self.model.feature_names)}
+        import ray
+
+        ctx = serve.get_replica_context()
+        m = self.hosted.model
+        cache = self.hosted.cache
+        return {
+            "label": self.cfg.name, "name": m.name, "version": self.hosted.version,
+            "features": list(m.feature_names), "device": self.device,
+            "replica": ctx.replica_id.unique_id, "node_id": ray.get_runtime_context().get_node_id(),
+            "pid": os.getpid(), "swaps": [asdict(s) for s in self.hosted.swaps],
+            "poll_errors": self.hosted.poll_errors,
+            "cache": None if cache is None else {**asdict(cache.stats), "hit_rate": cache.stats.hit_rate,
+                                                 "size": len(cache)},
+        }
 
 
 class ServeModelClient:

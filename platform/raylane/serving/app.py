@@ -18,7 +18,7 @@ from raylane.config import ModelConfig, PipelineConfig
 from raylane.serving._deployments import KafkaIngress, ModelServer
 from raylane.settings import Settings
 
-__all__ = ["build_app", "deployment_names"]
+__all__ = ["build_app", "deployment_names", "model_options"]
 
 
 def _actor_options(opts: Any) -> dict[str, Any]:
@@ -37,13 +37,24 @@ def deployment_names(cfg: PipelineConfig) -> dict[str, str]:
     return names
 
 
+def model_options(m: ModelConfig) -> dict[str, Any]:
+    """Serve deployment options of one model: fixed replicas or autoscaling, resources."""
+    opts: dict[str, Any] = {
+        "ray_actor_options": _actor_options(m.ray_actor_options),
+        "max_ongoing_requests": m.max_ongoing_requests,
+    }
+    if m.autoscaling_config is not None:
+        opts["autoscaling_config"] = m.autoscaling_config.to_serve()
+    else:
+        opts["num_replicas"] = m.num_replicas
+    return opts
+
+
 def _model(cfg: PipelineConfig, m: ModelConfig, env: dict[str, str]) -> Application:
+    name = deployment_names(cfg)[m.name]
     return ModelServer.options(  # type: ignore[attr-defined]
-        name=deployment_names(cfg)[m.name],
-        num_replicas=m.num_replicas,
-        ray_actor_options=_actor_options(m.ray_actor_options),
-        max_ongoing_requests=16,
-    ).bind(m.model_dump(mode="json"), env)
+        name=name, **model_options(m)
+    ).bind(m.model_dump(mode="json"), env, name)
 
 
 def build_app(args: dict[str, Any]) -> Application:

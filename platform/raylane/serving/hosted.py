@@ -1,0 +1,143 @@
+"""The model a Serve replica hosts, and its hot swap: plain Python, no Ray.
+
+A :class:`HostedModel` scores batches with the current version (through the optional
+prediction cache) and, for an alias URI (``models:/fraud@champion``), checks the
+registry every ``reload_poll_s``: when the alias has moved it loads the new version
+*beside* the old one (the old keeps scoring meanwhile), then swaps in one assignment
+and clears the cache. Every batch is scored by exactly one version, which the result
+names; every swap is recorded (``swaps``) for tests and the operator.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from raylane.config import ModelConfig
+from raylane.serving.cache import PredictionCache
+
+__all__ = ["HostedModel", "Scorable", "Swap", "score_merged"]
+
+log = logging.getLogger("raylane.serving")
+
+
+class Scorable(Protocol):
+    """What a hosted model needs of a loaded version (a LoadedModel fits)."""
+
+    name: str
+    version: int
+    feature_names: list[str]
+
+    def stack(self, columns: Mapping[str, Any]) -> np.ndarray: ...
+
+    def predict_matrix(self, x: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Swap:
+    from_version: str
+    to_version: str
+    at: float
+    load_s: float
+
+
+class HostedModel:
+    """One replica's model: scoring, cache, and alias polling for hot swaps."""
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        load: Callable[[str], Scorable],
+        resolve_version: Callable[[str], str],
+        *,
+        timer: Callable[[], float] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self._load = load
+        self._resolve = resolve_version
+        self.model = load(cfg.uri)
+        self.cache = (PredictionCache(cfg.cache.ttl_s, cfg.cache.max_entries, timer=timer)
+                      if cfg.cache is not None else None)
+        self.swaps: list[Swap] = []
+        self.poll_errors = 0
+
+    @property
+    def version(self) -> str:
+        return str(self.model.version)
+
+    @property
+    def watches_alias(self) -> bool:
+        return self.cfg.alias is not None
+
+    def score(self, columns: Mapping[str, Any]) -> dict[str, Any]:
+        """Scores of one batch and the version that produced them (captured once)."""
+        t0 = time.perf_counter()
+        model = self.model  # one version for the whole batch, even if a swap lands meanwhile
+        version = str(model.version)
+        x = model.stack(columns)
+        cache = self.cache
+        if cache is None:
+            scores = np.asarray(model.predict_matrix(x), dtype=np.float64)
+        else:
+            scores, miss, keys = cache.lookup(version, x)
+            if len(miss):
+                fresh = np.asarray(model.predict_matrix(x[miss]), dtype=np.float64)
+                scores[miss] = fresh
+                cache.store(version, keys, miss, fresh)
+        return {
+            "scores": scores,
+            "model_name": model.name,
+            "model_version": version,
+            "latency_ms": (time.perf_counter() - t0) * 1000.0,
+        }
+
+    def fetch(self) -> tuple[Scorable, float] | None:
+        """Resolve the alias; if it moved, load the new version (blocking: run it in a thread).
+
+        Returns the loaded version and its load time, or None when nothing changed.
+        """
+        if not self.watches_alias:
+            return None
+        target = str(self._resolve(self.cfg.uri))
+        if target == self.version:
+            return None
+        t0 = time.perf_counter()
+        new = self._load(f"models:/{self.cfg.registered_name}/{target}")
+        return new, time.perf_counter() - t0
+
+    def swap(self, new: Scorable, load_s: float = 0.0) -> Swap:
+        """Switch to `new` (call it on the thread that scores: the cache is not thread-safe)."""
+        old = self.version
+        self.model = new  # batches already started keep the old object
+        if self.cache is not None:
+            self.cache.clear()
+        swap = Swap(old, str(new.version), time.time(), load_s)
+        self.swaps.append(swap)
+        log.warning("model %s hot-swapped %s v%s -> v%s (loaded in %.2f s)", self.cfg.name,
+                    self.cfg.registered_name, old, new.version, load_s)
+        return swap
+
+    def check(self) -> Swap | None:
+        """fetch + swap in one call (single-threaded callers)."""
+        got = self.fetch()
+        return None if got is None else self.swap(*got)
+
+
+def score_merged(score: Callable[[Mapping[str, Any]], dict[str, Any]],
+                 calls: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Score several batch calls with one model call (Serve batching), split per call.
+
+    Calls whose columns differ are scored one by one. Every part names the same version.
+    """
+    keys = set(calls[0])
+    if len(calls) == 1 or any(set(c) != keys for c in calls):
+        return [score(c) for c in calls]
+    sizes = [len(next(iter(c.values()))) for c in calls]
+    out = score({k: np.concatenate([np.asarray(c[k]) for c in calls]) for k in keys})
+    parts = np.split(np.asarray(out["scores"]), np.cumsum(sizes)[:-1])
+    return [{**out, "scores": part} for part in parts]
