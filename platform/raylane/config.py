@@ -34,10 +34,12 @@ __all__ = [
     "ActorOptions",
     "BreakerConfig",
     "Condition",
+    "ConfluentRegistryConfig",
     "DecisionConfig",
     "DecisionRule",
     "DerivedFeature",
     "FeaturesConfig",
+    "FileRegistryConfig",
     "Frozen",
     "IngressConfig",
     "InputConfig",
@@ -47,6 +49,7 @@ __all__ = [
     "OutputConfig",
     "OutputsConfig",
     "PipelineConfig",
+    "SchemaRegistryConfig",
     "WindowFeature",
     "load_serve_config",
 ]
@@ -323,6 +326,57 @@ class BreakerConfig(Frozen):
     )
 
 
+class FileRegistryConfig(Frozen):
+    type: Literal["file"] = Field(default="file", description="The committed file registry.")
+    path: str = Field(
+        default="",
+        description="Directory of the file registry; empty means the one shipped in the package. "
+        "A relative path is resolved against the current directory when the config is loaded.",
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        # pinned at load time: Serve replicas run with another working directory
+        return str(Path(v).resolve()) if v else v
+
+    def __fspath__(self) -> str:
+        """The registry directory (lets code that took a plain path keep working)."""
+        if self.path:
+            return self.path
+        from raylane.contracts import BUILTIN_REGISTRY_DIR
+
+        return str(BUILTIN_REGISTRY_DIR)
+
+
+class ConfluentRegistryConfig(Frozen):
+    type: Literal["confluent"] = Field(
+        description="A Confluent Schema Registry REST API (Confluent, Karapace, Redpanda, Apicurio)."
+    )
+    url: str = Field(
+        pattern=r"^https?://", description="Base URL of the registry, e.g. http://schema-registry:8081."
+    )
+    basic_auth_env: str | None = Field(
+        default=None,
+        description="Name of an environment variable holding `user:password` for basic auth "
+        "(the secret itself never goes into the config).",
+    )
+    timeout_s: PositiveFloat = Field(default=10.0, description="Timeout of one REST call.")
+
+    # Transitional: serving/app.py pins `Path(cfg.schema_registry)` when the value is truthy.
+    # A REST registry has no local path to pin (and the file config pins itself on load).
+    def __bool__(self) -> bool:
+        return False
+
+    def __fspath__(self) -> str:
+        raise TypeError(f"schema registry {self.url} is a REST API, not a local path")
+
+
+SchemaRegistryConfig = Annotated[
+    FileRegistryConfig | ConfluentRegistryConfig, Field(discriminator="type")
+]
+
+
 class PipelineConfig(Frozen):
     name: Ident = Field(description="Pipeline name; prefixes state keys, metrics and deployments.")
     input: InputConfig
@@ -332,9 +386,16 @@ class PipelineConfig(Frozen):
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
     outputs: OutputsConfig
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
-    schema_registry: str = Field(
-        default="", description="Path of the file schema registry; empty means the built-in one."
+    schema_registry: SchemaRegistryConfig = Field(
+        default_factory=FileRegistryConfig,
+        description="Where schemas are looked up: `{type: file, path: ...}` (default: the "
+        "committed registry) or `{type: confluent, url: ...}`; a plain string is a file path.",
     )
+
+    @field_validator("schema_registry", mode="before")
+    @classmethod
+    def _registry_shorthand(cls, v: Any) -> Any:
+        return {"type": "file", "path": v} if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _cross_checks(self) -> PipelineConfig:

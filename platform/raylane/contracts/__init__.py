@@ -26,6 +26,15 @@ from raylane.contracts._codec import (
     schema_id_of,
     wire_header,
 )
+from raylane.contracts._compat import (
+    COMPATIBILITY_LEVELS,
+    DEFAULT_COMPATIBILITY,
+    Compatibility,
+    CompatibilityIssue,
+    IncompatibleSchema,
+    check_compatibility,
+    format_issues,
+)
 from raylane.contracts._errors import (
     BadMagicByte,
     ContractViolation,
@@ -44,6 +53,14 @@ from raylane.contracts._errors import (
     UnsupportedFormat,
     WrongType,
 )
+from raylane.contracts._gate import (
+    SubjectCheck,
+    check_schema,
+    check_schemas,
+    history,
+    register_checked,
+)
+from raylane.contracts._open import open_registry
 from raylane.contracts._registry import (
     BUILTIN_REGISTRY_DIR,
     FileSchemaRegistry,
@@ -54,17 +71,22 @@ from raylane.errors import ContractError
 
 __all__ = [
     "BUILTIN_REGISTRY_DIR",
+    "COMPATIBILITY_LEVELS",
+    "DEFAULT_COMPATIBILITY",
     "DEFAULT_MAX_EVENT_BYTES",
     "MAGIC_BYTE",
     "SCHEMAS_DIR",
     "BadMagicByte",
     "Codec",
+    "Compatibility",
+    "CompatibilityIssue",
     "ContractError",
     "ContractViolation",
     "CorruptEvent",
     "EmptyEvent",
     "EventTooLarge",
     "FileSchemaRegistry",
+    "IncompatibleSchema",
     "InvalidJson",
     "InvalidSchema",
     "MissingField",
@@ -73,13 +95,21 @@ __all__ = [
     "SchemaNotFound",
     "SchemaRegistry",
     "SchemaRegistryError",
+    "SubjectCheck",
     "TrailingBytes",
     "TruncatedEvent",
     "UnknownSchemaId",
     "UnsupportedFormat",
     "WrongType",
+    "check_compatibility",
+    "check_schema",
+    "check_schemas",
     "contract_names",
+    "format_issues",
+    "history",
     "load_contract",
+    "open_registry",
+    "register_checked",
     "register_contracts",
     "schema_id_of",
     "subject_for",

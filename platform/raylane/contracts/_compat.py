@@ -1,0 +1,214 @@
+"""Schema compatibility per subject, computed by the ``avro`` package's checker.
+
+The verdict (compatible or not) is :class:`avro.compatibility.ReaderWriterCompatibilityChecker`'s,
+for the reader/writer pairs each level implies (Confluent semantics):
+
+==================== =================================================================
+BACKWARD             the new schema reads data written with the latest version
+BACKWARD_TRANSITIVE  the new schema reads data written with every earlier version
+FORWARD              the latest version reads data written with the new schema
+FORWARD_TRANSITIVE   every earlier version reads data written with the new schema
+FULL                 BACKWARD and FORWARD
+FULL_TRANSITIVE      BACKWARD_TRANSITIVE and FORWARD_TRANSITIVE
+NONE                 no check
+==================== =================================================================
+
+What is hand-written here is only the wording: the checker's locations
+(``/fields/5/type``) are turned into field names and old -> new types, so a
+failure reads "v3 changes `amount` from double to string; BACKWARD_TRANSITIVE
+forbids it against v1, v2".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+import avro.errors
+import avro.schema
+from avro.compatibility import (
+    ReaderWriterCompatibilityChecker,
+    SchemaCompatibilityType,
+    SchemaIncompatibilityType,
+)
+
+from raylane.contracts._errors import InvalidSchema, SchemaRegistryError
+
+__all__ = [
+    "COMPATIBILITY_LEVELS",
+    "DEFAULT_COMPATIBILITY",
+    "Compatibility",
+    "CompatibilityIssue",
+    "IncompatibleSchema",
+    "check_compatibility",
+    "format_issues",
+]
+
+Compatibility = Literal[
+    "BACKWARD",
+    "BACKWARD_TRANSITIVE",
+    "FORWARD",
+    "FORWARD_TRANSITIVE",
+    "FULL",
+    "FULL_TRANSITIVE",
+    "NONE",
+]
+COMPATIBILITY_LEVELS: tuple[str, ...] = get_args(Compatibility)
+DEFAULT_COMPATIBILITY: Compatibility = "BACKWARD"
+
+
+class IncompatibleSchema(SchemaRegistryError):
+    """A schema breaks its subject's compatibility rule; the message names field, versions, rule."""
+
+    def __init__(self, message: str, issues: Sequence[CompatibilityIssue] = ()) -> None:
+        super().__init__(message)
+        self.issues = list(issues)
+
+
+@dataclass(frozen=True, slots=True)
+class CompatibilityIssue:
+    """One reason a new schema breaks the rule against one registered version."""
+
+    subject: str
+    new_version: int
+    against: int  # the registered version it breaks against
+    field: str  # top-level field path, "" for the record itself
+    change: str  # "changes `amount` from double to string"
+    direction: Literal["backward", "forward"]  # which reader fails
+    level: str
+    detail: str  # the avro checker's own message and location
+
+
+def _avro(schema: str | Mapping[str, Any]) -> avro.schema.Schema:
+    text = schema if isinstance(schema, str) else json.dumps(schema)
+    try:
+        return avro.schema.parse(text)
+    except (avro.errors.AvroException, ValueError, TypeError) as e:
+        raise InvalidSchema(f"schema is not valid Avro: {e}") from e
+
+
+def _json(schema: str | Mapping[str, Any]) -> Any:
+    return json.loads(schema) if isinstance(schema, str) else schema
+
+
+def _pairs(level: str, n_old: int) -> list[tuple[int, Literal["backward", "forward"]]]:
+    """(index into the old versions, direction) pairs the level requires."""
+    if level not in COMPATIBILITY_LEVELS:
+        raise InvalidSchema(f"compatibility {level!r} is not one of {list(COMPATIBILITY_LEVELS)}")
+    if level == "NONE" or n_old == 0:
+        return []
+    olds = list(range(n_old)) if level.endswith("_TRANSITIVE") else [n_old - 1]
+    dirs: list[Literal["backward", "forward"]] = []
+    if level.startswith(("BACKWARD", "FULL")):
+        dirs.append("backward")
+    if level.startswith(("FORWARD", "FULL")):
+        dirs.append("forward")
+    return [(i, d) for i in olds for d in dirs]
+
+
+def _type_name(t: Any) -> str:
+    if isinstance(t, list):
+        return " or ".join(_type_name(b) for b in t)
+    if isinstance(t, Mapping):
+        kind = t.get("type")
+        if kind in ("record", "enum", "fixed"):
+            return f"{kind} {t.get('name')}"
+        if kind == "array":
+            return f"array of {_type_name(t.get('items'))}"
+        if kind == "map":
+            return f"map of {_type_name(t.get('values'))}"
+        logical = t.get("logicalType")
+        return f"{kind} ({logical})" if logical else _type_name(kind)
+    return str(t)
+
+
+def _field_at(reader: Any, location: str) -> str:
+    """Top-level field name of a checker location such as ``fields/5/type/...``."""
+    parts = [p for p in location.split("/") if p]
+    if len(parts) >= 2 and parts[0] == "fields" and parts[1].isdigit():
+        fields = reader.get("fields", []) if isinstance(reader, Mapping) else []
+        i = int(parts[1])
+        if i < len(fields):
+            return str(fields[i]["name"])
+    return ""
+
+
+def _change(field: str, old: Any, new: Any, kind: str) -> str:
+    """Words for what the new schema does to `field` relative to the old one."""
+    if not field:
+        return f"changes the record ({_type_name(new)} vs {_type_name(old)})"
+    old_f = {f["name"]: f for f in old.get("fields", [])}.get(field)
+    new_f = {f["name"]: f for f in new.get("fields", [])}.get(field)
+    if old_f is None and new_f is not None:
+        return f"adds `{field}` ({_type_name(new_f['type'])}) without a default"
+    if new_f is None and old_f is not None:
+        return f"removes `{field}`, which older readers need (it has no default there)"
+    assert old_f is not None and new_f is not None
+    if old_f["type"] != new_f["type"]:
+        return f"changes `{field}` from {_type_name(old_f['type'])} to {_type_name(new_f['type'])}"
+    if kind == SchemaIncompatibilityType.reader_field_missing_default_value.value:
+        return f"changes the default of `{field}`"
+    return f"changes `{field}` ({kind})"
+
+
+def check_compatibility(
+    subject: str,
+    new: str | Mapping[str, Any],
+    history: Sequence[str | Mapping[str, Any]],
+    level: str = DEFAULT_COMPATIBILITY,
+    *,
+    versions: Sequence[int] | None = None,
+    new_version: int | None = None,
+) -> list[CompatibilityIssue]:
+    """Why `new` breaks `level` against the registered `history` (oldest first); [] if it does not.
+
+    `versions` are the registered version numbers of `history` (default 1..n);
+    `new_version` is what the new schema would become (default last + 1).
+    """
+    vers = list(versions) if versions is not None else list(range(1, len(history) + 1))
+    nv = new_version if new_version is not None else (vers[-1] + 1 if vers else 1)
+    new_avro, new_json = _avro(new), _json(new)
+    issues: list[CompatibilityIssue] = []
+    for i, direction in _pairs(level, len(history)):
+        old_avro, old_json = _avro(history[i]), _json(history[i])
+        reader, writer = (new_avro, old_avro) if direction == "backward" else (old_avro, new_avro)
+        reader_json = new_json if direction == "backward" else old_json
+        result = ReaderWriterCompatibilityChecker().get_compatibility(reader, writer)
+        if result.compatibility is not SchemaCompatibilityType.incompatible:
+            continue
+        kinds = sorted({k.value for k in result.incompatibilities})
+        detail = "; ".join(sorted(result.messages)) + f" at {', '.join(sorted(result.locations))}"
+        # "/" is the checker's default location, merged in from compatible sub-results
+        locations = {loc for loc in result.locations if loc.strip("/")} or {"/"}
+        fields = sorted({_field_at(reader_json, loc) for loc in locations})
+        for field in fields:
+            issues.append(
+                CompatibilityIssue(
+                    subject=subject,
+                    new_version=nv,
+                    against=vers[i],
+                    field=field,
+                    change=_change(field, old_json, new_json, kinds[0]),
+                    direction=direction,
+                    level=level,
+                    detail=detail,
+                )
+            )
+    return issues
+
+
+def format_issues(issues: Sequence[CompatibilityIssue]) -> list[str]:
+    """One line per distinct change: "<subject>: v3 changes `amount` ...; <LEVEL> forbids it against v1, v2"."""
+    grouped: dict[tuple[str, int, str, str], list[int]] = {}
+    for it in issues:
+        key = (it.subject, it.new_version, it.change, it.level)
+        against = grouped.setdefault(key, [])
+        if it.against not in against:
+            against.append(it.against)
+    lines = []
+    for (subject, nv, change, level), against in grouped.items():
+        vs = ", ".join(f"v{v}" for v in sorted(against))
+        lines.append(f"{subject}: v{nv} {change}; {level} forbids it against {vs}")
+    return lines
