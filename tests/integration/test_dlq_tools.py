@@ -226,3 +226,55 @@ async def test_oversized_event_goes_to_dlq_truncated_and_the_consumer_goes_on(
     # a truncated record is never replayed
     rep = await replay(stack.kafka_bootstrap, cfg.input.dlq)
     assert (rep.selected, rep.replayed, rep.truncated) == (1, 0, 1)
+
+
+def test_dlq_cli_inspect_counts_and_decodes_replay_dry_run(
+    stack: Any, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from raylane.cli import app
+    from raylane.contracts import ContractViolation, UnknownSchemaId
+    from raylane.ingest.dlq import dlq_record
+    from raylane.ingest.records import InRecord
+    from typer.testing import CliRunner
+
+    dlq, source = f"cli.{unique}.dlq", f"cli.{unique}"
+    codec = Codec(SUBJECT)
+    ev = _events_for_cli()
+    good = codec.encode(ev)
+    recs = [
+        dlq_record(InRecord(source, 0, i, b"k", raw, [("event_id", f"e{i}".encode())]), err,
+                   f"cid-{i}", dlq)
+        for i, (raw, err) in enumerate([
+            (b"\x00\x00\x00\x99\x99" + good[5:], UnknownSchemaId("schema id 39321 unknown")),
+            (json.dumps({"event_id": "e1", "amount": "x"}).encode(),
+             ContractViolation("amount: expected double", path="amount")),
+            (b"\x07garbage", UnknownSchemaId("x")),
+        ])
+    ]
+
+    async def write() -> None:
+        async with EventProducer(stack.kafka_bootstrap, dlq, codec) as prod:
+            for r in recs:
+                await prod.send_raw(r.value, key=r.key, headers=r.headers)
+            await prod.flush()
+
+    asyncio.run(write())
+    monkeypatch.setenv("RAYLANE_KAFKA_BOOTSTRAP", stack.kafka_bootstrap)
+    runner = CliRunner()
+    res = runner.invoke(app, ["dlq", "inspect", dlq], env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    assert "3 dead letters" in res.output
+    assert "UnknownSchemaId" in res.output and "decode" in res.output and "2" in res.output
+    assert "ContractViolation" in res.output and "validate" in res.output
+    assert "cid-1" in res.output and '"amount": "x"' in res.output  # JSON decoded
+    assert "Avro schema id 39321 (unknown)" in res.output and "garbage" in res.output
+    res = runner.invoke(app, ["dlq", "replay", dlq, "--error-class", "UnknownSchemaId",
+                              "--since", "1h", "--dry-run"], env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    assert "2 selected; would replay 2" in res.output
+    res = runner.invoke(app, ["dlq", "replay", dlq, "--since", "yesterday-ish"])
+    assert res.exit_code == 1 and "--since" in res.output
+
+
+def _events_for_cli() -> dict[str, Any]:
+    return World(seed=13, n_users=5).stream(start=0, rate=10).take(1)[0].event

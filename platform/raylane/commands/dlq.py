@@ -11,8 +11,6 @@ from rich.table import Table
 
 __all__ = ["register"]
 
-_console = Console()
-
 
 def register(app: typer.Typer) -> None:
     """Add the ``dlq`` command group to the root app."""
@@ -35,6 +33,7 @@ def register(app: typer.Typer) -> None:
         from raylane.ingest.deadletter import describe_value, read_dead_letters, summarize
         from raylane.settings import Settings
 
+        _console = Console()
         settings = Settings.load()
         with _console.status(f"reading {topic} from {settings.kafka_bootstrap}"):
             letters = asyncio.run(read_dead_letters(settings.kafka_bootstrap, topic))
@@ -52,7 +51,10 @@ def register(app: typer.Typer) -> None:
         for col in ("dlq", "source", "class", "correlation id", "message", "value"):
             table.add_column(col, overflow="fold")
         for d in shown:
-            value = describe_value(d.value, registry)
+            subject = f"{d.source_topic}-value" if d.source_topic else None
+            if subject and subject not in registry.subjects():
+                subject = None
+            value = describe_value(d.value, registry, subject)
             if d.truncated:
                 value = f"[truncated from {d.original_size} B] {value}"
             table.add_row(d.where, d.source, d.error_class, d.correlation_id,
@@ -84,6 +86,7 @@ def register(app: typer.Typer) -> None:
         from raylane.ingest.deadletter import replay as do_replay
         from raylane.settings import Settings
 
+        _console = Console()
         settings = Settings.load()
         since_ms = parse_since(since) if since else None
         with _console.status(f"replaying {topic}"):

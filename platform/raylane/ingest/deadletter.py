@@ -127,8 +127,12 @@ class DeadLetter:
         return None
 
 
-def _decode(value: bytes, registry: Any) -> Any:
-    """The value as far as it decodes: a dict, or None."""
+def _decode(value: bytes, registry: Any, subject: str | None = None) -> Any:
+    """The value as far as it decodes: a dict, or None.
+
+    Avro is read with its writer schema by id; when the id is unknown and `subject`
+    is given, with the subject's latest schema (a guess, labelled by the caller).
+    """
     if value[:1] == b"{":
         try:
             return json.loads(value)
@@ -139,29 +143,41 @@ def _decode(value: bytes, registry: Any) -> Any:
 
         sid = int.from_bytes(value[1:5], "big")
         try:
-            schema = registry.get_by_id(sid)
+            try:
+                schema = registry.get_by_id(sid)
+            except RaylaneError:
+                if subject is None:
+                    return None
+                schema = registry.latest(subject).schema
             return schemaless_reader(BytesIO(value[5:]), schema, None)
         except Exception:  # noqa: BLE001 - best effort: whatever made it a dead letter
             return None
     return None
 
 
-def describe_value(value: bytes, registry: Any = None, width: int = 160) -> str:
+def describe_value(
+    value: bytes, registry: Any = None, subject: str | None = None, width: int = 200
+) -> str:
     """A short human description of a dead letter's bytes, decoded as far as possible."""
     if not value:
         return "(empty)"
     head = f"{len(value)} B"
     if value[0] == 0 and len(value) >= 5:
         sid = int.from_bytes(value[1:5], "big")
-        decoded = _decode(value, registry)
+        known = True
+        if registry is not None:
+            try:
+                registry.get_by_id(sid)
+            except RaylaneError:
+                known = False
+        decoded = _decode(value, registry, subject)
+        how = "" if known else f" (unknown; read as {subject} latest)" if decoded else " (unknown)"
         body = json.dumps(decoded, default=str) if decoded is not None else value[5:37].hex()
-        return f"{head}, Avro schema id {sid}: {body}"[:width]
+        return f"{head}, Avro schema id {sid}{how}: {body}"[:width]
     decoded = _decode(value, registry)
     if decoded is not None:
         return f"{head}, JSON: {json.dumps(decoded, default=str)}"[:width]
-    text = value[:48].decode("utf-8", "replace")
-    printable = sum(c.isprintable() for c in text) >= 0.9 * len(text)
-    return f"{head}: {text!r}"[:width] if printable else f"{head}, hex {value[:32].hex()}"[:width]
+    return f"{head}: {value[:64]!r}"[:width]
 
 
 async def read_topic(bootstrap: str, topic: str, idle_s: float = 1.0) -> list[Any]:
