@@ -135,6 +135,25 @@ def _field_at(reader: Any, location: str) -> str:
     return ""
 
 
+def _localize(reader: avro.schema.Schema, writer: avro.schema.Schema) -> list[str]:
+    """Top-level fields of `reader` the checker finds unreadable from `writer`, one by one."""
+    if not isinstance(reader, avro.schema.RecordSchema) or not isinstance(
+        writer, avro.schema.RecordSchema
+    ):
+        return [""]
+    bad = []
+    for f in reader.fields:
+        w = writer.fields_dict.get(f.name)
+        if w is None:
+            if not f.has_default:
+                bad.append(f.name)
+            continue
+        r = ReaderWriterCompatibilityChecker().get_compatibility(f.type, w.type)
+        if r.compatibility is SchemaCompatibilityType.incompatible:
+            bad.append(f.name)
+    return bad or [""]
+
+
 def _change(field: str, old: Any, new: Any, kind: str) -> str:
     """Words for what the new schema does to `field` relative to the old one."""
     if not field:
@@ -180,9 +199,12 @@ def check_compatibility(
             continue
         kinds = sorted({k.value for k in result.incompatibilities})
         detail = "; ".join(sorted(result.messages)) + f" at {', '.join(sorted(result.locations))}"
-        # "/" is the checker's default location, merged in from compatible sub-results
-        locations = {loc for loc in result.locations if loc.strip("/")} or {"/"}
-        fields = sorted({_field_at(reader_json, loc) for loc in locations})
+        # "/" is the checker's default location (merged in from compatible sub-results, and
+        # all it reports below a writer union); then ask it about each field on its own
+        locations = {loc for loc in result.locations if loc.strip("/")}
+        fields = sorted({_field_at(reader_json, loc) for loc in locations}) or _localize(
+            reader, writer
+        )
         for field in fields:
             issues.append(
                 CompatibilityIssue(

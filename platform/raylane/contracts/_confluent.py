@@ -24,7 +24,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError as _SRErro
 from raylane.contracts._compat import COMPATIBILITY_LEVELS, IncompatibleSchema
 from raylane.contracts._errors import InvalidSchema, SchemaNotFound, SchemaRegistryError
 from raylane.contracts._registry import RegisteredSchema, _load_schema_obj, _parse
-from raylane.errors import DependencyError
+from raylane.errors import DependencyError, RaylaneError
 
 __all__ = ["ConfluentSchemaRegistry"]
 
@@ -64,7 +64,9 @@ class ConfluentSchemaRegistry:
             if isinstance(getattr(e, "http_status_code", None), int) and e.http_status_code < 500:
                 raise SchemaRegistryError(msg) from e
             raise DependencyError(msg, stage="schema_registry") from e
-        except (OSError, ValueError) as e:  # connection refused, timeouts, bad JSON answers
+        except RaylaneError:
+            raise
+        except Exception as e:
             raise DependencyError(
                 f"{what}: schema registry at {self.url} did not answer ({e}); is it up and "
                 "is schema_registry.url right?",
