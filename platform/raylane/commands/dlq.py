@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from raylane.commands.schema import RegistryOpt, UrlOpt, _registry
+
 __all__ = ["register"]
 
 
@@ -27,9 +29,10 @@ def register(app: typer.Typer) -> None:
         error_class: Annotated[
             str | None, typer.Option("--error-class", help="Only samples of this class.")
         ] = None,
+        registry_dir: RegistryOpt = None,
+        url: UrlOpt = None,
     ) -> None:
         """Counts by error class and stage, and a few samples decoded as far as possible."""
-        from raylane.contracts import FileSchemaRegistry
         from raylane.ingest.deadletter import describe_value, read_dead_letters, summarize
         from raylane.settings import Settings
 
@@ -46,7 +49,7 @@ def register(app: typer.Typer) -> None:
         shown = [d for d in letters if error_class in (None, d.error_class)][-samples:]
         if not shown:
             return
-        registry = FileSchemaRegistry()
+        registry = _registry(registry_dir, url)
         table = Table(title="latest samples", title_justify="left", show_lines=True)
         for col in ("dlq", "source", "class", "correlation id", "message", "value"):
             table.add_column(col, overflow="fold")
@@ -79,9 +82,10 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option(help="Replay event ids the ledger shows replayed already.")
         ] = False,
         dry_run: Annotated[bool, typer.Option(help="Only say what would be replayed.")] = False,
+        registry_dir: RegistryOpt = None,
+        url: UrlOpt = None,
     ) -> None:
         """Re-publish dead letters (original key, bytes, headers) to their source topic, once."""
-        from raylane.contracts import FileSchemaRegistry
         from raylane.ingest.deadletter import ledger_topic, parse_since
         from raylane.ingest.deadletter import replay as do_replay
         from raylane.settings import Settings
@@ -92,7 +96,7 @@ def register(app: typer.Typer) -> None:
         with _console.status(f"replaying {topic}"):
             rep = asyncio.run(do_replay(
                 settings.kafka_bootstrap, topic, error_class=error_class, since_ms=since_ms,
-                to_topic=to, force=force, dry_run=dry_run, registry=FileSchemaRegistry(),
+                to_topic=to, force=force, dry_run=dry_run, registry=_registry(registry_dir, url),
             ))
         verb = "would replay" if dry_run else "replayed"
         n = len(rep.event_ids) if dry_run else rep.replayed

@@ -10,11 +10,14 @@ another directory or ``--url`` a Confluent-compatible REST registry.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from raylane.contracts import SchemaRegistry, SubjectCheck
 
 __all__ = ["register"]
 
@@ -46,7 +49,8 @@ _STYLE = {
 }
 
 
-def _registry(path: Path | None, url: str | None):  # type: ignore[no-untyped-def]
+def _registry(path: Path | None, url: str | None) -> SchemaRegistry:
+    """The registry the command line names: a file directory, a REST URL, or the committed one."""
     from raylane.config import ConfluentRegistryConfig, FileRegistryConfig
     from raylane.contracts import open_registry
 
@@ -55,7 +59,7 @@ def _registry(path: Path | None, url: str | None):  # type: ignore[no-untyped-de
     return open_registry(FileRegistryConfig(path=str(path) if path else ""))
 
 
-def _table(checks: list) -> Table:  # type: ignore[type-arg]
+def _table(checks: list[SubjectCheck]) -> Table:
     table = Table(title="schema check", title_justify="left")
     for col in ("subject", "level", "registered", "status"):
         table.add_column(col)
