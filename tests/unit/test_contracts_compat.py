@@ -221,3 +221,21 @@ def test_schema_registry_config_is_a_discriminated_union(tmp_path: Path) -> None
         PipelineConfig.from_args(_args(schema_registry={"type": "confluent", "url": "sr:8081"}))
     with pytest.raises(ConfigError, match=r"args\.schema_registry"):
         PipelineConfig.from_args(_args(schema_registry={"type": "zookeeper"}))
+
+
+def test_check_also_fails_a_compatible_change_that_breaks_a_consumer(
+    tree: tuple[Path, Path],
+) -> None:
+    """Dropping a field is BACKWARD-compatible, but the live dashboard reads it."""
+    registry, schemas = tree
+    path = schemas / "payments.scored.avsc"
+    schema = json.loads(path.read_text())
+    schema["fields"] = [f for f in schema["fields"] if f["name"] != "model_version"]
+    path.write_text(json.dumps(schema))
+    res = CliRunner().invoke(app, ["schema", "check", "--registry", str(registry),
+                                   "--schemas", str(schemas)])
+    assert res.exit_code == 1
+    text = " ".join(res.output.split())
+    assert "payments.scored-value: v2 is BACKWARD-compatible with v1" in text
+    assert ("consumer live-watcher reads `model_version` (string?) from payments.scored, but "
+            "payments.scored-value v2 has no such field") in text

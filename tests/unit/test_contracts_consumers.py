@@ -13,6 +13,7 @@ from raylane.contracts import (
     BUILTIN_REGISTRY_DIR,
     ConsumerDeclaration,
     FileSchemaRegistry,
+    all_declarations,
     check_declarations,
     load_contract,
     load_declarations,
@@ -27,9 +28,7 @@ SERVE_CONFIGS = sorted((ROOT / "serve_configs").glob("*.yaml"))
 
 def _all_declarations() -> list[ConsumerDeclaration]:
     """The declaration files plus one derived declaration per pipeline ingress."""
-    decls = load_declarations()
-    decls += [pipeline_reads(load_serve_config(p)[1]) for p in SERVE_CONFIGS]
-    return decls
+    return all_declarations(serve_configs=SERVE_CONFIGS)
 
 
 def test_every_registered_schema_satisfies_every_declaration() -> None:

@@ -85,18 +85,38 @@ def register(app: typer.Typer) -> None:
         registry: RegistryOpt = None,
         url: UrlOpt = None,
         schemas: SchemasOpt = None,
+        serve_configs: Annotated[
+            Path, typer.Option(help="Pipeline configs whose ingresses declare what they read.")
+        ] = Path("serve_configs"),
     ) -> None:
-        """Compare the working tree's schemas with the registered history; exit 1 if one breaks."""
-        from raylane.contracts import SCHEMAS_DIR, check_schemas
+        """Compare the working tree's schemas with the registered history and with every
+        consumer's declared fields; exit 1 if one breaks."""
+        from raylane.contracts import (
+            SCHEMAS_DIR,
+            all_declarations,
+            check_declarations,
+            check_schemas,
+            load_contract,
+        )
 
-        checks = check_schemas(_registry(registry, url), schemas or SCHEMAS_DIR, names or None)
+        reg = _registry(registry, url)
+        directory = schemas or SCHEMAS_DIR
+        checks = check_schemas(reg, directory, names or None)
         _console.print(_table(checks))
-        bad = [c for c in checks if not c.ok]
+        bad = [c.message for c in checks if not c.ok]
         for c in checks:
             if c.status in ("compatible", "new subject"):
                 _console.print(c.message, highlight=False)
-        for c in bad:
-            _err.print(f"[bold red]error[/]: {c.message}", highlight=False)
+        pending = {c.subject: load_contract(c.contract, directory)
+                   for c in checks if c.status in ("compatible", "new subject")}
+        configs = sorted(serve_configs.glob("*.yaml")) if serve_configs.is_dir() else []
+        decls = all_declarations(serve_configs=configs, registry=reg)
+        violations = check_declarations(reg, decls, pending)
+        _console.print(f"{len(decls)} consumer declarations checked "
+                       f"({', '.join(d.consumer for d in decls)})", highlight=False)
+        bad += [v.message for v in violations]
+        for message in bad:
+            _err.print(f"[bold red]error[/]: {message}", highlight=False)
         if bad:
             _err.print(
                 "Fix the schema (new fields need a default; never change a field's type), "

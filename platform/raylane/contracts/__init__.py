@@ -5,6 +5,13 @@ Contracts live as ``schemas/<contract>.avsc``; the committed file registry in
 A :class:`Codec` encodes and decodes one subject's events; every failure is a typed
 :class:`raylane.errors.ContractError` subclass, so bad input goes to the DLQ.
 
+Backends: :class:`FileSchemaRegistry` (default) or a Confluent REST registry, picked by
+:func:`open_registry` from a pipeline's ``schema_registry`` config. Compatibility per
+subject is computed by the ``avro`` checker (:func:`check_compatibility`);
+:func:`check_schemas` / :func:`register_checked` are the gate behind ``raylane schema
+check|register``. Consumers declare the fields they read (``consumers/*.yaml``,
+:func:`check_declarations`). See docs/contracts.md.
+
 Example::
 
     codec = Codec.for_contract("payments.initiated", formats=("avro", "json"))
@@ -39,6 +46,7 @@ from raylane.contracts._consumers import (
     CONSUMERS_DIR,
     ConsumerDeclaration,
     DeclarationViolation,
+    all_declarations,
     check_declarations,
     load_declarations,
     pipeline_reads,
@@ -112,6 +120,7 @@ __all__ = [
     "UnknownSchemaId",
     "UnsupportedFormat",
     "WrongType",
+    "all_declarations",
     "check_compatibility",
     "check_declarations",
     "check_schema",

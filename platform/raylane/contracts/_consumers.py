@@ -47,6 +47,7 @@ __all__ = [
     "CONSUMERS_DIR",
     "ConsumerDeclaration",
     "DeclarationViolation",
+    "all_declarations",
     "check_declarations",
     "load_declarations",
     "pipeline_reads",
@@ -164,20 +165,31 @@ def _readable(declared: str, field_type: Any) -> bool:
 
 
 def check_declarations(
-    registry: SchemaRegistry, declarations: Iterable[ConsumerDeclaration]
+    registry: SchemaRegistry,
+    declarations: Iterable[ConsumerDeclaration],
+    pending: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[DeclarationViolation]:
-    """Violations of any declaration by any registered version of the contracts it reads."""
+    """Violations of any declaration by any registered version of the contracts it reads.
+
+    `pending` maps a subject to a schema not registered yet (what ``raylane schema check``
+    would register); it is checked as the subject's next version.
+    """
+    pending = pending or {}
     out: list[DeclarationViolation] = []
     for decl in declarations:
         for contract, fields in decl.reads.items():
             subject = subject_for(contract)
-            versions = registry.versions(subject)
-            if not versions:
+            schemas: list[tuple[int, Any]] = [
+                (v, json.loads(registry.get_version(subject, v).text))
+                for v in registry.versions(subject)
+            ]
+            if subject in pending:
+                schemas.append(((schemas[-1][0] if schemas else 0) + 1, pending[subject]))
+            if not schemas:
                 out.append(DeclarationViolation(decl.consumer, contract, subject, 0, "*",
                                                 "a registered schema", ""))
                 continue
-            for v in versions:
-                schema = json.loads(registry.get_version(subject, v).text)
+            for v, schema in schemas:
                 by_name = {f["name"]: f for f in schema.get("fields", [])}
                 for name, declared in fields.items():
                     f = by_name.get(name)
@@ -188,6 +200,19 @@ def check_declarations(
                         out.append(DeclarationViolation(decl.consumer, contract, subject, v,
                                                         name, declared, _avro_type(f["type"])))
     return out
+
+
+def all_declarations(
+    directory: Path = CONSUMERS_DIR,
+    serve_configs: Iterable[Path] = (),
+    registry: SchemaRegistry | None = None,
+) -> list[ConsumerDeclaration]:
+    """The declaration files plus one derived declaration per pipeline config file."""
+    from raylane.config import load_serve_config
+
+    decls = load_declarations(directory)
+    decls += [pipeline_reads(load_serve_config(p)[1], registry) for p in serve_configs]
+    return decls
 
 
 def pipeline_reads(
