@@ -126,3 +126,52 @@ async def test_producer_refuses_a_bad_event_and_sends_nothing(stack: Any, unique
             await prod.send(nested)
         await prod.flush()
     assert await read_topic(stack.kafka_bootstrap, topic) == []
+
+
+async def test_ingress_with_the_confluent_registry_backend(
+    stack: Any, unique: str, tmp_path: Path
+) -> None:
+    """`schema_registry: {type: confluent, url: ...}` runs the same data path over REST."""
+    from raylane.contracts import FileSchemaRegistry, open_registry, register_contracts
+    from raylane.testing.schema_registry import LocalSchemaRegistry
+
+    with LocalSchemaRegistry(tmp_path / "sr") as sr:
+        doc = yaml.safe_load((ROOT / "serve_configs/fraud.yaml").read_text())
+        args = copy.deepcopy(doc["applications"][0]["args"])
+        args.update(name=f"sr_{unique}", schema_registry={"type": "confluent", "url": sr.url})
+        args["input"]["topic"] = f"sr.in.{unique}"
+        args["ingress"]["group_id"] = f"sr-{unique}"
+        args["features"].update(online=[], derived=[])
+        args["models"]["shadows"] = []
+        args["outputs"] = {"scored": {"topic": f"sr.scored.{unique}", "contract": "payments.scored"}}
+        args["decision"]["rules"][0]["publish"]["topic"] = f"sr.flagged.{unique}"
+        cfg = PipelineConfig.from_args(args)
+        rest = open_registry(cfg.schema_registry)
+        v1 = FileSchemaRegistry().get_version(SUBJECT, 1).text
+        rest.register(SUBJECT, v1)
+        ids = register_contracts(rest)  # v2 and the output contracts, through the gate
+        assert rest.versions(SUBJECT) == [1, 2]
+        await ensure_topics_async(stack.kafka_bootstrap, pipeline_topics(cfg), partitions=1)
+        events = _events(20, seed=24)
+        old, new = Codec(SUBJECT, rest, version=1), Codec(SUBJECT, rest)
+        async with EventProducer(stack.kafka_bootstrap, cfg.input.topic, old) as p1, \
+                EventProducer(stack.kafka_bootstrap, cfg.input.topic, new) as p2:
+            await p1.send_many(events[:10])
+            await p2.send_many([{**e, "device_id": "d"} for e in events[10:]])
+
+        loop = await build_ingress(cfg, AmountModel(), metrics_endpoint=False)
+        await loop.start()
+        task = asyncio.create_task(loop.run())
+        try:
+            deadline = time.monotonic() + 60
+            while loop.stats.scored + loop.stats.dlq < 20 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        finally:
+            await loop.close()
+            task.cancel()
+        assert (loop.stats.scored, loop.stats.dlq) == (20, 0)
+        out = Codec("payments.scored-value", rest)
+        msgs = await read_topic(stack.kafka_bootstrap, cfg.outputs.scored.topic)
+        assert {int.from_bytes(m.value[1:5], "big") for m in msgs} == {ids["payments.scored-value"]}
+        assert sorted(out.decode(m.value)["event_id"] for m in msgs) == sorted(
+            e["event_id"] for e in events)
