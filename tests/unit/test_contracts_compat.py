@@ -239,3 +239,30 @@ def test_check_also_fails_a_compatible_change_that_breaks_a_consumer(
     assert "payments.scored-value: v2 is BACKWARD-compatible with v1" in text
     assert ("consumer live-watcher reads `model_version` (string?) from payments.scored, but "
             "payments.scored-value v2 has no such field") in text
+
+
+def _rec(name: str = "R", **fields: Any) -> dict[str, Any]:
+    return {"type": "record", "name": name, "fields": [{"name": k, "type": v} for k, v in fields.items()]}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "level", "line"),
+    [
+        (_rec(s={"type": "enum", "name": "S", "symbols": ["A", "B", "C"]}),
+         _rec(s={"type": "enum", "name": "S", "symbols": ["A", "B"]}), "BACKWARD",
+         "removes symbols ['C'] from enum `s`"),
+        (_rec(m={"type": "map", "values": "double"}), _rec(m={"type": "map", "values": "string"}),
+         "FORWARD", "changes `m` from map of double to map of string"),
+        (_rec(n=_rec("N", x="long")), _rec(n=_rec("N", x="string")), "FULL",
+         "changes `n.x` from long to string"),
+        (_rec(n=["null", _rec("N", x="long")]), _rec(n=["null", _rec("N", x="string")]), "FULL",
+         "changes `n.x` from long to string"),
+        (_rec(a="long"), _rec("Q", a="long"), "BACKWARD", "renames the record from R to Q"),
+    ],
+)
+def test_wording_of_nested_enum_map_and_record_changes(
+    old: dict[str, Any], new: dict[str, Any], level: str, line: str
+) -> None:
+    assert format_issues(check_compatibility("s-value", new, [old], level)) == [
+        f"s-value: v2 {line}; {level} forbids it against v1"
+    ]

@@ -124,47 +124,104 @@ def _type_name(t: Any) -> str:
     return str(t)
 
 
+def _record_of(t: Any) -> Any:
+    """The record schema inside a field type (itself, or a union's record branch)."""
+    if isinstance(t, Mapping) and t.get("type") in ("record", "error"):
+        return t
+    if isinstance(t, list):
+        for b in t:
+            if isinstance(b, Mapping) and b.get("type") in ("record", "error"):
+                return b
+    return None
+
+
 def _field_at(reader: Any, location: str) -> str:
-    """Top-level field name of a checker location such as ``fields/5/type/...``."""
+    """Dotted field path of a checker location: ``fields/2/type/fields/0/type`` -> ``n.x``."""
     parts = [p for p in location.split("/") if p]
-    if len(parts) >= 2 and parts[0] == "fields" and parts[1].isdigit():
-        fields = reader.get("fields", []) if isinstance(reader, Mapping) else []
-        i = int(parts[1])
-        if i < len(fields):
-            return str(fields[i]["name"])
-    return ""
+    path: list[str] = []
+    node = reader
+    i = 0
+    while i + 1 < len(parts) and parts[i] == "fields" and parts[i + 1].isdigit():
+        fields = node.get("fields", []) if isinstance(node, Mapping) else []
+        k = int(parts[i + 1])
+        if k >= len(fields):
+            break
+        path.append(str(fields[k]["name"]))
+        node = _record_of(fields[k]["type"])
+        i += 3 if i + 2 < len(parts) and parts[i + 2] == "type" else 2
+        if node is None:
+            break
+    return ".".join(path)
 
 
-def _localize(reader: avro.schema.Schema, writer: avro.schema.Schema) -> list[str]:
-    """Top-level fields of `reader` the checker finds unreadable from `writer`, one by one."""
-    if not isinstance(reader, avro.schema.RecordSchema) or not isinstance(
-        writer, avro.schema.RecordSchema
-    ):
-        return [""]
-    bad = []
-    for f in reader.fields:
-        w = writer.fields_dict.get(f.name)
+def _field(schema: Any, path: str) -> Any:
+    """The field dict at dotted `path` in a record schema, or None."""
+    node = schema
+    found = None
+    for name in path.split("."):
+        if node is None:
+            return None
+        found = {f["name"]: f for f in node.get("fields", [])}.get(name)
+        if found is None:
+            return None
+        node = _record_of(found["type"])
+    return found
+
+
+def _avro_record(t: avro.schema.Schema) -> avro.schema.RecordSchema | None:
+    if isinstance(t, avro.schema.RecordSchema):
+        return t
+    if isinstance(t, avro.schema.UnionSchema):
+        return next((b for b in t.schemas if isinstance(b, avro.schema.RecordSchema)), None)
+    return None
+
+
+def _localize(reader: avro.schema.Schema, writer: avro.schema.Schema, prefix: str = "") -> list[str]:
+    """Fields of `reader` the checker finds unreadable from `writer`, asked one by one
+    (and inside nested records), for when its own locations stop at a union."""
+    r_rec, w_rec = _avro_record(reader), _avro_record(writer)
+    if r_rec is None or w_rec is None:
+        return [prefix.rstrip(".")]
+    bad: list[str] = []
+    for f in r_rec.fields:
+        w = w_rec.fields_dict.get(f.name)
         if w is None:
             if not f.has_default:
-                bad.append(f.name)
+                bad.append(prefix + f.name)
             continue
         r = ReaderWriterCompatibilityChecker().get_compatibility(f.type, w.type)
         if r.compatibility is SchemaCompatibilityType.incompatible:
-            bad.append(f.name)
-    return bad or [""]
+            inner = _avro_record(f.type) is not None and _avro_record(w.type) is not None
+            bad += _localize(f.type, w.type, f"{prefix}{f.name}.") if inner else [prefix + f.name]
+    return bad or [prefix.rstrip(".")]
+
+
+def _enum_of(t: Any) -> Any:
+    branches = t if isinstance(t, list) else [t]
+    return next((b for b in branches if isinstance(b, Mapping) and b.get("type") == "enum"), None)
 
 
 def _change(field: str, old: Any, new: Any, kind: str) -> str:
     """Words for what the new schema does to `field` relative to the old one."""
     if not field:
-        return f"changes the record ({_type_name(new)} vs {_type_name(old)})"
-    old_f = {f["name"]: f for f in old.get("fields", [])}.get(field)
-    new_f = {f["name"]: f for f in new.get("fields", [])}.get(field)
+        if old.get("name") != new.get("name"):
+            return f"renames the record from {old.get('name')} to {new.get('name')}"
+        return f"changes the record ({kind})"
+    old_f, new_f = _field(old, field), _field(new, field)
     if old_f is None and new_f is not None:
         return f"adds `{field}` ({_type_name(new_f['type'])}) without a default"
     if new_f is None and old_f is not None:
         return f"removes `{field}`, which older readers need (it has no default there)"
-    assert old_f is not None and new_f is not None
+    if old_f is None or new_f is None:
+        return f"changes `{field}` ({kind})"
+    old_e, new_e = _enum_of(old_f["type"]), _enum_of(new_f["type"])
+    if old_e is not None and new_e is not None:
+        gone = [x for x in old_e.get("symbols", []) if x not in new_e.get("symbols", [])]
+        added = [x for x in new_e.get("symbols", []) if x not in old_e.get("symbols", [])]
+        if gone:
+            return f"removes symbols {gone} from enum `{field}`"
+        if added:
+            return f"adds symbols {added} to enum `{field}` (old readers cannot read them)"
     if old_f["type"] != new_f["type"]:
         return f"changes `{field}` from {_type_name(old_f['type'])} to {_type_name(new_f['type'])}"
     if kind == SchemaIncompatibilityType.reader_field_missing_default_value.value:
@@ -202,9 +259,13 @@ def check_compatibility(
         # "/" is the checker's default location (merged in from compatible sub-results, and
         # all it reports below a writer union); then ask it about each field on its own
         locations = {loc for loc in result.locations if loc.strip("/")}
-        fields = sorted({_field_at(reader_json, loc) for loc in locations}) or _localize(
-            reader, writer
-        )
+        deep = _localize(reader, writer)
+        fields = sorted({
+            path
+            for loc in locations
+            for top in [_field_at(reader_json, loc)]
+            for path in ([d for d in deep if d.startswith(top + ".")] or [top])
+        }) or deep
         for field in fields:
             issues.append(
                 CompatibilityIssue(
