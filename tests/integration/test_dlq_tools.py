@@ -208,8 +208,8 @@ async def test_oversized_event_goes_to_dlq_truncated_and_the_consumer_goes_on(
     await ensure_topics_async(stack.kafka_bootstrap, pipeline_topics(cfg), partitions=1)
     events = [le.event for le in World(seed=12, n_users=20).stream(start=0, rate=10).take(6)]
     codec = Codec.for_contract("payments.initiated")
-    big = json.dumps({**events[0], "event_id": "big", "user_history_hash": "x" * (1 << 20)}).encode()
-    assert len(big) > 1 << 20  # over the platform's default 1 MiB too
+    big = json.dumps({**events[0], "event_id": "big", "user_history_hash": "x" * (3 << 20)}).encode()
+    assert len(big) > 3 << 20  # over the default 1 MiB and the ingress's 1 MiB partition fetch
     async with EventProducer(stack.kafka_bootstrap, cfg.input.topic, codec,
                              max_request_size=4 << 20) as prod:
         await prod.send_many(events[:3])
