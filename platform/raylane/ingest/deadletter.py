@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from io import BytesIO
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from raylane.errors import DependencyError, RaylaneError
 from raylane.ingest import dlq as D
@@ -180,8 +180,15 @@ def describe_value(
     return f"{head}: {value[:64]!r}"[:width]
 
 
-async def read_topic(bootstrap: str, topic: str, idle_s: float = 1.0) -> list[Any]:
-    """Every record of `topic` from the beginning (stops after `idle_s` without new ones)."""
+async def read_topic(
+    bootstrap: str, topic: str, idle_s: float = 1.0, timeout_s: float = 30.0
+) -> list[Any]:
+    """Every record of `topic` from the beginning.
+
+    Reads at least up to the end offsets the broker reports (waiting up to `timeout_s`
+    for them), then until `idle_s` passes without a new record: the embedded broker's
+    end offsets can lag the last record, so the end is confirmed by silence.
+    """
     c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
                          auto_offset_reset="earliest", fetch_max_wait_ms=10,
                          max_partition_fetch_bytes=4 << 20)
@@ -193,13 +200,21 @@ async def read_topic(bootstrap: str, topic: str, idle_s: float = 1.0) -> list[An
                               "(`raylane dev status`)?", stage="dlq") from e
     out: list[Any] = []
     try:
+        parts = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+        ends = await c.end_offsets(parts) if parts else {}
+        last: dict[int, int] = {}
+        deadline = time.monotonic() + timeout_s
         idle_until = time.monotonic() + idle_s
-        while time.monotonic() < idle_until:
+        while time.monotonic() < deadline:
             got = await c.getmany(timeout_ms=200)
-            for msgs in got.values():
+            for tp, msgs in got.items():
                 if msgs:
                     out.extend(msgs)
+                    last[tp.partition] = msgs[-1].offset + 1
                     idle_until = time.monotonic() + idle_s
+            reached = all(last.get(tp.partition, 0) >= end for tp, end in ends.items())
+            if reached and time.monotonic() >= idle_until:
+                break
     finally:
         await c.stop()
     out.sort(key=lambda m: (m.partition, m.offset))
