@@ -37,10 +37,12 @@ __all__ = [
     "BreakerConfig",
     "CacheConfig",
     "Condition",
+    "ConfluentRegistryConfig",
     "DecisionConfig",
     "DecisionRule",
     "DerivedFeature",
     "FeaturesConfig",
+    "FileRegistryConfig",
     "Frozen",
     "IngressConfig",
     "InputConfig",
@@ -51,6 +53,7 @@ __all__ = [
     "OutputsConfig",
     "PipelineConfig",
     "PromotionConfig",
+    "SchemaRegistryConfig",
     "WindowFeature",
     "load_serve_config",
 ]
@@ -453,6 +456,41 @@ class BreakerConfig(Frozen):
     )
 
 
+class FileRegistryConfig(Frozen):
+    type: Literal["file"] = Field(default="file", description="The committed file registry.")
+    path: str = Field(
+        default="",
+        description="Directory of the file registry; empty means the one shipped in the package. "
+        "A relative path is resolved against the current directory when the config is loaded.",
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        # pinned at load time: Serve replicas run with another working directory
+        return str(Path(v).resolve()) if v else v
+
+
+class ConfluentRegistryConfig(Frozen):
+    type: Literal["confluent"] = Field(
+        description="A Confluent Schema Registry REST API (Confluent, Karapace, Redpanda, Apicurio)."
+    )
+    url: str = Field(
+        pattern=r"^https?://", description="Base URL of the registry, e.g. http://schema-registry:8081."
+    )
+    basic_auth_env: str | None = Field(
+        default=None,
+        description="Name of an environment variable holding `user:password` for basic auth "
+        "(the secret itself never goes into the config).",
+    )
+    timeout_s: PositiveFloat = Field(default=10.0, description="Timeout of one REST call.")
+
+
+SchemaRegistryConfig = Annotated[
+    FileRegistryConfig | ConfluentRegistryConfig, Field(discriminator="type")
+]
+
+
 class PipelineConfig(Frozen):
     name: Ident = Field(description="Pipeline name; prefixes state keys, metrics and deployments.")
     input: InputConfig
@@ -465,9 +503,16 @@ class PipelineConfig(Frozen):
     promotion: PromotionConfig = Field(
         default_factory=PromotionConfig, description="Gates of `raylane promote` (model lifecycle)."
     )
-    schema_registry: str = Field(
-        default="", description="Path of the file schema registry; empty means the built-in one."
+    schema_registry: SchemaRegistryConfig = Field(
+        default_factory=FileRegistryConfig,
+        description="Where schemas are looked up: `{type: file, path: ...}` (default: the "
+        "committed registry) or `{type: confluent, url: ...}`; a plain string is a file path.",
     )
+
+    @field_validator("schema_registry", mode="before")
+    @classmethod
+    def _registry_shorthand(cls, v: Any) -> Any:
+        return {"type": "file", "path": v} if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _cross_checks(self) -> PipelineConfig:

@@ -15,7 +15,7 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from raylane.config import PipelineConfig
-from raylane.contracts import Codec, FileSchemaRegistry
+from raylane.contracts import Codec, open_registry
 from raylane.ingest.breaker import GuardedModel, GuardedOnline, GuardedWindows, make_breaker
 from raylane.ingest.consumer import IngressLoop
 from raylane.ingest.processor import (
@@ -50,7 +50,7 @@ class LocalModelClient:
 
 def codecs_for(cfg: PipelineConfig) -> tuple[Codec, dict[str, Codec]]:
     """The input codec and one output codec per output contract of `cfg`."""
-    registry = FileSchemaRegistry(cfg.schema_registry or None)
+    registry = open_registry(cfg.schema_registry)
     inp = Codec.for_contract(
         cfg.input.contract, registry, formats=cfg.input.formats, max_event_bytes=cfg.input.max_event_bytes
     )

@@ -209,3 +209,75 @@ def test_random_dicts_as_json(pair: tuple[Codec, dict[str, Any]]) -> None:
 @given(st.binary(max_size=200))
 def test_random_bytes_after_a_json_brace(tail: bytes) -> None:
     _decode_only_contract_errors(PAYMENTS, b"{" + tail)
+
+
+# -- versions, hostile lengths, memory ----------------------------------------------------
+
+V1 = Codec.for_contract("payments.initiated", version=1, formats=("avro", "json"))
+
+
+@FUZZ
+@given(st.data())
+def test_v1_reader_on_mutated_v2_events(data: st.DataObject) -> None:
+    record = data.draw(_records(PAYMENTS))
+    raw = bytearray(PAYMENTS.encode(record))
+    for _ in range(data.draw(st.integers(0, 3))):
+        pos = data.draw(st.integers(5, len(raw) - 1))
+        raw[pos] = data.draw(st.integers(0, 255))
+    out = _decode_only_contract_errors(V1, bytes(raw))
+    if out is not None:
+        assert "device_id" not in out
+
+
+def _zigzag_varint(n: int) -> bytes:
+    z = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while True:
+        b = z & 0x7F
+        z >>= 7
+        if z:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+@FUZZ
+@given(st.integers(min_value=1 << 20, max_value=(1 << 62)), st.binary(max_size=64),
+       st.sampled_from(list(CODECS.values())))
+def test_hostile_lengths_and_counts_do_not_allocate(n: int, tail: bytes, codec: Codec) -> None:
+    """A string length or map block count of billions must not make the reader allocate it."""
+    import tracemalloc
+
+    raw = wire_header(codec.schema_id) + _zigzag_varint(n) + tail
+    tracemalloc.start()
+    try:
+        _decode_only_contract_errors(codec, raw)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"decoding {len(raw)} bytes peaked at {peak} bytes"
+
+
+@FUZZ
+@given(st.integers(min_value=1, max_value=4096), st.binary(min_size=1, max_size=1))
+def test_payloads_over_the_limit_are_rejected_before_parsing(limit: int, lead: bytes) -> None:
+    from raylane.contracts import EventTooLarge
+
+    codec = Codec.for_contract("payments.initiated", formats=("avro", "json"), max_event_bytes=limit)
+    try:
+        codec.decode(lead * (limit + 1))
+    except EventTooLarge as e:
+        assert str(limit) in e.message
+    else:
+        raise AssertionError("an event over max_event_bytes was decoded")
+
+
+@FUZZ
+@given(st.binary(max_size=300) | st.builds(lambda b: b"\x00" + b, st.binary(max_size=300)))
+def test_dlq_describe_never_raises(raw: bytes) -> None:
+    from raylane.contracts import FileSchemaRegistry
+    from raylane.ingest.deadletter import describe_value
+
+    text = describe_value(raw, FileSchemaRegistry(), "payments.initiated-value")
+    assert isinstance(text, str) and len(text) <= 200

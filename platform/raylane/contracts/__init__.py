@@ -5,6 +5,13 @@ Contracts live as ``schemas/<contract>.avsc``; the committed file registry in
 A :class:`Codec` encodes and decodes one subject's events; every failure is a typed
 :class:`raylane.errors.ContractError` subclass, so bad input goes to the DLQ.
 
+Backends: :class:`FileSchemaRegistry` (default) or a Confluent REST registry, picked by
+:func:`open_registry` from a pipeline's ``schema_registry`` config. Compatibility per
+subject is computed by the ``avro`` checker (:func:`check_compatibility`);
+:func:`check_schemas` / :func:`register_checked` are the gate behind ``raylane schema
+check|register``. Consumers declare the fields they read (``consumers/*.yaml``,
+:func:`check_declarations`). See docs/contracts.md.
+
 Example::
 
     codec = Codec.for_contract("payments.initiated", formats=("avro", "json"))
@@ -26,6 +33,24 @@ from raylane.contracts._codec import (
     schema_id_of,
     wire_header,
 )
+from raylane.contracts._compat import (
+    COMPATIBILITY_LEVELS,
+    DEFAULT_COMPATIBILITY,
+    Compatibility,
+    CompatibilityIssue,
+    IncompatibleSchema,
+    check_compatibility,
+    format_issues,
+)
+from raylane.contracts._consumers import (
+    CONSUMERS_DIR,
+    ConsumerDeclaration,
+    DeclarationViolation,
+    all_declarations,
+    check_declarations,
+    load_declarations,
+    pipeline_reads,
+)
 from raylane.contracts._errors import (
     BadMagicByte,
     ContractViolation,
@@ -44,6 +69,14 @@ from raylane.contracts._errors import (
     UnsupportedFormat,
     WrongType,
 )
+from raylane.contracts._gate import (
+    SubjectCheck,
+    check_schema,
+    check_schemas,
+    history,
+    register_checked,
+)
+from raylane.contracts._open import open_registry
 from raylane.contracts._registry import (
     BUILTIN_REGISTRY_DIR,
     FileSchemaRegistry,
@@ -54,17 +87,25 @@ from raylane.errors import ContractError
 
 __all__ = [
     "BUILTIN_REGISTRY_DIR",
+    "COMPATIBILITY_LEVELS",
+    "CONSUMERS_DIR",
+    "DEFAULT_COMPATIBILITY",
     "DEFAULT_MAX_EVENT_BYTES",
     "MAGIC_BYTE",
     "SCHEMAS_DIR",
     "BadMagicByte",
     "Codec",
+    "Compatibility",
+    "CompatibilityIssue",
+    "ConsumerDeclaration",
     "ContractError",
     "ContractViolation",
     "CorruptEvent",
+    "DeclarationViolation",
     "EmptyEvent",
     "EventTooLarge",
     "FileSchemaRegistry",
+    "IncompatibleSchema",
     "InvalidJson",
     "InvalidSchema",
     "MissingField",
@@ -73,13 +114,25 @@ __all__ = [
     "SchemaNotFound",
     "SchemaRegistry",
     "SchemaRegistryError",
+    "SubjectCheck",
     "TrailingBytes",
     "TruncatedEvent",
     "UnknownSchemaId",
     "UnsupportedFormat",
     "WrongType",
+    "all_declarations",
+    "check_compatibility",
+    "check_declarations",
+    "check_schema",
+    "check_schemas",
     "contract_names",
+    "format_issues",
+    "history",
     "load_contract",
+    "load_declarations",
+    "open_registry",
+    "pipeline_reads",
+    "register_checked",
     "register_contracts",
     "schema_id_of",
     "subject_for",

@@ -68,13 +68,17 @@ def register_contracts(
     """Register contracts (default: all in `directory`) under ``<name>-value``.
 
     Returns ``{subject: schema_id}``. Idempotent: unchanged contracts keep their ids;
-    an edited ``.avsc`` becomes a new version of its subject.
+    an edited ``.avsc`` becomes a new version of its subject if the subject's
+    compatibility level allows it (else :class:`IncompatibleSchema`, and the
+    contracts after it are not registered).
     """
+    from raylane.contracts._gate import register_checked  # the gate imports this module
+
     reg = registry if registry is not None else FileSchemaRegistry()
     out: dict[str, int] = {}
     for name in names if names is not None else contract_names(directory):
         subject = subject_for(name)
-        out[subject] = reg.register(subject, load_contract(name, directory))
+        out[subject] = register_checked(reg, subject, load_contract(name, directory))
     return out
 
 

@@ -13,7 +13,10 @@ Semantics follow Confluent Schema Registry: subjects are ``<topic>-value``
 (TopicNameStrategy), versions count from 1 per subject, ids are global and the
 same schema registered under two subjects shares one id. Registering a schema
 identical (ignoring whitespace and key order) to one already under the subject
-returns the existing id. Compatibility checks are not done here.
+returns the existing id. ``register`` stores without checking compatibility
+(like an admin import); :func:`raylane.contracts.register_checked` is the gate
+that checks the subject's compatibility level first. Levels are kept per subject
+in ``index.json`` under ``"compatibility"`` (absent: BACKWARD).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any, Protocol, runtime_checkable
 import fastavro
 from fastavro.schema import SchemaParseException, UnknownType
 
+from raylane.contracts._compat import COMPATIBILITY_LEVELS, DEFAULT_COMPATIBILITY
 from raylane.contracts._errors import InvalidSchema, SchemaNotFound
 
 __all__ = ["BUILTIN_REGISTRY_DIR", "FileSchemaRegistry", "RegisteredSchema", "SchemaRegistry"]
@@ -81,6 +85,14 @@ class SchemaRegistry(Protocol):
 
     def subjects(self) -> list[str]:
         """All subjects, sorted."""
+        ...
+
+    def compatibility(self, subject: str) -> str:
+        """The subject's compatibility level (the registry default when it has none)."""
+        ...
+
+    def set_compatibility(self, subject: str, level: str) -> str:
+        """Set the subject's compatibility level; returns it."""
         ...
 
 
@@ -166,6 +178,23 @@ class FileSchemaRegistry:
     def subjects(self) -> list[str]:
         self._refresh()
         return sorted(self._index["subjects"])
+
+    def compatibility(self, subject: str) -> str:
+        self._refresh()
+        return str(self._index.get("compatibility", {}).get(subject, DEFAULT_COMPATIBILITY))
+
+    def set_compatibility(self, subject: str, level: str) -> str:
+        level = level.upper()
+        if level not in COMPATIBILITY_LEVELS:
+            raise InvalidSchema(
+                f"compatibility {level!r} is not one of {list(COMPATIBILITY_LEVELS)}"
+            )
+        with self._locked():
+            self._refresh(force=True)
+            self._index.setdefault("compatibility", {})[subject] = level
+            self._write(_INDEX, json.dumps(self._index, indent=2, sort_keys=True) + "\n")
+            self._stamp = self._index_stamp()
+        return level
 
     # -- writes ----------------------------------------------------------------
 

@@ -10,6 +10,7 @@ awaited on this path; :class:`ShadowJob` carries what the comparison needs.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 import uuid
@@ -39,6 +40,8 @@ __all__ = [
     "ShadowJob",
     "WindowSource",
 ]
+
+log = logging.getLogger("raylane.ingest")
 
 CORRELATION_HEADER = "correlation_id"
 GENERATED_HEADER = "raylane.correlation_id.generated"
@@ -139,8 +142,13 @@ class BatchProcessor:
         oks, errs = self.input_codec.decode_batch([r.value or b"" for r in records])
         for j, err in errs:
             rec = records[j]
-            cid = self._header_correlation(rec) or str(uuid.uuid4())
-            result.dlq.append(dlq_record(rec, err, cid, self.cfg.input.dlq))
+            cid = self._header_correlation(rec)
+            made = cid is None
+            cid = cid or str(uuid.uuid4())
+            result.dlq.append(dlq_record(rec, err, cid, self.cfg.input.dlq, generated=made,
+                                         max_bytes=self.cfg.input.max_event_bytes))
+            log.warning("%s -> %s: %s: %s [correlation_id=%s]", rec.where, self.cfg.input.dlq,
+                        err.error_class, err.message[:300], cid)
             result.dlq_by_class[err.error_class] = result.dlq_by_class.get(err.error_class, 0) + 1
         events, good, generated = [], [], []
         for j, ev in oks:
@@ -150,6 +158,8 @@ class BatchProcessor:
                 from_header = self._header_correlation(rec)
                 if from_header is None:
                     from_header, gen = str(uuid.uuid4()), True
+                else:  # a replayed event keeps the mark of an id made up on its first pass
+                    gen = header(rec.headers, GENERATED_HEADER) == b"true"
                 ev["correlation_id"] = from_header
             events.append(ev)
             good.append(rec)

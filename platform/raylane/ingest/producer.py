@@ -1,9 +1,13 @@
 """The platform's producer: contract-checked events onto Kafka.
 
-Used by the demo, the bench, tests and notebooks. Every event is validated
-against its contract before anything is sent (a bad event raises a
-:class:`~raylane.errors.ContractError` naming the field; nothing goes out), is
-keyed by its key field, and carries its correlation id in a header.
+Used by the demo, the bench, tests, notebooks and actions. Every event is
+validated against its contract before anything is sent: a bad event raises a
+:class:`~raylane.contracts.ContractViolation` whose message and ``path`` name
+the field (``amount: expected double, got str '12'``), and in a batch nothing at
+all goes out when one event is bad. Each event is keyed by its key field and
+carries ``correlation_id`` and ``event_id`` headers (a correlation id is made
+up, and marked ``raylane.correlation_id.generated: true``, when it has none).
+``send_raw`` is the only way around the contract; tests use it to inject bad bytes.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from aiokafka import AIOKafkaProducer
 
 from raylane.errors import DependencyError
 
+GENERATED_HEADER = "raylane.correlation_id.generated"
+
 __all__ = ["EventEncoder", "EventProducer"]
 
 
@@ -28,13 +34,13 @@ class EventProducer:
     """Async producer of contract events for one topic."""
 
     def __init__(self, bootstrap: str, topic: str, codec: EventEncoder, *, key_field: str = "user_id",
-                 linger_ms: int = 2) -> None:
+                 linger_ms: int = 2, max_request_size: int = 1 << 20) -> None:
         self.topic = topic
         self.codec = codec
         self.key_field = key_field
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap, acks="all", linger_ms=linger_ms, max_batch_size=512 << 10,
-            enable_idempotence=False,
+            enable_idempotence=False, max_request_size=max_request_size,
         )
         self.bootstrap = bootstrap
 
@@ -52,9 +58,20 @@ class EventProducer:
     def encode(self, event: Mapping[str, Any]) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
         """(key, value, headers) for `event`; raises ContractError before anything is sent."""
         value = self.codec.encode(event)
-        cid = event.get("correlation_id") or str(uuid.uuid4())
-        headers = [("correlation_id", str(cid).encode()), ("event_id", str(event.get("event_id", "")).encode())]
+        cid = event.get("correlation_id")
+        headers = [("correlation_id", str(cid or uuid.uuid4()).encode()),
+                   ("event_id", str(event.get("event_id", "")).encode())]
+        if not cid:
+            headers.append((GENERATED_HEADER, b"true"))
         return str(event.get(self.key_field, "")).encode(), value, headers
+
+    async def send(self, event: Mapping[str, Any], *, wait: bool = True) -> asyncio.Future[Any]:
+        """Validate and send one event; raises ContractError (nothing sent) if it is bad."""
+        key, value, headers = self.encode(event)
+        fut = await self._producer.send(self.topic, value, key=key, headers=headers)
+        if wait:
+            await fut
+        return fut
 
     async def send_raw(self, value: bytes, *, key: bytes | None = None,
                        headers: Sequence[tuple[str, bytes]] = ()) -> asyncio.Future[Any]:

@@ -235,12 +235,12 @@ def _text(v: Any) -> str:
 
 def publish_audit(cfg: PipelineConfig, event: dict[str, Any], bootstrap: str) -> None:
     """Publish one models.promoted event (Avro, Confluent wire format), acknowledged."""
-    from raylane.contracts import Codec, FileSchemaRegistry
+    from raylane.contracts import Codec, open_registry
     from raylane.ingest.producer import EventProducer
     from raylane.localstack import ensure_topics
     from raylane.localstack._broker import run_sync
 
-    codec = Codec.for_contract(AUDIT_CONTRACT, FileSchemaRegistry(cfg.schema_registry or None))
+    codec = Codec.for_contract(AUDIT_CONTRACT, open_registry(cfg.schema_registry))
     topic = cfg.promotion.audit_topic
     ensure_topics(bootstrap, [topic], partitions=1)
 
@@ -255,10 +255,10 @@ def read_audit_topic(cfg: PipelineConfig, bootstrap: str, idle_s: float = 1.0) -
     """Every models.promoted event of this pipeline on the audit topic, oldest first."""
     from aiokafka import AIOKafkaConsumer
 
-    from raylane.contracts import Codec, FileSchemaRegistry
+    from raylane.contracts import Codec, open_registry
     from raylane.localstack._broker import run_sync
 
-    codec = Codec.for_contract(AUDIT_CONTRACT, FileSchemaRegistry(cfg.schema_registry or None))
+    codec = Codec.for_contract(AUDIT_CONTRACT, open_registry(cfg.schema_registry))
 
     async def read() -> list[dict[str, Any]]:
         cons = AIOKafkaConsumer(cfg.promotion.audit_topic, bootstrap_servers=bootstrap, group_id=None,

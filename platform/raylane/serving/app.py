@@ -64,8 +64,6 @@ def build_app(args: dict[str, Any]) -> Application:
     repo = Path(cfg.features.feast_repo)
     if not repo.is_absolute():
         args = {**args, "features": {**args.get("features", {}), "feast_repo": str(repo.resolve())}}
-    if cfg.schema_registry and not Path(cfg.schema_registry).is_absolute():
-        args = {**args, "schema_registry": str(Path(cfg.schema_registry).resolve())}
     cfg = PipelineConfig.from_args(args)
     env = Settings.load().as_env()
     primary = _model(cfg, cfg.models.primary, env)

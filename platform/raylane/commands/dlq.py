@@ -1,0 +1,109 @@
+"""``raylane dlq inspect|replay``: see what is in a dead-letter topic, and re-publish it after a fix."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from raylane.commands.schema import RegistryOpt, UrlOpt, _registry
+
+__all__ = ["register"]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``dlq`` command group to the root app."""
+    from raylane.cli import friendly_errors
+
+    dlq_app = typer.Typer(help="Dead-letter topics: inspect and replay.", no_args_is_help=True)
+    app.add_typer(dlq_app, name="dlq")
+
+    @dlq_app.command("inspect")
+    @friendly_errors
+    def inspect(
+        topic: Annotated[str, typer.Argument(help="DLQ topic, e.g. payments.initiated.dlq.")],
+        samples: Annotated[int, typer.Option(help="Sample records shown.")] = 5,
+        error_class: Annotated[
+            str | None, typer.Option("--error-class", help="Only samples of this class.")
+        ] = None,
+        registry_dir: RegistryOpt = None,
+        url: UrlOpt = None,
+    ) -> None:
+        """Counts by error class and stage, and a few samples decoded as far as possible."""
+        from raylane.ingest.deadletter import describe_value, read_dead_letters, summarize
+        from raylane.settings import Settings
+
+        _console = Console()
+        settings = Settings.load()
+        with _console.status(f"reading {topic} from {settings.kafka_bootstrap}"):
+            letters = asyncio.run(read_dead_letters(settings.kafka_bootstrap, topic))
+        counts = Table(title=f"{topic}: {len(letters)} dead letters", title_justify="left")
+        for col in ("error class", "stage", "count"):
+            counts.add_column(col)
+        for (cls, stage), n in summarize(letters).most_common():
+            counts.add_row(cls, stage, str(n))
+        _console.print(counts)
+        shown = [d for d in letters if error_class in (None, d.error_class)][-samples:]
+        if not shown:
+            return
+        registry = _registry(registry_dir, url)
+        table = Table(title="latest samples", title_justify="left", show_lines=True)
+        for col in ("dlq", "source", "class", "correlation id", "message", "value"):
+            table.add_column(col, overflow="fold")
+        for d in shown:
+            subject = f"{d.source_topic}-value" if d.source_topic else None
+            if subject and subject not in registry.subjects():
+                subject = None
+            value = describe_value(d.value, registry, subject)
+            if d.truncated:
+                value = f"[truncated from {d.original_size} B] {value}"
+            table.add_row(d.where, d.source, d.error_class, d.correlation_id,
+                          d.message[:300], value)
+        _console.print(table)
+
+    @dlq_app.command("replay")
+    @friendly_errors
+    def replay(
+        topic: Annotated[str, typer.Argument(help="DLQ topic, e.g. payments.initiated.dlq.")],
+        error_class: Annotated[
+            str | None, typer.Option("--error-class", help="Only records of this error class.")
+        ] = None,
+        since: Annotated[
+            str | None,
+            typer.Option(help="Only records dead-lettered since: 30m, 2h, 1d or an ISO time."),
+        ] = None,
+        to: Annotated[
+            str | None, typer.Option(help="Publish here instead of each record's source topic.")
+        ] = None,
+        force: Annotated[
+            bool, typer.Option(help="Replay event ids the ledger shows replayed already.")
+        ] = False,
+        dry_run: Annotated[bool, typer.Option(help="Only say what would be replayed.")] = False,
+        registry_dir: RegistryOpt = None,
+        url: UrlOpt = None,
+    ) -> None:
+        """Re-publish dead letters (original key, bytes, headers) to their source topic, once."""
+        from raylane.ingest.deadletter import ledger_topic, parse_since
+        from raylane.ingest.deadletter import replay as do_replay
+        from raylane.settings import Settings
+
+        _console = Console()
+        settings = Settings.load()
+        since_ms = parse_since(since) if since else None
+        with _console.status(f"replaying {topic}"):
+            rep = asyncio.run(do_replay(
+                settings.kafka_bootstrap, topic, error_class=error_class, since_ms=since_ms,
+                to_topic=to, force=force, dry_run=dry_run, registry=_registry(registry_dir, url),
+            ))
+        verb = "would replay" if dry_run else "replayed"
+        n = len(rep.event_ids) if dry_run else rep.replayed
+        targets = ", ".join(f"{t}: {k}" for t, k in rep.by_target.items()) or "-"
+        _console.print(
+            f"{rep.selected} selected; {verb} {n} ({targets}); skipped {rep.already_replayed} "
+            f"already replayed (ledger {ledger_topic(topic)}), {rep.duplicates} duplicate event "
+            f"ids, {rep.truncated} truncated",
+            highlight=False,
+        )
