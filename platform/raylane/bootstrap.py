@@ -27,7 +27,10 @@ PARTITIONS = 4
 
 def pipeline_topics(cfg: PipelineConfig) -> list[str]:
     """Every topic the pipeline reads or writes."""
-    topics = {cfg.input.topic, cfg.input.dlq, cfg.outputs.scored.topic}
+    from raylane.ingest.deadletter import ledger_topic
+
+    # the replay ledger is created up front: brokers without topic auto-creation are common
+    topics = {cfg.input.topic, cfg.input.dlq, ledger_topic(cfg.input.dlq), cfg.outputs.scored.topic}
     if cfg.outputs.shadow:
         topics.add(cfg.outputs.shadow.topic)
     topics |= {r.publish.topic for r in cfg.decision.rules if r.publish}

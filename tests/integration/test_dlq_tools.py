@@ -192,6 +192,7 @@ async def test_replay_after_fix_scores_once_and_one_correlation_id_goes_everywhe
     shadow_by_cid = {sh.decode(m.value)["correlation_id"]: _headers(m) for m in shadow}
     assert {"cid-follow", "cid-2", generated_cid, rec3["correlation_id"]} <= set(shadow_by_cid)
     assert shadow_by_cid["cid-follow"]["correlation_id"] == b"cid-follow"
+    assert shadow_by_cid["cid-follow"]["event_id"] == events[0]["event_id"].encode()
 
     # the replayed input records name where they came from
     replayed = [m for m in await read_topic(stack.kafka_bootstrap, cfg.input.topic)

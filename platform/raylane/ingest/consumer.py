@@ -401,7 +401,8 @@ class IngressLoop:
                 await self._publish(
                     [
                         OutRecord(topic, str(ev.get(self.cfg.input.key_field, "")).encode(), v,
-                                  [("correlation_id", str(ev["correlation_id"]).encode())])
+                                  [("correlation_id", str(ev["correlation_id"]).encode()),
+                                   ("event_id", str(ev.get("event_id", "")).encode())])
                         for ev, v in zip(job.events, values, strict=True)
                     ]
                 )
