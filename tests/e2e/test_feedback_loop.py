@@ -114,6 +114,6 @@ async def test_flagged_payment_raises_the_profile_the_next_payment_is_scored_wit
     from ray import serve
 
     runner = serve.get_deployment_handle(f"{args['name']}-actions", app_name=running.app_name)
-    stats = runner.stats.remote().result(timeout_s=30)
+    stats = await runner.stats.remote()
     assert stats["running"] and stats["failed"] == 0
     assert stats["done"] == 2 * len(flagged)  # update_profile + publish, once per flagged event
