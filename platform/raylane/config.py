@@ -389,6 +389,13 @@ class DriftConfig(Frozen):
         description="Where window reports (Evidently HTML) are saved; empty: "
         "$RAYLANE_HOME/drift/<pipeline>.",
     )
+    niceness: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="OS niceness of the threads that evaluate windows; above 0 the scoring "
+        "path wins CPU contention with the monitor.",
+    )
     ray_actor_options: ActorOptions = Field(
         default_factory=lambda: ActorOptions(num_cpus=0.25),
         description="Ray resources of the monitor replica.",

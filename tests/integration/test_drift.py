@@ -212,3 +212,28 @@ async def test_shift_is_reported_within_two_windows_naming_the_shifted_columns(
     assert report.is_file() and "merchant_profile__category_risk" in report.read_text()
     state = loop.stats["state"]
     assert state.open is True and "amount" in state.drifted_columns
+
+
+def test_drift_status_shows_the_state_the_monitor_keeps(stack, unique: str) -> None:
+    import redis
+    from raylane.cli import app
+    from raylane.monitoring.drift_state import DriftState, drift_key
+    from typer.testing import CliRunner
+
+    name = f"status_{unique}"
+    state = DriftState(open=True, model_name="fraud", model_version="4", drift_share=0.62, threshold=0.5,
+                       drifted_columns=["amount", "score"], window_end="2026-11-26T17:00:00+00:00",
+                       updated_at="2026-11-26T17:00:02+00:00")
+    client = redis.Redis.from_url(stack.redis_url)
+    client.set(drift_key(name), state.to_json())
+    try:
+        out = CliRunner().invoke(app, ["drift", "status", name])
+        assert out.exit_code == 0, out.output
+        assert "OPEN" in out.output and "fraud v4" in out.output and "amount, score" in out.output
+        raw = CliRunner().invoke(app, ["drift", "status", name, "--json"])
+        assert DriftState.from_json(raw.output) == state
+    finally:
+        client.delete(drift_key(name))
+        client.close()
+    out = CliRunner().invoke(app, ["drift", "status", name])
+    assert out.exit_code == 0 and "has not evaluated a window yet" in out.output.replace("\n", " ")
