@@ -108,3 +108,16 @@ def test_actions_config_validates_handlers_and_names_the_path() -> None:
     args["actions"]["topics"][0]["handlers"] = [{"type": "email"}]
     with pytest.raises(ConfigError, match=r"args\.actions\.topics\[0\]\.handlers\[0\]"):
         PipelineConfig.from_args(args)
+
+
+def test_isolated_args_give_the_monitors_their_own_topics_and_groups() -> None:
+    from raylane.testing.kafka import isolated_args
+
+    cfg = PipelineConfig.from_args(isolated_args(ROOT / "serve_configs" / "fraud.yaml", "t1"))
+    assert cfg.drift is not None and cfg.actions is not None
+    assert cfg.drift.output.topic == "model.drift.t1" and cfg.drift.group_id == "fraud-drift-t1"
+    t = cfg.actions.topics[0]
+    assert t.topic == "payments.flagged.t1" and t.dlq == "payments.flagged.t1.actions.dlq"
+    assert cfg.actions.group_id == "fraud-actions-t1"
+    publish = [h for h in t.handlers if isinstance(h, PublishAction)]
+    assert publish and publish[0].output.topic == "payments.blocked.t1"

@@ -73,8 +73,25 @@ def test_detector_finds_the_shifted_column_and_not_the_others() -> None:
     res, _ = det.evaluate(shifted)
     assert res.drifted and [c.column for c in res.drifted_columns] == ["amount"]
     c = res.drifted_columns[0]
-    assert c.method == "psi" and c.threshold == pytest.approx(0.1) and c.score > c.threshold
+    assert c.method == "PSI" and c.threshold == pytest.approx(0.1) and c.score > c.threshold
     assert res.drift_share == pytest.approx(1 / 3) and res.prediction is not None and not res.prediction.drifted
+
+
+@pytest.mark.parametrize("method", [None, "psi", "ks"])
+def test_direct_column_tests_match_evidentlys_report(method: str | None) -> None:
+    """The per-column tests run directly give the Report's ValueDrift scores and verdicts."""
+    ref = _reference(3000)
+    cur = _reference(500, seed=2).assign(amount=lambda f: f["amount"] * 1.3)
+    cur.loc[:20, "risk"] = np.nan
+    methods = {c: method for c in ref.columns} if method else None
+    det = DriftDetector(ref, ["amount", "risk"], "score", per_column_method=methods)
+    direct = det.test_columns(cur)
+    via_report = DriftDetector.report_result(det.report(cur).dict(), det.compared, "score", 0.5)
+    assert [c.column for c in direct.columns] == [c.column for c in via_report.columns] == det.compared
+    for a, b in zip(direct.columns, via_report.columns, strict=True):
+        assert a.score == pytest.approx(b.score) and a.drifted == b.drifted and a.threshold == b.threshold
+    assert direct.drift_share == pytest.approx(via_report.drift_share)
+    assert any(c.drifted for c in direct.columns)  # amount x1.3 is caught by every method
 
 
 def test_detector_names_columns_the_reference_lacks() -> None:

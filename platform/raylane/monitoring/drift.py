@@ -3,11 +3,11 @@
 Plain Python, no Kafka and no Ray: :class:`WindowBuffer` collects scored events into
 windows (closed by count and/or event-time span), :class:`DriftDetector` compares one
 window with the reference sample logged with the serving model version
-(:data:`raylane.registry.REFERENCE_ARTIFACT`) using Evidently's ``DataDriftPreset``:
-one ``ValueDrift`` test per column (Evidently picks the stattest from the column type
-and the reference size unless the config names one); the drifted share is theirs
-(drifted / compared, Evidently's ``DriftedColumnsCount`` definition). A drifting window is
-re-run through the full ``DataDriftPreset`` for its HTML report. The prediction column (``score``) is one of the compared
+(:data:`raylane.registry.REFERENCE_ARTIFACT`) with Evidently: one stattest per column,
+picked and applied as Evidently's ``ValueDrift`` does (from the column type and the
+reference size unless the config names one), and the drifted share as its
+``DriftedColumnsCount`` defines it (drifted / compared). A drifting window also gets
+Evidently's ``DataDriftPreset`` report (HTML) with the same tests. The prediction column (``score``) is one of the compared
 columns, so prediction drift counts like any feature drift and is also reported on
 its own. :mod:`raylane.monitoring.drift_monitor` runs this over Kafka.
 """
@@ -182,6 +182,7 @@ class DriftDetector:
         self.per_column_threshold = dict(per_column_threshold or {})
         self.reference = reference[wanted].astype(np.float64).reset_index(drop=True)
         self._ref_ds: Any = None
+        self._clean_ref: dict[str, pd.Series] = {}
 
     def _dataset(self, frame: pd.DataFrame) -> Any:
         from evidently import DataDefinition, Dataset
@@ -192,23 +193,51 @@ class DriftDetector:
         """Test every compared column of `window`.
 
         Returns the result and, when the window drifted (or `report`), the Evidently
-        snapshot of the full ``DataDriftPreset`` for the HTML report; else None. A clean
-        window runs only the per-column ``ValueDrift`` tests (half the CPU of the preset,
-        which also recomputes every test for its dataset-level widgets).
+        snapshot of ``DataDriftPreset`` for the window's HTML report; else None.
         """
+        current = window.reindex(columns=self.compared).astype(np.float64).reset_index(drop=True)
+        result = self.test_columns(current)
+        if not (result.drifted or report):
+            return result, None
+        return result, self.report(current)
+
+    def test_columns(self, current: pd.DataFrame) -> DriftResult:
+        """Evidently's stattest per column, chosen and applied exactly as its ``ValueDrift``
+        does (``get_one_column_drift``: infinities and missing values dropped, the default
+        test picked from the column type and the reference size unless one is configured).
+
+        Called directly rather than through ``Report``: a report renders plotly widgets for
+        every column, ~70x the CPU of the tests themselves (0.5 s vs 7 ms for 13 columns of
+        500 rows here), and clean windows need no report.
+        """
+        from evidently.legacy.calculations.stattests import get_stattest
+        from evidently.legacy.core import ColumnType
+
+        cols = []
+        for c in self.compared:
+            ref = self._clean_ref.get(c)
+            if ref is None:
+                ref = self._clean_ref[c] = _clean(self.reference[c])
+            cur = _clean(current[c])
+            if ref.empty or cur.empty:  # nothing to compare (Evidently would refuse the column)
+                cols.append(ColumnDrift(c, "no data", math.nan, math.nan, False))
+                continue
+            test = get_stattest(ref, cur, ColumnType.Numerical, self.per_column_method.get(c))
+            res = test(ref, cur, ColumnType.Numerical, self.per_column_threshold.get(c))
+            cols.append(ColumnDrift(c, test.display_name, float(res.actual_threshold), float(res.drift_score),
+                                    bool(res.drifted)))
+        n = sum(c.drifted for c in cols)
+        pred = next((c for c in cols if c.column == self.prediction_column), None)
+        return DriftResult(cols, n, n / len(cols) if cols else 0.0, self.drift_share, pred)
+
+    def report(self, current: pd.DataFrame) -> Any:
+        """Evidently's ``DataDriftPreset`` (per-column ``ValueDrift`` and ``DriftedColumnsCount``
+        with their tests) on `current`: the snapshot behind the HTML report."""
         from evidently import Report
-        from evidently.metrics import ValueDrift
         from evidently.presets import DataDriftPreset
 
         if self._ref_ds is None:
             self._ref_ds = self._dataset(self.reference)
-        current = self._dataset(window.reindex(columns=self.compared).astype(np.float64).reset_index(drop=True))
-        quick = Report([ValueDrift(column=c, method=self.per_column_method.get(c),
-                                   threshold=self.per_column_threshold.get(c)) for c in self.compared],
-                       include_tests=True)
-        result = self._result(quick.run(current, self._ref_ds).dict())
-        if not (result.drifted or report):
-            return result, None
         preset = Report(
             [DataDriftPreset(
                 columns=self.compared,
@@ -218,10 +247,12 @@ class DriftDetector:
             )],
             include_tests=True,
         )
-        snapshot = preset.run(current, self._ref_ds)
-        return self._result(snapshot.dict()), snapshot
+        return preset.run(self._dataset(current), self._ref_ds)
 
-    def _result(self, doc: dict[str, Any]) -> DriftResult:
+    @staticmethod
+    def report_result(doc: dict[str, Any], compared: Sequence[str], prediction_column: str,
+                      drift_share: float) -> DriftResult:
+        """A :class:`DriftResult` read back from a report's ``snapshot.dict()``."""
         failed = {t["metric_config"]["metric_id"] for t in doc.get("tests", [])
                   if t.get("id") == "drift" and t.get("status") == "FAIL"}
         cols: dict[str, ColumnDrift] = {}
@@ -237,10 +268,10 @@ class DriftDetector:
                 )
             elif kind.endswith(":DriftedColumnsCount"):
                 count = m["value"]
-        ordered = [cols[c] for c in self.compared if c in cols]
+        ordered = [cols[c] for c in compared if c in cols]
         n = sum(c.drifted for c in ordered)
         share = float(count["share"]) if count else (n / len(ordered) if ordered else 0.0)
-        return DriftResult(ordered, n, share, self.drift_share, cols.get(self.prediction_column))
+        return DriftResult(ordered, n, share, drift_share, cols.get(prediction_column))
 
     @staticmethod
     def save_report(snapshot: Any, path: Path) -> Path:
@@ -248,6 +279,10 @@ class DriftDetector:
         path.parent.mkdir(parents=True, exist_ok=True)
         snapshot.save_html(str(path))
         return path
+
+
+def _clean(col: pd.Series) -> pd.Series:
+    return col.replace([np.inf, -np.inf], np.nan).dropna()
 
 
 def _num(v: Any) -> float:
