@@ -213,6 +213,9 @@ class DriftLoop:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self.published: list[dict[str, Any]] = []
+        self._pending: list[Window] = []
+        self._current: Evaluation | None = None
+        self._published_current = False
         self.stats: dict[str, Any] = {"events": 0, "windows": 0, "drifted": 0, "undecodable": 0,
                                       "open": False, "last_error": None}
         self._lab = {"pipeline": cfg.name}
@@ -251,27 +254,31 @@ class DriftLoop:
                     log.exception("error closing a drift monitor Kafka client")
 
     async def run(self) -> None:
-        """Consume until :meth:`stop`; a failing dependency is retried, never skipped silently."""
+        """Consume until :meth:`stop`. Redis and Kafka failures are retried (the window is kept);
+        a window that cannot be evaluated (no reference, MLflow down) is logged and skipped."""
         assert self._consumer is not None, "call start() first"
         attempt = 0
         while not self._stop.is_set():
             got = await self._consumer.getmany(timeout_ms=200, max_records=2000)
             if not got:
                 continue
+            self._ingest(got)
             while True:
                 try:
-                    await self._handle(got)
+                    await self._drain()
                     attempt = 0
                     break
-                except DependencyError as e:
+                except DependencyError as e:  # Redis or Kafka: the window is kept and retried
                     attempt += 1
                     self.stats["last_error"] = str(e)
                     log.warning("drift monitor of %s: %s (attempt %d); retrying", self.cfg.name, e, attempt)
                     await asyncio.sleep(min(10.0, 0.2 * 2 ** min(attempt, 6)))
                     if self._stop.is_set():
                         return
+            await self._commit(got)
 
-    async def _handle(self, got: Mapping[TopicPartition, list[Any]]) -> None:
+    def _ingest(self, got: Mapping[TopicPartition, list[Any]]) -> None:
+        """Decode and window a poll's records (once: a retry re-evaluates, never re-adds)."""
         events: list[dict[str, Any]] = []
         for msgs in got.values():
             oks, errs = self._in.decode_batch([m.value or b"" for m in msgs])
@@ -281,25 +288,39 @@ class DriftLoop:
                 m = msgs[j]
                 log.error("drift monitor skips undecodable %s[%d]@%d: %s", m.topic, m.partition, m.offset, err)
         events.sort(key=lambda ev: int(ev.get("event_time") or 0))
-        closed = self.monitor.add(events)
+        self._pending += self.monitor.add(events)
         self.stats["events"] += len(events)
         DRIFT_METRICS.events.labels(**self._lab).inc(len(events))
-        for window in closed:
-            await self._evaluate(window)
-        await self._commit(got)
 
-    async def _evaluate(self, window: Window) -> None:
+    async def _drain(self) -> None:
+        """Evaluate closed windows in order; a window's verdict is computed once, its event
+        published once and its state written, even when Redis or Kafka fail in between."""
+        while self._pending:
+            window = self._pending[0]
+            if self._current is None:
+                self._current = await self._evaluate(window)
+            ev = self._current
+            if ev is not None:
+                if ev.event is not None and not self._published_current:
+                    await self._publish(ev.event)
+                    self._published_current = True
+                    self.stats["drifted"] += 1
+                    log.warning("drift in %s (model %s v%s): share %.2f >= %.2f, columns %s; report %s",
+                                self.cfg.name, window.model_name, window.model_version, ev.result.drift_share,
+                                ev.result.threshold, ev.state.drifted_columns, ev.report)
+                await write_state_async(self.redis, self.cfg.name, ev.state)
+            self._pending.pop(0)
+            self._current, self._published_current = None, False
+
+    async def _evaluate(self, window: Window) -> Evaluation | None:
         t0 = time.perf_counter()
         try:
             ev = await asyncio.to_thread(self._evaluate_nicely, window)
-        except DependencyError:
-            raise
-        except Exception as e:  # reference or report trouble: name it, keep monitoring
-            if isinstance(e, ConfigError):
-                raise DependencyError(str(e), stage="drift") from e
-            log.exception("drift monitor of %s could not evaluate a window", self.cfg.name)
+        except Exception as e:  # no reference, a column it lacks, MLflow down: name it, go on
+            log.exception("drift monitor of %s could not evaluate a window of model %s v%s",
+                          self.cfg.name, window.model_name, window.model_version)
             self.stats["last_error"] = f"{type(e).__name__}: {e}"
-            return
+            return None
         DRIFT_METRICS.eval_s.labels(**self._lab).observe(time.perf_counter() - t0)
         verdict = "drift" if ev.result.drifted else "clean"
         DRIFT_METRICS.windows.labels(verdict=verdict, **self._lab).inc()
@@ -308,13 +329,7 @@ class DriftLoop:
         self.stats["windows"] += 1
         self.stats["open"] = ev.state.open
         self.stats["last_share"] = ev.result.drift_share
-        if ev.event is not None:
-            await self._publish(ev.event)
-            self.stats["drifted"] += 1
-            log.warning("drift in %s (model %s v%s): share %.2f >= %.2f, columns %s; report %s",
-                        self.cfg.name, ev.window.model_name, ev.window.model_version,
-                        ev.result.drift_share, ev.result.threshold, ev.state.drifted_columns, ev.report)
-        await write_state_async(self.redis, self.cfg.name, ev.state)
+        return ev
 
     def _evaluate_nicely(self, window: Window) -> Evaluation:
         """Evaluate in this worker thread at the configured niceness: under CPU contention
