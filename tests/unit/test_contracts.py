@@ -139,6 +139,39 @@ RECORDS: dict[str, dict[str, Any]] = {
         "latency_ms": {"total": 2.0},
         "scored_at": T0 + 3,
     },
+    "model.drift": {
+        "event_id": "d-1",
+        "correlation_id": "c-500",
+        "pipeline": "fraud",
+        "model_name": "fraud",
+        "model_version": "3",
+        "window_start": T0,
+        "window_end": T0 + 25_000,
+        "window_count": 500,
+        "reference_count": 5000,
+        "drift_share": 0.62,
+        "threshold": 0.5,
+        "columns_compared": 13,
+        "drifted_columns": [{"column": "amount", "test": "PSI", "score": 0.35, "threshold": 0.1}],
+        "prediction_drift": True,
+        "report_uri": "file:///tmp/drift/fraud-v3.html",
+        "detected_at": T0 + 26_000,
+    },
+    "payments.blocked": {
+        "event_id": "e-1",
+        "correlation_id": "c-1",
+        "pipeline": "fraud",
+        "user_id": "u-1",
+        "merchant_id": "m-1",
+        "amount": 900.0,
+        "currency": "EUR",
+        "score": 0.97,
+        "rule": "high_risk",
+        "model_name": "fraud",
+        "model_version": "3",
+        "reason": "flagged by a decision rule",
+        "blocked_at": T0 + 5,
+    },
 }
 
 EXPECTED_IDS = {
@@ -148,6 +181,8 @@ EXPECTED_IDS = {
     "fraud.shadow-value": 4,
     "churn.activity-value": 5,
     "churn-risk-scored-value": 6,
+    "model.drift-value": 7,  # the lead re-registers ids at merge
+    "payments.blocked-value": 8,
 }
 
 

@@ -36,11 +36,16 @@ def _value(schema: Any) -> st.SearchStrategy[Any]:
     if isinstance(schema, dict):
         if schema["type"] == "map":
             return st.dictionaries(st.text(max_size=8), _value(schema["values"]), max_size=4)
+        if schema["type"] == "array":
+            return st.lists(_value(schema["items"]), max_size=3)
+        if schema["type"] == "record":
+            return st.fixed_dictionaries({f["name"]: _value(f["type"]) for f in schema["fields"]})
         return _value(schema["type"])
     return {
         "null": st.none(),
         "string": st.text(max_size=20),
         "double": _DOUBLE,
+        "int": st.integers(min_value=-(2**31), max_value=2**31 - 1),
         "long": _LONG,
         "boolean": st.booleans(),
     }[schema]
