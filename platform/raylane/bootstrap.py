@@ -34,6 +34,13 @@ def pipeline_topics(cfg: PipelineConfig) -> list[str]:
     if cfg.outputs.shadow:
         topics.add(cfg.outputs.shadow.topic)
     topics |= {r.publish.topic for r in cfg.decision.rules if r.publish}
+    if cfg.drift is not None and cfg.drift.enabled:
+        topics.add(cfg.drift.output.topic)
+    if cfg.actions is not None and cfg.actions.enabled:
+        for t in cfg.actions.topics:
+            topics |= {t.topic, t.dlq}
+            topics |= {h.output.topic for h in t.handlers if h.type == "publish"}
+    topics.add(cfg.promotion.audit_topic)
     return sorted(topics)
 
 

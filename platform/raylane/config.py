@@ -31,6 +31,8 @@ from pydantic import (
 from raylane.errors import ConfigError
 
 __all__ = [
+    "ActionTopic",
+    "ActionsConfig",
     "ActorOptions",
     "AutoscalingConfig",
     "BatchingConfig",
@@ -41,6 +43,7 @@ __all__ = [
     "DecisionConfig",
     "DecisionRule",
     "DerivedFeature",
+    "DriftConfig",
     "FeaturesConfig",
     "FileRegistryConfig",
     "Frozen",
@@ -53,7 +56,10 @@ __all__ = [
     "OutputsConfig",
     "PipelineConfig",
     "PromotionConfig",
+    "PublishAction",
     "SchemaRegistryConfig",
+    "UpdateProfileAction",
+    "WebhookAction",
     "WindowFeature",
     "load_serve_config",
 ]
@@ -491,6 +497,163 @@ SchemaRegistryConfig = Annotated[
 ]
 
 
+# -- drift monitor and actions (monitoring/drift*, actions/) ------------------------------
+
+
+class DriftConfig(Frozen):
+    enabled: bool = Field(default=True, description="Start the drift monitor with the app.")
+    group_id: str | None = Field(
+        default=None, description="Consumer group of the monitor; defaults to `<pipeline>-drift`."
+    )
+    output: OutputConfig = Field(
+        default_factory=lambda: OutputConfig(topic="model.drift", contract="model.drift"),
+        description="Where model.drift events go.",
+    )
+    window_size: PositiveInt = Field(
+        default=500, le=1_000_000, description="Events per evaluated window (count trigger)."
+    )
+    window_s: PositiveFloat | None = Field(
+        default=None,
+        description="Event-time span that also closes a window (time trigger); none: count only.",
+    )
+    min_window_size: PositiveInt = Field(
+        default=100,
+        description="A window closed by time with fewer events is not evaluated; its events "
+        "carry over into the next window.",
+    )
+    columns: tuple[Ident, ...] = Field(
+        default=(),
+        description="Feature columns compared with the reference; empty: every feature column "
+        "of the pipeline that the reference sample has.",
+    )
+    prediction_column: Ident = Field(
+        default="score", description="Prediction column compared too (prediction drift)."
+    )
+    drift_share: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="A window drifts when at least this share of the compared columns "
+        "(features + prediction) drift (Evidently's dataset-drift rule, default 0.5).",
+    )
+    method: str | None = Field(
+        default=None,
+        description="Evidently stattest for every compared column (e.g. psi, ks, wasserstein); "
+        "none: Evidently's default for the column type and the reference size.",
+    )
+    per_column_method: dict[str, str] = Field(
+        default_factory=dict,
+        description="Evidently stattest per column, over `method` (e.g. {amount: ks}).",
+    )
+    per_column_threshold: dict[str, float] = Field(
+        default_factory=dict, description="Stattest threshold per column; unset: the test's default."
+    )
+    clear_after: PositiveInt = Field(
+        default=1,
+        description="Consecutive clean windows that close an open drift alert.",
+    )
+    report_dir: str = Field(
+        default="",
+        description="Where window reports (Evidently HTML) are saved; empty: "
+        "$RAYLANE_HOME/drift/<pipeline>.",
+    )
+    niceness: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="OS niceness of the threads that evaluate windows; above 0 the scoring "
+        "path wins CPU contention with the monitor.",
+    )
+    ray_actor_options: ActorOptions = Field(
+        default_factory=lambda: ActorOptions(num_cpus=0.25),
+        description="Ray resources of the monitor replica.",
+    )
+
+    @model_validator(mode="after")
+    def _sizes(self) -> DriftConfig:
+        if self.min_window_size > self.window_size:
+            raise ValueError(f"min_window_size ({self.min_window_size}) must be <= window_size "
+                             f"({self.window_size})")
+        return self
+
+
+class UpdateProfileAction(Frozen):
+    type: Literal["update_profile"] = Field(description="Raise a feature of the entity's online row.")
+    name: Ident = Field(default="update_profile", description="Handler name (dedupe key, metrics).")
+    view: Ident = Field(default="user_risk_profile", description="Feast feature view to update.")
+    entity_field: Ident = Field(default="user_id", description="Event field holding the join key.")
+    feature: Ident = Field(default="risk_score", description="Feature raised by the action.")
+    increase: PositiveFloat = Field(default=0.25, description="Added to the feature's value.")
+    maximum: float = Field(default=1.0, description="The value never goes above this.")
+
+
+class WebhookAction(Frozen):
+    type: Literal["webhook"] = Field(description="POST the event as JSON to a URL.")
+    name: Ident = Field(default="webhook", description="Handler name (dedupe key, metrics).")
+    url: str = Field(pattern=r"^https?://", description="Where to POST.")
+    timeout_s: PositiveFloat = Field(default=5.0, description="Timeout of one attempt.")
+    attempts: PositiveInt = Field(default=4, le=20, description="Attempts before the action DLQ.")
+    backoff_s: PositiveFloat = Field(default=0.2, description="First retry delay; doubles each time.")
+    backoff_max_s: PositiveFloat = Field(default=5.0, description="Longest delay between attempts.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
+    breaker: BreakerConfig = Field(
+        default_factory=BreakerConfig, description="Breaker around the URL (failed events, not attempts)."
+    )
+
+
+class PublishAction(Frozen):
+    type: Literal["publish"] = Field(description="Emit a derived event under its own contract.")
+    name: Ident = Field(default="publish", description="Handler name (dedupe key, metrics).")
+    output: OutputConfig = Field(description="Topic and contract of the derived event.")
+    set: dict[str, str | float | int | bool] = Field(
+        default_factory=dict, description="Constant fields of the derived event (e.g. reason)."
+    )
+    time_field: Ident | None = Field(
+        default=None, description="Field set to the action time (epoch ms), e.g. blocked_at."
+    )
+
+
+Action = Annotated[UpdateProfileAction | WebhookAction | PublishAction, Field(discriminator="type")]
+
+
+class ActionTopic(Frozen):
+    topic: Topic = Field(description="Topic whose events trigger the handlers.")
+    contract: str = Field(description="Contract of the events on it.")
+    handlers: tuple[Action, ...] = Field(min_length=1, description="Run in order for every event.")
+    dlq_topic: Topic | None = Field(
+        default=None, description="Action DLQ; defaults to `<topic>.actions.dlq`."
+    )
+
+    @property
+    def dlq(self) -> str:
+        return self.dlq_topic or f"{self.topic}.actions.dlq"
+
+    @model_validator(mode="after")
+    def _unique_handlers(self) -> ActionTopic:
+        names = [h.name for h in self.handlers]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"handler names {dup} are used more than once on topic {self.topic}; "
+                             "give each a distinct name")
+        return self
+
+
+class ActionsConfig(Frozen):
+    enabled: bool = Field(default=True, description="Start the action runner with the app.")
+    group_id: str | None = Field(
+        default=None, description="Consumer group of the runner; defaults to `<pipeline>-actions`."
+    )
+    topics: tuple[ActionTopic, ...] = Field(default=(), description="Action topics and their handlers.")
+    dedupe_ttl_s: PositiveInt = Field(
+        default=7 * 86400, description="How long an event_id is remembered as handled, per handler."
+    )
+    max_batch_size: PositiveInt = Field(default=200, le=10_000, description="Events per poll.")
+    ray_actor_options: ActorOptions = Field(
+        default_factory=lambda: ActorOptions(num_cpus=0.25),
+        description="Ray resources of the runner replica.",
+    )
+
+
 class PipelineConfig(Frozen):
     name: Ident = Field(description="Pipeline name; prefixes state keys, metrics and deployments.")
     input: InputConfig
@@ -508,6 +671,8 @@ class PipelineConfig(Frozen):
         description="Where schemas are looked up: `{type: file, path: ...}` (default: the "
         "committed registry) or `{type: confluent, url: ...}`; a plain string is a file path.",
     )
+    drift: DriftConfig | None = Field(default=None, description="Drift monitor; none: not started.")
+    actions: ActionsConfig | None = Field(default=None, description="Action runner; none: not started.")
 
     @field_validator("schema_registry", mode="before")
     @classmethod
@@ -541,6 +706,15 @@ class PipelineConfig(Frozen):
             if self.promotion.shadow in (None, m.name):
                 return m
         return None
+
+    @model_validator(mode="after")
+    def _monitor_checks(self) -> PipelineConfig:
+        if self.drift is not None:
+            known = set(self.features.columns())
+            bad = [c for c in self.drift.columns if c not in known]
+            if bad:
+                raise ValueError(f"drift.columns {bad} are not feature columns; known: {sorted(known)}")
+        return self
 
     @classmethod
     def from_args(cls, args: dict[str, Any], *, where: str = "args") -> PipelineConfig:

@@ -47,6 +47,7 @@ def _value(schema: Any) -> st.SearchStrategy[Any]:
         "null": st.none(),
         "string": st.text(max_size=20),
         "double": _DOUBLE,
+        "int": st.integers(min_value=-(2**31), max_value=2**31 - 1),
         "long": _LONG,
         "boolean": st.booleans(),
     }[schema]

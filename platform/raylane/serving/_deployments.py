@@ -168,6 +168,7 @@ class KafkaIngress:
         env: dict[str, str],
         primary: DeploymentHandle,
         shadows: Sequence[DeploymentHandle],
+        monitors: Sequence[DeploymentHandle] = (),  # bound here only so they deploy with the app
     ) -> None:
         os.environ.update(env)
         from raylane.pipeline import build_ingress  # keeps the replica's import graph lazy

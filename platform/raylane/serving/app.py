@@ -16,6 +16,7 @@ from ray.serve import Application
 
 from raylane.config import ModelConfig, PipelineConfig
 from raylane.serving._deployments import KafkaIngress, ModelServer
+from raylane.serving._monitors import monitor_apps
 from raylane.settings import Settings
 
 __all__ = ["build_app", "deployment_names", "model_options"]
@@ -74,4 +75,5 @@ def build_app(args: dict[str, Any]) -> Application:
         ray_actor_options=_actor_options(cfg.ingress.ray_actor_options),
         health_check_period_s=2,
         graceful_shutdown_timeout_s=20,
-    ).bind(cfg.model_dump(mode="json"), env, primary, shadows)
+    ).bind(cfg.model_dump(mode="json"), env, primary, shadows,
+           monitors=monitor_apps(cfg, env, _actor_options))  # drift monitor, action runner

@@ -34,7 +34,28 @@ def isolated_args(config: str | Path, suffix: str, **ingress: Any) -> dict[str, 
     for rule in args.get("decision", {}).get("rules", []):
         if rule.get("publish"):
             rule["publish"]["topic"] = f"{rule['publish']['topic']}.{suffix}"
+    _isolate_monitors(args, suffix)
     return args
+
+
+def _isolate_monitors(args: dict[str, Any], suffix: str) -> None:
+    """Suffix the drift monitor's and action runner's topics and groups too."""
+    name = args.get("name", "pipeline")
+    if isinstance(args.get("drift"), dict):
+        drift = args["drift"]
+        out = drift.get("output") or {"topic": "model.drift", "contract": "model.drift"}
+        drift["output"] = {**out, "topic": f"{out['topic']}.{suffix}"}
+        drift["group_id"] = f"{drift.get('group_id') or name + '-drift'}-{suffix}"
+    if isinstance(args.get("actions"), dict):
+        actions = args["actions"]
+        actions["group_id"] = f"{actions.get('group_id') or name + '-actions'}-{suffix}"
+        for t in actions.get("topics", []):
+            t["topic"] = f"{t['topic']}.{suffix}"
+            if t.get("dlq_topic"):
+                t["dlq_topic"] = f"{t['dlq_topic']}.{suffix}"
+            for h in t.get("handlers", []):
+                if h.get("type") == "publish":
+                    h["output"] = {**h["output"], "topic": f"{h['output']['topic']}.{suffix}"}
 
 
 def isolated_topics(args: dict[str, Any]) -> list[str]:

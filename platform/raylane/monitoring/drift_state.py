@@ -1,0 +1,103 @@
+"""The current drift state of a pipeline, kept in Redis for other tools.
+
+One JSON string per pipeline at ``raylane:drift:<pipeline>`` (no TTL)::
+
+    {"open": true, "model_name": "fraud", "model_version": "3", "drift_share": 0.62,
+     "threshold": 0.5, "drifted_columns": ["amount", "score"],
+     "window_end": "2026-11-26T17:00:00+00:00", "updated_at": "2026-11-26T17:00:02+00:00"}
+
+The drift monitor writes it after every evaluated window. ``open`` turns true with the
+first drifting window and stays true until ``clear_after`` consecutive windows
+(DriftConfig, default 1) are clean; ``raylane promote`` refuses to move an alias while
+it is open (unless forced), and ``raylane drift status <pipeline>`` shows it. A clean
+window also refreshes the other fields, so they always describe the latest window.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from raylane.errors import DependencyError
+
+__all__ = ["DriftState", "drift_key", "read_state", "read_state_async", "write_state_async"]
+
+_PREFIX = "raylane:drift:"
+
+
+def drift_key(pipeline: str) -> str:
+    """Redis key of a pipeline's drift state."""
+    return f"{_PREFIX}{pipeline}"
+
+
+@dataclass(frozen=True)
+class DriftState:
+    """What the promote gate and `raylane drift status` read (exactly these fields)."""
+
+    open: bool
+    model_name: str
+    model_version: str
+    drift_share: float
+    threshold: float
+    drifted_columns: list[str] = field(default_factory=list)
+    window_end: str = ""
+    updated_at: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> DriftState:
+        doc: dict[str, Any] = json.loads(raw)
+        return cls(
+            open=bool(doc["open"]), model_name=str(doc["model_name"]),
+            model_version=str(doc["model_version"]), drift_share=float(doc["drift_share"]),
+            threshold=float(doc["threshold"]),
+            drifted_columns=[str(c) for c in doc.get("drifted_columns", [])],
+            window_end=str(doc.get("window_end", "")), updated_at=str(doc.get("updated_at", "")),
+        )
+
+
+def iso_ms(ms: int) -> str:
+    """Epoch milliseconds as an ISO 8601 UTC string."""
+    return datetime.fromtimestamp(ms / 1000.0, tz=UTC).isoformat()
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+async def write_state_async(client: aioredis.Redis, pipeline: str, state: DriftState) -> None:
+    try:
+        await client.set(drift_key(pipeline), state.to_json())
+    except redis.RedisError as e:
+        raise DependencyError(f"writing the drift state of {pipeline} to Redis failed: {e}",
+                              stage="drift") from e
+
+
+async def read_state_async(client: aioredis.Redis, pipeline: str) -> DriftState | None:
+    try:
+        raw = await client.get(drift_key(pipeline))
+    except redis.RedisError as e:
+        raise DependencyError(f"reading the drift state of {pipeline} from Redis failed: {e}",
+                              stage="drift") from e
+    return DriftState.from_json(raw) if raw else None
+
+
+def read_state(redis_url: str, pipeline: str) -> DriftState | None:
+    """The pipeline's drift state, or None when no window has been evaluated yet."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        raw = client.get(drift_key(pipeline))
+    except redis.RedisError as e:
+        raise DependencyError(
+            f"reading the drift state of {pipeline} from Redis at {redis_url} failed: {e}; "
+            "is Redis up (`raylane dev status`)?", stage="drift") from e
+    finally:
+        client.close()
+    return DriftState.from_json(raw) if raw else None  # type: ignore[arg-type]

@@ -1,0 +1,135 @@
+"""Serve deployments of the loops beside the ingress: the drift monitor and the action runner.
+
+Each is a one-replica deployment bound into the pipeline's app by
+:func:`raylane.serving.app.build_app` when the config has a ``drift`` / ``actions``
+section (and it is enabled), so ``serve run serve_configs/fraud.yaml`` starts them from
+the same config. Like :class:`~raylane.serving._deployments.KafkaIngress` they only host
+a plain asyncio loop (:class:`~raylane.monitoring.drift_monitor.DriftLoop`,
+:class:`~raylane.actions.ActionRunner`); a dead loop makes the replica unhealthy and
+Serve replaces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+
+from raylane.config import ActorOptions, PipelineConfig
+
+__all__ = ["ActionRunnerDeployment", "DriftMonitorDeployment", "monitor_apps"]
+
+log = logging.getLogger("raylane.serving")
+
+
+class _LoopHost:
+    """Runs one loop object (start/run/close/stats) for the replica's lifetime."""
+
+    kind = "loop"
+
+    def __init__(self, args: dict[str, Any], env: dict[str, str]) -> None:
+        os.environ.update(env)
+        self.cfg = PipelineConfig.from_args(args)
+        self._loop: Any = None
+        self._error: BaseException | None = None
+        self._task = asyncio.get_running_loop().create_task(self._main())
+
+    async def _build(self) -> Any:
+        raise NotImplementedError
+
+    async def _main(self) -> None:
+        try:
+            from raylane.monitoring.metrics import serve_metrics
+            from raylane.settings import Settings
+
+            serve_metrics(Settings.load().home, f"{self.cfg.name}-{self.kind}")
+            self._loop = await self._build()
+            await self._loop.start()
+            await self._loop.run()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            self._error = e
+            log.exception("%s loop of %s died", self.kind, self.cfg.name)
+            raise
+
+    async def check_health(self) -> None:
+        if self._task.done():
+            raise RuntimeError(f"{self.kind} loop stopped: {self._error!r}")
+
+    async def stats(self) -> dict[str, Any]:
+        s = dict(self._loop.stats) if self._loop is not None else {}
+        s.pop("state", None)
+        s["running"] = not self._task.done()
+        s["pid"] = os.getpid()
+        return s
+
+    async def __call__(self, request: Any = None) -> dict[str, Any]:
+        return await self.stats()
+
+    async def __del__(self) -> None:
+        if self._loop is not None:
+            try:
+                await asyncio.wait_for(self._loop.close(), timeout=10)
+            except Exception:
+                log.exception("%s loop of %s did not close cleanly", self.kind, self.cfg.name)
+        self._task.cancel()
+
+
+@serve.deployment
+class DriftMonitorDeployment(_LoopHost):
+    """The pipeline's drift monitor (one consumer of the scored topic in its own group)."""
+
+    kind = "drift"
+
+    async def _build(self) -> Any:
+        import redis.asyncio as aioredis
+
+        from raylane.monitoring.drift_monitor import (
+            DriftLoop,
+            DriftMonitor,
+            mlflow_reference,
+            report_dir_for,
+        )
+        from raylane.settings import Settings
+
+        s = Settings.load()
+        monitor = DriftMonitor(self.cfg, mlflow_reference(s.mlflow_tracking_uri),
+                               report_dir=report_dir_for(self.cfg, s.home))
+        return DriftLoop(self.cfg, bootstrap=s.kafka_bootstrap, redis=aioredis.from_url(s.redis_url),
+                         monitor=monitor)
+
+
+@serve.deployment
+class ActionRunnerDeployment(_LoopHost):
+    """The pipeline's action runner (its action topics, in its own group)."""
+
+    kind = "actions"
+
+    async def _build(self) -> Any:
+        from raylane.actions import build_runner
+
+        return await asyncio.to_thread(build_runner, self.cfg)  # Feast loads its registry: seconds
+
+
+def monitor_apps(cfg: PipelineConfig, env: dict[str, str],
+                 actor_options: Callable[[ActorOptions], dict[str, Any]]) -> list[Application]:
+    """The drift monitor and action runner deployments the config asks for (maybe none)."""
+    apps: list[Application] = []
+    args = cfg.model_dump(mode="json")
+    if cfg.drift is not None and cfg.drift.enabled:
+        apps.append(DriftMonitorDeployment.options(  # type: ignore[attr-defined]
+            name=f"{cfg.name}-drift", num_replicas=1, health_check_period_s=5,
+            ray_actor_options=actor_options(cfg.drift.ray_actor_options), graceful_shutdown_timeout_s=15,
+        ).bind(args, env))
+    if cfg.actions is not None and cfg.actions.enabled and cfg.actions.topics:
+        apps.append(ActionRunnerDeployment.options(  # type: ignore[attr-defined]
+            name=f"{cfg.name}-actions", num_replicas=1, health_check_period_s=5,
+            ray_actor_options=actor_options(cfg.actions.ray_actor_options), graceful_shutdown_timeout_s=15,
+        ).bind(args, env))
+    return apps

@@ -1,0 +1,119 @@
+"""The feedback loop on the Ray Serve app: a flagged payment raises the user's risk profile.
+
+The fraud app runs from serve_configs/fraud.yaml (isolated topics) with its action runner
+and drift monitor deployments. A fraud burst gets flagged; the runner's update_profile
+raises the user's ``risk_score`` in the Feast online store and its publish handler emits
+payments.blocked; the user's next payment is scored with the raised profile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from raylane.config import OnlineFeatureView
+from raylane.contracts import Codec
+from raylane.features import FeastRepo, OnlineFeatureReader
+from raylane.ingest.producer import EventProducer
+from raylane.settings import Settings
+from raylane.testing import World
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+FEATURE = "user_risk_profile__risk_score"
+
+
+def _world() -> World:
+    meta = json.loads((Settings.load().home / "world-fraud.json").read_text())
+    return World(seed=meta["seed"], n_users=meta["users"])
+
+
+async def _risk(user: str) -> float:
+    s = Settings.load()
+    reader = OnlineFeatureReader.from_repo(
+        FeastRepo.load("features", redis_url=s.redis_url),
+        [OnlineFeatureView(view="user_risk_profile", entity_field="user_id", features=("risk_score",))],
+    )
+    try:
+        return float((await reader.read({"user_id": [user]}))[FEATURE][0])
+    finally:
+        await reader.aclose()
+
+
+async def _consume(bootstrap: str, topics: list[str], until: Any, timeout_s: float) -> dict[str, list[Any]]:
+    got: dict[str, list[Any]] = {t: [] for t in topics}
+    c = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                         fetch_max_wait_ms=20)
+    await c.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not until(got):
+            for tp, msgs in (await c.getmany(timeout_ms=250)).items():
+                got[tp.topic] += msgs
+    finally:
+        await c.stop()
+    return got
+
+
+async def test_flagged_payment_raises_the_profile_the_next_payment_is_scored_with(fraud_app) -> None:
+    running, args = fraud_app
+    s = Settings.load()
+    scored_t, flagged_t = args["outputs"]["scored"]["topic"], args["decision"]["rules"][0]["publish"]["topic"]
+    handlers = args["actions"]["topics"][0]["handlers"]
+    blocked_t = next(h["output"]["topic"] for h in handlers if h["type"] == "publish")
+    increase = next(h["increase"] for h in handlers if h["type"] == "update_profile")
+    codec = Codec.for_contract("payments.initiated")
+    scored_c, flagged_c = Codec.for_contract("payments.scored"), Codec.for_contract("payments.flagged")
+
+    stream = _world().stream(rate=10.0, fraud_rate=0.0, seed=23)
+    user = stream.inject_burst(n=10, within_s=4)
+    burst = [le.event for le in stream.take(40) if le.event["user_id"] == user]
+    assert len(burst) == 10
+    before = await _risk(user)
+    async with EventProducer(s.kafka_bootstrap, args["input"]["topic"], codec) as prod:
+        await prod.send_many(burst)
+    ids = {e["event_id"] for e in burst}
+
+    def burst_scored(got: dict[str, list[Any]]) -> bool:
+        return sum(scored_c.decode(m.value)["event_id"] in ids for m in got[scored_t]) == len(ids)
+
+    got = await _consume(s.kafka_bootstrap, [scored_t, flagged_t], burst_scored, 120)
+    flagged = [flagged_c.decode(m.value) for m in got[flagged_t]]
+    flagged = [f for f in flagged if f["event_id"] in ids]
+    assert flagged, "the burst should have been flagged (see tests/e2e/test_fraud_pipeline.py)"
+    seen = [scored_c.decode(m.value) for m in got[scored_t]]
+    assert all(e["features"][FEATURE] == pytest.approx(before) for e in seen if e["event_id"] in ids)
+
+    expected = min(1.0, before + increase * len(flagged))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and await _risk(user) != pytest.approx(expected):
+        await asyncio.sleep(0.5)
+    assert await _risk(user) == pytest.approx(expected), (before, len(flagged))
+
+    # the user's next payment is scored with the raised profile
+    nxt = dict(burst[-1], event_id=f"next-{user}-{time.time_ns()}", correlation_id=f"corr-next-{user}",
+               event_time=burst[-1]["event_time"] + 5_000, amount=12.5)
+    async with EventProducer(s.kafka_bootstrap, args["input"]["topic"], codec) as prod:
+        await prod.send_many([nxt])
+
+    def next_scored(got: dict[str, list[Any]]) -> bool:
+        return any(scored_c.decode(m.value)["event_id"] == nxt["event_id"] for m in got[scored_t])
+
+    got = await _consume(s.kafka_bootstrap, [scored_t, blocked_t], next_scored, 120)
+    second = next(e for e in (scored_c.decode(m.value) for m in got[scored_t]) if e["event_id"] == nxt["event_id"])
+    assert second["features"][FEATURE] == pytest.approx(expected) != pytest.approx(before)
+    assert second["correlation_id"] == nxt["correlation_id"]
+
+    blocked = [Codec.for_contract("payments.blocked").decode(m.value) for m in got[blocked_t]]
+    by_id = {f["event_id"]: f["correlation_id"] for f in flagged}
+    assert {b["event_id"]: b["correlation_id"] for b in blocked if b["event_id"] in by_id} == by_id
+    from ray import serve
+
+    runner = serve.get_deployment_handle(f"{args['name']}-actions", app_name=running.app_name)
+    stats = await runner.stats.remote()
+    assert stats["running"] and stats["failed"] == 0
+    assert stats["done"] == 2 * len(flagged)  # update_profile + publish, once per flagged event
