@@ -191,3 +191,49 @@ def test_cli_prints_the_failed_gate_and_exits_non_zero(stack, logged_model: str,
     assert [(e["action"], e["forced"], e["reason"]) for e in events] == [("promote", True, "ok by QA")]
     rb = runner.invoke(app, ["rollback", pipeline, "--config", str(path)], terminal_width=200)
     assert rb.exit_code == 0 and _aliases(name, stack.mlflow_tracking_uri)["champion"] == v1
+
+
+def test_open_drift_alert_from_the_monitor_state_blocks_promote_and_shows_in_the_report(
+        stack, logged_model: str, unique: str, tmp_path: Path) -> None:
+    """The state the drift monitor writes (monitoring.drift_state) is what the gate and report read."""
+    import redis
+    from raylane.cli import app
+    from raylane.monitoring.drift_state import DriftState, drift_key
+    from raylane.registry import set_alias
+    from typer.testing import CliRunner
+
+    name = f"promo_{unique}"
+    v1, v2, _ = _versions(logged_model, name)
+    set_alias(name, "champion", v1)
+    set_alias(name, "challenger", v2)
+    args = _args(name, unique)
+    doc = yaml.safe_load(FRAUD.read_text())
+    doc["applications"][0]["args"] = args
+    path = tmp_path / "promo.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    pipeline = args["name"]
+    _fill(stack.redis_url, pipeline, v1, v2, 5, delta=0.0)  # every shadow gate passes
+    state = DriftState(open=True, model_name=name, model_version=v1, drift_share=0.62, threshold=0.5,
+                       drifted_columns=["amount", "score"], window_end="2026-11-26T17:00:00+00:00",
+                       updated_at="2026-11-26T17:00:02+00:00")
+    r = redis.Redis.from_url(stack.redis_url)
+    r.set(drift_key(pipeline), state.to_json())
+    try:
+        runner = CliRunner()
+        report = runner.invoke(app, ["shadow", "report", pipeline, "--config", str(path), "--json",
+                                     str(tmp_path / "r.json")], terminal_width=200)
+        assert report.exit_code == 0, report.output
+        assert "OPEN ALERT" in report.output and "amount, score" in report.output
+        assert json.loads((tmp_path / "r.json").read_text())["drift"]["open"] is True
+        res = runner.invoke(app, ["promote", pipeline, "--config", str(path)], terminal_width=200)
+        assert res.exit_code == 1, res.output
+        assert "require_no_drift_alert" in res.output
+        assert _aliases(name, stack.mlflow_tracking_uri)["champion"] == v1
+        # a clean window closes the alert; the same promote then passes
+        r.set(drift_key(pipeline), DriftState(open=False, model_name=name, model_version=v1).to_json())
+        ok = runner.invoke(app, ["promote", pipeline, "--config", str(path)], terminal_width=200)
+        assert ok.exit_code == 0, ok.output
+        assert _aliases(name, stack.mlflow_tracking_uri)["champion"] == v2
+    finally:
+        r.delete(drift_key(pipeline))
+        r.close()

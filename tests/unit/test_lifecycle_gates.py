@@ -81,7 +81,7 @@ def test_default_drift_check_reads_the_agreed_key() -> None:
     check = RedisDriftCheck("redis://fake", client=r)
     st = check("fraud")
     assert r.asked == ["raylane:drift:fraud"]
-    assert st is not None and st.open and st.drifted_columns == ("amount", "user_txn_count_60s")
+    assert st is not None and st.open and list(st.drifted_columns) == ["amount", "user_txn_count_60s"]
     g = _by_name(evaluate_gates("fraud", _agg(), CFG, check))["require_no_drift_alert"]
     assert not g.passed and g.measured == "open alert" and "amount" in g.detail
 

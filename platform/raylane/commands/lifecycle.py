@@ -110,6 +110,9 @@ def register(app: typer.Typer) -> None:
                                                    min=1)] = None,
     ) -> None:
         """Rolling aggregates per shadow: n, agreement, |Δ|, flag rates, latencies."""
+        from dataclasses import asdict
+
+        from raylane.monitoring.drift_state import read_state
         from raylane.monitoring.shadow_stats import ShadowStore
         from raylane.settings import Settings
 
@@ -117,15 +120,25 @@ def register(app: typer.Typer) -> None:
         if not cfg.models.shadows:
             console.print(f"pipeline {pipeline} has no shadows (models.shadows is empty)")
             return
-        store = ShadowStore(Settings.load().redis_url)
+        settings = Settings.load()
+        store = ShadowStore(settings.redis_url)
         aggs = [store.aggregate(cfg.name, s.name, window or cfg.promotion.window) for s in cfg.models.shadows]
         console.print(_report_table(cfg.name, aggs))
+        drift = read_state(settings.redis_url, cfg.name)  # the promote gate reads the same state
+        if drift is None:
+            console.print(f"drift: no window evaluated yet (`raylane drift status {cfg.name}`)")
+        else:
+            verdict = "[bold red]OPEN ALERT[/]" if drift.open else "[green]no alert[/]"
+            console.print(f"drift: {verdict} on {drift.model_name} v{drift.model_version}: share "
+                          f"{drift.drift_share:.2f} (threshold {drift.threshold:.2f}), drifted "
+                          f"{', '.join(drift.drifted_columns) or 'none'}; window end {drift.window_end}")
         if not any(a.n for a in aggs):
             console.print("[yellow]no comparisons yet[/]: run the pipeline (`serve run "
                           f"serve_configs/{pipeline}.yaml`) and send traffic")
         if json_path is not None:
             json_path.write_text(json.dumps({"pipeline": cfg.name, "generated_at": time.time(),
-                                             "shadows": [a.to_dict() for a in aggs]}, indent=2))
+                                             "shadows": [a.to_dict() for a in aggs],
+                                             "drift": asdict(drift) if drift else None}, indent=2))
             console.print(f"wrote {json_path}")
 
     @app.command("promote")

@@ -40,10 +40,10 @@ class DriftState:
     """What the promote gate and `raylane drift status` read (exactly these fields)."""
 
     open: bool
-    model_name: str
-    model_version: str
-    drift_share: float
-    threshold: float
+    model_name: str = ""
+    model_version: str = ""
+    drift_share: float = 0.0
+    threshold: float = 0.0
     drifted_columns: list[str] = field(default_factory=list)
     window_end: str = ""
     updated_at: str = ""

@@ -8,49 +8,20 @@ default reads the drift monitor's state from Redis at ``raylane:drift:<pipeline>
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from raylane.config import PromotionConfig
 from raylane.errors import DependencyError
+from raylane.monitoring.drift_state import DriftState, drift_key
 from raylane.monitoring.shadow_stats import ShadowAggregate
 
 __all__ = ["DriftCheck", "DriftStatus", "GateResult", "RedisDriftCheck", "drift_key", "evaluate_gates"]
 
 
-def drift_key(pipeline: str) -> str:
-    """Redis key where the drift monitor keeps a pipeline's state (a JSON string)."""
-    return f"raylane:drift:{pipeline}"
-
-
-@dataclass(frozen=True)
-class DriftStatus:
-    """The drift monitor's state of one pipeline (the agreed JSON fields)."""
-
-    open: bool
-    model_name: str = ""
-    model_version: str = ""
-    drift_share: float = 0.0
-    threshold: float = 0.0
-    drifted_columns: tuple[str, ...] = ()
-    window_end: str = ""
-    updated_at: str = ""
-
-    @classmethod
-    def from_json(cls, raw: str | bytes) -> DriftStatus:
-        d = json.loads(raw)
-        return cls(
-            open=bool(d.get("open", False)),
-            model_name=str(d.get("model_name", "")),
-            model_version=str(d.get("model_version", "")),
-            drift_share=float(d.get("drift_share", 0.0)),
-            threshold=float(d.get("threshold", 0.0)),
-            drifted_columns=tuple(d.get("drifted_columns", ()) or ()),
-            window_end=str(d.get("window_end", "")),
-            updated_at=str(d.get("updated_at", "")),
-        )
+#: The drift monitor's state of one pipeline (the JSON the monitor keeps in Redis).
+DriftStatus = DriftState
 
 
 class DriftCheck(Protocol):
