@@ -44,6 +44,7 @@ from raylane.contracts import Codec, open_registry
 from raylane.errors import ConfigError, DependencyError
 from raylane.ingest.dlq import dlq_record
 from raylane.ingest.records import InRecord, OutRecord, header
+from raylane.ingest.sidecar import close_clients, open_clients
 
 __all__ = ["ActionRunner", "build_runner", "dedupe_key"]
 
@@ -93,33 +94,17 @@ class ActionRunner:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=1,
-                                          enable_idempotence=False, client_id=f"{self.client_id}-producer")
-        self._consumer = AIOKafkaConsumer(
-            *self.topics, bootstrap_servers=self.bootstrap, group_id=self.group_id, client_id=self.client_id,
-            enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=10,
-            max_poll_records=self.actions.max_batch_size, session_timeout_ms=30_000,
-            heartbeat_interval_ms=3_000, max_poll_interval_ms=600_000,
+        self._consumer, self._producer = await open_clients(
+            "action runner", "action", self.bootstrap, list(self.topics), group_id=self.group_id,
+            client_id=self.client_id, fetch_max_wait_ms=10, max_poll_records=self.actions.max_batch_size,
         )
-        try:
-            await self._producer.start()
-            await self._consumer.start()
-        except Exception as e:
-            await self.close()
-            raise DependencyError(f"action runner cannot reach Kafka at {self.bootstrap}: {e}",
-                                  stage="action") from e
 
     def stop(self) -> None:
         self._stop.set()
 
     async def close(self) -> None:
         self.stop()
-        for c in (self._consumer, self._producer):
-            if c is not None:
-                try:
-                    await c.stop()
-                except Exception:  # best effort: offsets were committed per batch
-                    log.exception("error closing an action runner Kafka client")
+        await close_clients("action runner", self._consumer, self._producer)
         for hs in self.handlers.values():
             for h in hs:
                 closer = getattr(h, "aclose", None)

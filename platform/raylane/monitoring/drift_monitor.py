@@ -33,6 +33,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from raylane.config import DriftConfig, PipelineConfig
 from raylane.contracts import Codec, open_registry
 from raylane.errors import ConfigError, DependencyError
+from raylane.ingest.sidecar import close_clients, open_clients
 from raylane.monitoring.drift import DriftDetector, DriftResult, Window, WindowBuffer
 from raylane.monitoring.drift_state import DriftState, iso_ms, now_iso, write_state_async
 
@@ -225,33 +226,18 @@ class DriftLoop:
         return self.drift.group_id or f"{self.cfg.name}-drift"
 
     async def start(self) -> None:
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=1,
-                                          enable_idempotence=False, client_id=f"{self.client_id}-producer")
-        self._consumer = AIOKafkaConsumer(
-            self.cfg.outputs.scored.topic, bootstrap_servers=self.bootstrap, group_id=self.group_id,
-            client_id=self.client_id, enable_auto_commit=False, auto_offset_reset=self.auto_offset_reset,
-            fetch_max_wait_ms=50, max_poll_records=2000, session_timeout_ms=30_000,
-            heartbeat_interval_ms=3_000, max_poll_interval_ms=600_000,
+        self._consumer, self._producer = await open_clients(
+            "drift monitor", "drift", self.bootstrap, [self.cfg.outputs.scored.topic],
+            group_id=self.group_id, client_id=self.client_id, auto_offset_reset=self.auto_offset_reset,
+            fetch_max_wait_ms=50, max_poll_records=2000,
         )
-        try:
-            await self._producer.start()
-            await self._consumer.start()
-        except Exception as e:
-            await self.close()
-            raise DependencyError(f"drift monitor cannot reach Kafka at {self.bootstrap}: {e}",
-                                  stage="drift") from e
 
     def stop(self) -> None:
         self._stop.set()
 
     async def close(self) -> None:
         self.stop()
-        for c in (self._consumer, self._producer):
-            if c is not None:
-                try:
-                    await c.stop()
-                except Exception:  # best effort; offsets are committed per batch
-                    log.exception("error closing a drift monitor Kafka client")
+        await close_clients("drift monitor", self._consumer, self._producer)
 
     async def run(self) -> None:
         """Consume until :meth:`stop`. Redis and Kafka failures are retried (the window is kept);
