@@ -12,7 +12,8 @@ deployment of the pipeline with a GPU primary. One command, a few minutes:
    box: ``num_gpus: 0``), checks which device the replica reports, and times batch calls
    through the deployment handle (the ingress's path: Serve call + model).
 
-Needs the stack and the registered models: `raylane dev up && raylane bootstrap`.
+It starts what it needs: the embedded stack (or the services the environment names) and,
+when fraud@champion is not registered yet, `raylane bootstrap` (1-2 minutes on 2 cores).
 Prints tables; writes bench/results/gpu-check-<time>.json. Figures are machine-specific.
 """
 
@@ -112,6 +113,19 @@ def serve_latency(sizes: list[int], repeats: int, gpu: bool) -> dict[str, Any]:
     return out
 
 
+def ready() -> None:
+    """Start (or reuse) the stack, and bootstrap the fraud pipeline if its models are missing."""
+    from raylane.bootstrap import bootstrap, models_registered
+    from raylane.localstack import up
+
+    with console.status("starting the embedded stack (reused when it is running)..."):
+        settings = up()
+    if not models_registered(settings, "fraud"):
+        console.print("fraud@champion / fraud@challenger are not registered: running "
+                      "`raylane bootstrap` first")
+        bootstrap(ROOT / "serve_configs" / "fraud.yaml", console=console)
+
+
 def main() -> int:
     import os
 
@@ -124,6 +138,7 @@ def main() -> int:
     ns = ap.parse_args()
     sizes = [int(s) for s in ns.batches.split(",") if s]
 
+    ready()
     gpu, found = detect_gpu()
     if gpu:
         console.print(f"[bold green]GPU found[/]: {found}")
