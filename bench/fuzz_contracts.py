@@ -42,6 +42,8 @@ def _value(rng: random.Random, schema: Any, depth: int = 0) -> Any:
             return [_value(rng, schema["items"], depth + 1) for _ in range(rng.randint(0, 4))]
         if t == "enum":
             return rng.choice(schema["symbols"])
+        if t == "record":  # nested records (e.g. model.drift's drifted columns)
+            return {f["name"]: _value(rng, f["type"], depth + 1) for f in schema["fields"]}
         return _value(rng, t, depth)
     return {
         "null": lambda: None,
