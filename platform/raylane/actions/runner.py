@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from redis.exceptions import RedisError
 
 from raylane.actions.handlers import (
@@ -43,6 +43,7 @@ from raylane.config import ActionsConfig, ActionTopic, PipelineConfig, PublishAc
 from raylane.contracts import Codec, open_registry
 from raylane.errors import ConfigError, DependencyError
 from raylane.ingest.dlq import dlq_record
+from raylane.ingest.offsets import commit_owned, next_offsets
 from raylane.ingest.records import InRecord, OutRecord, header
 from raylane.ingest.sidecar import close_clients, open_clients
 
@@ -199,18 +200,7 @@ class ActionRunner:
 
     async def _commit(self, records: Sequence[InRecord]) -> None:
         assert self._consumer is not None
-        offsets: dict[TopicPartition, int] = {}
-        for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            offsets[tp] = max(offsets.get(tp, -1), r.offset + 1)
-        owned = self._consumer.assignment()
-        offsets = {tp: o for tp, o in offsets.items() if tp in owned}
-        if offsets:
-            try:
-                await self._consumer.commit(offsets)
-            except Exception as e:  # noqa: BLE001 - a rebalance raced it: re-delivered, deduped
-                log.warning("action runner offset commit failed: %s", e)
-
+        await commit_owned(self._consumer, next_offsets(records), "action runner")
 
 def _correlation(rec: InRecord, event: Mapping[str, Any] | None) -> str:
     if event and event.get("correlation_id"):

@@ -23,11 +23,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 
 from raylane.config import PipelineConfig
 from raylane.decision import DecisionEngine
 from raylane.errors import DependencyError, RaylaneError
+from raylane.ingest.offsets import commit_owned, next_offsets
 from raylane.ingest.processor import (
     BatchProcessor,
     BatchResult,
@@ -320,18 +321,7 @@ class IngressLoop:
 
     async def _commit(self, records: list[InRecord]) -> None:
         assert self._consumer is not None
-        offsets: dict[TopicPartition, int] = {}
-        for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            offsets[tp] = max(offsets.get(tp, -1), r.offset + 1)
-        owned = self._consumer.assignment()
-        offsets = {tp: o for tp, o in offsets.items() if tp in owned}
-        if not offsets:
-            return  # revoked meanwhile: the new owner re-reads them (duplicates, never losses)
-        try:
-            await self._consumer.commit(offsets)
-        except Exception as e:  # noqa: BLE001 - a rebalance raced the commit: outputs are out, inputs re-read
-            log.warning("offset commit failed (%s); the batch may be re-delivered", e)
+        if not await commit_owned(self._consumer, next_offsets(records), "ingress"):
             return
         self.stats.commits += 1
         self.metrics.commits.labels(**self._labels).inc()

@@ -33,6 +33,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from raylane.config import DriftConfig, PipelineConfig
 from raylane.contracts import Codec, open_registry
 from raylane.errors import ConfigError, DependencyError
+from raylane.ingest.offsets import commit_owned
 from raylane.ingest.sidecar import close_clients, open_clients
 from raylane.monitoring.drift import DriftDetector, DriftResult, Window, WindowBuffer
 from raylane.monitoring.drift_state import DriftState, iso_ms, now_iso, write_state_async
@@ -345,13 +346,7 @@ class DriftLoop:
     async def _commit(self, got: Mapping[TopicPartition, list[Any]]) -> None:
         assert self._consumer is not None
         offsets = {tp: msgs[-1].offset + 1 for tp, msgs in got.items() if msgs}
-        owned = self._consumer.assignment()
-        offsets = {tp: o for tp, o in offsets.items() if tp in owned}
-        if offsets:
-            try:
-                await self._consumer.commit(offsets)
-            except Exception as e:  # noqa: BLE001 - a rebalance raced the commit: re-read, no loss
-                log.warning("drift monitor offset commit failed: %s", e)
+        await commit_owned(self._consumer, offsets, "drift monitor")
 
 
 def report_dir_for(cfg: PipelineConfig, home: Path) -> Path:
