@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from raylane.config import DecisionConfig, DecisionRule
@@ -9,7 +11,7 @@ from raylane.contracts import Codec
 from raylane.decision import DecisionEngine
 from raylane.ingest.processor import Prediction, ShadowJob
 from raylane.monitoring.shadow import compare, sample_job, sample_mask
-from raylane.monitoring.shadow_stats import LocalShadowWindow, aggregate, batch_entry
+from raylane.monitoring.shadow_stats import MAX_BATCHES, LocalShadowWindow, aggregate, batch_entry
 
 ENGINE = DecisionEngine(DecisionConfig(rules=(DecisionRule(name="high", when="score > 0.85",
                                                            decision="flagged"),)))
@@ -131,3 +133,35 @@ def test_fraud_shadow_v2_is_backward_and_forward_compatible_with_v1() -> None:
     ok = SchemaCompatibilityType.compatible
     assert check(reader=v2, writer=v1).compatibility == ok  # new readers read old records
     assert check(reader=v1, writer=v2).compatibility == ok  # old readers read new records
+
+
+def test_local_window_equals_the_full_aggregate_over_the_same_entries() -> None:
+    """The incremental window gives what aggregate() gives over the newest entries."""
+    import random
+
+    rng = random.Random(7)
+    w = LocalShadowWindow("challenger", window=200)
+    entries: list[dict[str, Any]] = []
+    for i in range(400):
+        k = rng.choice([1, 2, 3, 17, 60])
+        e = _entry([rng.random() for _ in range(k)], [rng.random() for _ in range(k)],
+                   pv="1" if i < 250 else "2", sv="3")
+        e["pl"], e["sl"], e["t"] = rng.uniform(1, 30), rng.uniform(1, 60), 1000.0 + i
+        entries.insert(0, e)
+        got = w.add(e)
+        want = aggregate("challenger", entries[:MAX_BATCHES], window=200)
+        g, x = got.to_dict(), want.to_dict()
+        assert g.keys() == x.keys()
+        for key in g:
+            if isinstance(x[key], float):
+                assert g[key] == pytest.approx(x[key], rel=1e-12), (i, key)
+            else:
+                assert g[key] == x[key], (i, key)
+    assert got.primary_version == "2" and 200 <= got.n < 260
+
+
+def test_local_window_keeps_at_most_max_batches() -> None:
+    w = LocalShadowWindow("challenger", window=10**9)
+    for _ in range(MAX_BATCHES + 50):
+        agg = w.add(_entry([0.5], [0.5]))
+    assert agg.batches == MAX_BATCHES and agg.n == MAX_BATCHES

@@ -132,6 +132,19 @@ class DriftMonitor:
             self._detectors[key] = det
         return det
 
+    def warm(self, name: str, version: str) -> None:
+        """Pay the first window's one-off costs now: load the reference of (name, version),
+        test a slice of it against itself, import Evidently's report.
+
+        The imports behind a first evaluation (Evidently, the MLflow client and the plugins
+        its entry points pull in) cost tens of CPU-seconds on a 2-core box; paid when the
+        first window closes, they compete with the scoring path under live traffic. The
+        deployment calls this before it reports ready, so they are paid at deploy time.
+        """
+        det = self.detector(name, version)
+        det.test_columns(det.reference.head(max(50, self.drift.min_window_size)))
+        import evidently.presets  # noqa: F401 - the report of a drifted window needs it
+
     def _methods(self, cols: list[str]) -> dict[str, str]:
         methods = dict(self.drift.per_column_method)
         if self.drift.method:
