@@ -10,9 +10,11 @@ touches MLflow, so tests train without it.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,29 +164,50 @@ def log_and_register(
     from mlflow.models import infer_signature
     from raylane.registry import REFERENCE_ARTIFACT, register
 
-    mlflow.set_tracking_uri(tracking_uri)
-    _ensure_experiment(experiment or registered_name, tracking_uri, artifact_location)
     features = model.reference[model.feature_names].astype(np.float64)
-    with mlflow.start_run(run_name=f"{registered_name}-{model.spec.label}") as run:
-        mlflow.log_params({**model.spec.params, "num_boost_round": model.spec.num_boost_round,
-                           "dropped": ",".join(model.spec.drop_views + model.spec.drop_columns)
-                           or "-", "n_features": len(model.feature_names),
-                           **(extra_params or {})})
-        mlflow.log_metrics({"auc": model.auc, "n_train": model.n_train, "n_test": model.n_test})
-        signature = infer_signature(features.head(100), model.reference["score"].head(100))
-        info = mlflow.xgboost.log_model(
-            model.booster, name="model", signature=signature,
-            input_example=features.head(5), model_format="ubj",
+    with _tracking(tracking_uri):
+        _ensure_experiment(experiment or registered_name, tracking_uri, artifact_location)
+        with mlflow.start_run(run_name=f"{registered_name}-{model.spec.label}") as run:
+            mlflow.log_params({**model.spec.params, "num_boost_round": model.spec.num_boost_round,
+                               "dropped": ",".join(model.spec.drop_views + model.spec.drop_columns)
+                               or "-", "n_features": len(model.feature_names),
+                               **(extra_params or {})})
+            mlflow.log_metrics({"auc": model.auc, "n_train": model.n_train, "n_test": model.n_test})
+            signature = infer_signature(features.head(100), model.reference["score"].head(100))
+            info = mlflow.xgboost.log_model(
+                model.booster, name="model", signature=signature,
+                input_example=features.head(5), model_format="ubj",
+            )
+            with tempfile.TemporaryDirectory() as d:
+                path = Path(d) / Path(REFERENCE_ARTIFACT).name
+                model.reference.to_parquet(path, index=False)
+                mlflow.log_artifact(str(path), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
+        # inside the block: MLflow resolves the logged model's models:/m-<id> source through
+        # the process-wide tracking URI, whatever the client it registers with
+        return register(
+            info.model_uri, registered_name, alias=model.spec.label,
+            tags={"label": model.spec.label, "auc": f"{model.auc:.4f}", "run_id": run.info.run_id},
+            description=model.spec.description, tracking_uri=tracking_uri,
         )
-        with tempfile.TemporaryDirectory() as d:
-            path = Path(d) / Path(REFERENCE_ARTIFACT).name
-            model.reference.to_parquet(path, index=False)
-            mlflow.log_artifact(str(path), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
-    return register(
-        info.model_uri, registered_name, alias=model.spec.label,
-        tags={"label": model.spec.label, "auc": f"{model.auc:.4f}", "run_id": run.info.run_id},
-        description=model.spec.description, tracking_uri=tracking_uri,
-    )
+
+
+@contextmanager
+def _tracking(uri: str) -> Iterator[None]:
+    """MLflow's fluent API (start_run, log_*) on `uri` for the block only.
+
+    ``mlflow.set_tracking_uri`` also sets the MLFLOW_TRACKING_URI environment variable
+    "so that subprocesses inherit it": left set, a notebook or test that trains against a
+    scratch sqlite store would send every later Ray replica it starts to that store.
+    Both are restored on exit.
+    """
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)  # None: back to MLflow's default, the variable unset
 
 
 def _ensure_experiment(name: str, tracking_uri: str, artifact_location: str | None) -> None:

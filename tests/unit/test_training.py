@@ -78,3 +78,26 @@ def test_window_features_are_the_reference_semantics(T: ModuleType) -> None:
     np.testing.assert_array_equal(data.frame["user_risk_profile__risk_score"].to_numpy(),
                                   profiles.risk_score.loc[users].to_numpy())
     assert not data.frame.isna().any().any()
+
+
+def test_logging_a_model_leaves_the_process_tracking_uri_alone(monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path) -> None:
+    """mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI; training on a scratch store must
+    not leave it set, or every Ray replica started later in the process looks there."""
+    import mlflow
+
+    _load_train()  # puts models/ on sys.path
+    import _training
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    scratch = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with _training._tracking(scratch):
+        assert mlflow.get_tracking_uri() == scratch
+    assert mlflow.get_tracking_uri() == "http://127.0.0.1:5000"
+    import os
+
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    with _training._tracking(scratch):
+        pass
+    assert "MLFLOW_TRACKING_URI" not in os.environ
