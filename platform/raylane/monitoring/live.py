@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
 import time
 import urllib.request
@@ -133,8 +134,8 @@ def scrape(home: Path, timeout_s: float = 1.0) -> dict[str, float]:
                 try:
                     with urllib.request.urlopen(f"http://{target}/metrics", timeout=timeout_s) as r:
                         text = r.read().decode()
-                except OSError:
-                    continue  # a replica that is gone or restarting
+                except (OSError, http.client.HTTPException, ValueError):
+                    continue  # a replica that is gone or restarting, or its port reused
                 for fam in text_string_to_metric_families(text):
                     if not fam.name.startswith("raylane_"):
                         continue

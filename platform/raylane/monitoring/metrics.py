@@ -136,8 +136,44 @@ def withdraw_metrics(home: Path, name: str) -> None:
     _served.pop(name, None)
 
 
+_LOCAL_HOSTS = ("127.0.0.1", "localhost", "0.0.0.0")
+
+
 def target_files(home: Path) -> list[Path]:
-    return sorted((home / "prometheus" / "targets").glob("*.json"))
+    """The announced file_sd targets, without those of local processes that are gone.
+
+    A replica that dies without withdrawing (killed, a crashed test session) leaves its
+    file behind; its port is soon reused by some other process, so reading it would count
+    another process's metrics, or get no HTTP at all. A local target whose process (the
+    pid in the file name) no longer exists is removed. Targets on other hosts are kept.
+    """
+    out = []
+    for f in sorted((home / "prometheus" / "targets").glob("*.json")):
+        if _stale(f):
+            f.unlink(missing_ok=True)
+            continue
+        out.append(f)
+    return out
+
+
+def _stale(f: Path) -> bool:
+    pid_text = f.stem.rpartition("-")[2]
+    if not pid_text.isdigit():
+        return False
+    try:
+        groups = json.loads(f.read_text())
+        hosts = {str(t).rpartition(":")[0] for g in groups for t in g.get("targets", [])}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return False
+    if not hosts or not hosts <= set(_LOCAL_HOSTS):
+        return False  # another node's process: not ours to judge
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
 
 
 def _node_ip() -> str:
