@@ -19,9 +19,10 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from raylane.config import ModelConfig, PipelineConfig
+from raylane.config import ModelConfig
 from raylane.errors import DependencyError
 from raylane.ingest.processor import Prediction
+from raylane.serving._host import LoopHost
 from raylane.serving.hosted import HostedModel, score_merged
 
 __all__ = ["KafkaIngress", "ModelServer", "ServeModelClient"]
@@ -159,8 +160,11 @@ class ServeModelClient:
 
 
 @serve.deployment
-class KafkaIngress:
+class KafkaIngress(LoopHost):
     """A consumer-group member: runs the ingress loop for the replica's lifetime."""
+
+    kind = "ingress"
+    close_timeout_s = 15.0
 
     def __init__(
         self,
@@ -170,53 +174,16 @@ class KafkaIngress:
         shadows: Sequence[DeploymentHandle],
         monitors: Sequence[DeploymentHandle] = (),  # bound here only so they deploy with the app
     ) -> None:
-        os.environ.update(env)
+        self._handles = (primary, list(shadows))
+        super().__init__(args, env)
+
+    async def _build(self) -> Any:
         from raylane.pipeline import build_ingress  # keeps the replica's import graph lazy
 
-        self.cfg = PipelineConfig.from_args(args)
+        primary, shadows = self._handles
         models = self.cfg.models
-        self._primary = ServeModelClient(models.primary.name, primary, models.primary.timeout_s)
-        self._shadows = [
-            ServeModelClient(m.name, h, m.timeout_s) for m, h in zip(models.shadows, shadows, strict=True)
-        ]
-        self._build = build_ingress
-        self._loop: Any = None
-        self._error: BaseException | None = None
-        self._task = asyncio.get_running_loop().create_task(self._main())
-
-    async def _main(self) -> None:
-        try:
-            self._loop = await self._build(self.cfg, self._primary, self._shadows)
-            await self._loop.start()
-            await self._loop.run()
-        except asyncio.CancelledError:
-            raise
-        except BaseException as e:
-            self._error = e
-            log.exception("ingress loop of %s died", self.cfg.name)
-            raise
-
-    async def check_health(self) -> None:
-        # A dead loop makes the replica unhealthy, so Serve replaces it; its uncommitted
-        # batch is re-read by the group (at-least-once).
-        if self._task.done():
-            raise RuntimeError(f"ingress loop stopped: {self._error!r}")
-
-    async def stats(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        s = asdict(self._loop.stats) if self._loop is not None else {}
-        s["pid"] = os.getpid()
-        s["running"] = not self._task.done()
-        return s
-
-    async def __call__(self, request: Any = None) -> dict[str, Any]:
-        return await self.stats()
-
-    async def __del__(self) -> None:
-        if self._loop is not None:
-            try:
-                await asyncio.wait_for(self._loop.close(), timeout=15)
-            except Exception:
-                log.exception("ingress of %s did not close cleanly", self.cfg.name)
-        self._task.cancel()
+        return await build_ingress(
+            self.cfg,
+            ServeModelClient(models.primary.name, primary, models.primary.timeout_s),
+            [ServeModelClient(m.name, h, m.timeout_s) for m, h in zip(models.shadows, shadows, strict=True)],
+        )

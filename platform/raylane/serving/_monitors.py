@@ -22,68 +22,15 @@ from ray import serve
 from ray.serve import Application
 
 from raylane.config import ActorOptions, PipelineConfig
+from raylane.serving._host import LoopHost
 
 __all__ = ["ActionRunnerDeployment", "DriftMonitorDeployment", "monitor_apps"]
 
 log = logging.getLogger("raylane.serving")
 
 
-class _LoopHost:
-    """Runs one loop object (start/run/close/stats) for the replica's lifetime."""
-
-    kind = "loop"
-
-    def __init__(self, args: dict[str, Any], env: dict[str, str]) -> None:
-        os.environ.update(env)
-        self.cfg = PipelineConfig.from_args(args)
-        self._loop: Any = None
-        self._error: BaseException | None = None
-        self._task = asyncio.get_running_loop().create_task(self._main())
-
-    async def _build(self) -> Any:
-        raise NotImplementedError
-
-    async def _main(self) -> None:
-        try:
-            from raylane.monitoring.metrics import serve_metrics
-            from raylane.settings import Settings
-
-            serve_metrics(Settings.load().home, f"{self.cfg.name}-{self.kind}")
-            self._loop = await self._build()
-            await self._loop.start()
-            await self._loop.run()
-        except asyncio.CancelledError:
-            raise
-        except BaseException as e:
-            self._error = e
-            log.exception("%s loop of %s died", self.kind, self.cfg.name)
-            raise
-
-    async def check_health(self) -> None:
-        if self._task.done():
-            raise RuntimeError(f"{self.kind} loop stopped: {self._error!r}")
-
-    async def stats(self) -> dict[str, Any]:
-        s = dict(self._loop.stats) if self._loop is not None else {}
-        s.pop("state", None)
-        s["running"] = not self._task.done()
-        s["pid"] = os.getpid()
-        return s
-
-    async def __call__(self, request: Any = None) -> dict[str, Any]:
-        return await self.stats()
-
-    async def __del__(self) -> None:
-        if self._loop is not None:
-            try:
-                await asyncio.wait_for(self._loop.close(), timeout=10)
-            except Exception:
-                log.exception("%s loop of %s did not close cleanly", self.kind, self.cfg.name)
-        self._task.cancel()
-
-
 @serve.deployment
-class DriftMonitorDeployment(_LoopHost):
+class DriftMonitorDeployment(LoopHost):
     """The pipeline's drift monitor (one consumer of the scored topic in its own group)."""
 
     kind = "drift"
@@ -123,7 +70,7 @@ class DriftMonitorDeployment(_LoopHost):
 
 
 @serve.deployment
-class ActionRunnerDeployment(_LoopHost):
+class ActionRunnerDeployment(LoopHost):
     """The pipeline's action runner (its action topics, in its own group)."""
 
     kind = "actions"
