@@ -9,7 +9,6 @@ use case needs a config, contracts and that file, never platform code.
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from rich.console import Console
 
 from raylane.config import PipelineConfig, load_serve_config
 from raylane.errors import ConfigError
+from raylane.loading import import_file
 from raylane.settings import Settings
 
 __all__ = ["bootstrap", "pipeline_topics", "prepare_hook"]
@@ -71,10 +71,7 @@ def bootstrap(config_path: str | Path, *, quiet: bool = False, console: Console 
         ensure_topics(settings.kafka_bootstrap, topics, partitions=PARTITIONS)
     console.print(f"[green]✓[/] topics: {', '.join(topics)}")
     hook = prepare_hook(path, cfg)
-    spec = importlib.util.spec_from_file_location(f"_raylane_prepare_{cfg.name}", hook)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = import_file(hook, f"_raylane_prepare_{cfg.name}")
     report: dict[str, Any] = module.prepare(cfg, settings, console=console, quiet=quiet, **options)
     report["topics"] = topics
     report["seconds"] = round(time.perf_counter() - t0, 1)
@@ -126,18 +123,13 @@ def backfill_windows(cfg: PipelineConfig, settings: Settings, events: list[dict[
 def train_and_register(hook_dir: Path, cfg: PipelineConfig, settings: Settings, console: Console, *,
                        retrain: bool, **train_kw: Any) -> dict[str, Any]:
     """Run ``<hook_dir>/train.py``'s ``train(...)`` unless both aliases already exist."""
-    import sys
 
     name = cfg.models.primary.registered_name
     if not retrain and models_registered(settings, name):
         console.print(f"[green]✓[/] models {name}@champion and {name}@challenger already registered "
                       "(pass --retrain to train again)")
         return {}
-    spec = importlib.util.spec_from_file_location(f"_raylane_train_{cfg.name}", hook_dir / "train.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses in the module look themselves up here
-    spec.loader.exec_module(module)
+    module = import_file(hook_dir / "train.py", f"_raylane_train_{cfg.name}")
     res = module.train(tracking_uri=settings.mlflow_tracking_uri, **train_kw)
     for label, m in res.models.items():
         console.print(f"[green]✓[/] model {name}@{label}: held-out ROC AUC {m.auc:.4f} "

@@ -15,9 +15,7 @@ here is tuned for these tests. See docs/drift-actions.md for why PSI.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import random
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +28,7 @@ import redis.asyncio as aioredis
 from raylane.config import PipelineConfig
 from raylane.contracts import Codec
 from raylane.ingest.producer import EventProducer
+from raylane.loading import import_file
 from raylane.localstack import ensure_topics_async
 from raylane.monitoring.drift_monitor import DriftLoop, DriftMonitor, mlflow_reference
 from raylane.monitoring.drift_state import read_state_async
@@ -48,13 +47,7 @@ RISKY = ("electronics", "travel", "digital_goods", "gambling", "gift_cards", "cr
 
 
 def _train_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("raylane_models_fraud_train_drift",
-                                                  ROOT / "models" / "fraud" / "train.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return import_file(ROOT / "models" / "fraud" / "train.py", "raylane_models_fraud_train_drift")
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -11,6 +9,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 from raylane.errors import ModelError
+from raylane.loading import import_file
 from raylane.registry import (
     LoadedModel,
     ModelRef,
@@ -29,14 +28,7 @@ END = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def _load_train(use_case: str = "fraud") -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        f"raylane_models_{use_case}_train", REPO / "models" / use_case / "train.py"
-    )
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return import_file(REPO / "models" / use_case / "train.py", f"raylane_models_{use_case}_train")
 
 
 @pytest.fixture(scope="module")

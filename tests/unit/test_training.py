@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -12,6 +10,7 @@ import numpy as np
 import pytest
 from raylane.config import load_serve_config
 from raylane.features.window import reference_window_features
+from raylane.loading import import_file
 from raylane.testing import World
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,13 +18,7 @@ END = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def _load_train() -> ModuleType:
-    path = REPO / "models" / "fraud" / "train.py"
-    spec = importlib.util.spec_from_file_location("raylane_models_fraud_train", path)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses resolve their module by name
-    spec.loader.exec_module(mod)
-    return mod
+    return import_file(REPO / "models" / "fraud" / "train.py", "raylane_models_fraud_train")
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -11,6 +9,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 from raylane.features.window import reference_window_features
+from raylane.loading import import_file
 from raylane.testing import World
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,14 +18,7 @@ END = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def C() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "raylane_models_churn_train", REPO / "models" / "churn" / "train.py"
-    )
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return import_file(REPO / "models" / "churn" / "train.py", "raylane_models_churn_train")
 
 
 def test_churn_models(C: ModuleType) -> None:

@@ -12,7 +12,6 @@ cluster. Feast errors are wrapped here, once, into :mod:`raylane.errors`.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +29,7 @@ from redis.connection import parse_url
 from redis.exceptions import RedisError
 
 from raylane.errors import ConfigError, DependencyError
+from raylane.loading import import_file
 from raylane.settings import Settings, raylane_home
 
 __all__ = [
@@ -236,10 +236,7 @@ def _load_definitions(root: Path) -> list[Entity | FeatureView]:
         if py.name.startswith(("_", ".")):
             continue
         tag = hashlib.sha1(str(py).encode()).hexdigest()[:12]
-        spec = importlib.util.spec_from_file_location(f"_raylane_feast_{tag}_{py.stem}", py)
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        module = import_file(py, f"_raylane_feast_{tag}_{py.stem}")
         for value in vars(module).values():
             if isinstance(value, Entity | FeatureView) and not any(value is o for o in objs):
                 objs.append(value)
