@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,13 +35,14 @@ class DriftMonitorDeployment(LoopHost):
     kind = "drift"
 
     def __init__(self, args: dict[str, Any], env: dict[str, str]) -> None:
-        os.environ.update(env)
+        # sets env and cfg and schedules the loop task, which first runs when this
+        # constructor returns: self._monitor is set by then
+        super().__init__(args, env)
         from raylane.monitoring.drift_monitor import DriftMonitor, mlflow_reference, report_dir_for
         from raylane.registry import resolve
         from raylane.settings import Settings
 
-        s = Settings.load()
-        cfg = PipelineConfig.from_args(args)
+        s, cfg = Settings.load(), self.cfg
         self._monitor = DriftMonitor(cfg, mlflow_reference(s.mlflow_tracking_uri),
                                      report_dir=report_dir_for(cfg, s.home))
         # Before the replica reports ready: the first window's imports and reference load
@@ -56,7 +56,6 @@ class DriftMonitorDeployment(LoopHost):
         except Exception as e:  # noqa: BLE001 - the first window loads it (and says why it cannot)
             log.warning("drift monitor of %s could not warm up (%s: %s); the first window will "
                         "load the reference", cfg.name, type(e).__name__, e)
-        super().__init__(args, env)
 
     async def _build(self) -> Any:
         import redis.asyncio as aioredis
