@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI
+
 from raylane.config import load_serve_config
 from raylane.features import FeastRepo, RedisWindowStore, feature_store
 from raylane.registry import load_model
@@ -34,7 +35,9 @@ async def _load() -> None:
     _state["cfg"] = cfg
     _state["store"] = feature_store(repo)
     _state["refs"] = [f"{v.view}:{f}" for v in cfg.features.online for f in v.features]
-    _state["windows"] = RedisWindowStore(aioredis.from_url(settings.redis_url), cfg.name, cfg.features.windows)
+    _state["windows"] = RedisWindowStore(
+        aioredis.from_url(settings.redis_url), cfg.name, cfg.features.windows
+    )
     _state["model"] = load_model(cfg.models.primary.uri, nthread=1)
 
 
@@ -43,14 +46,20 @@ async def score(event: dict[str, Any]) -> dict[str, Any]:
     cfg = _state["cfg"]
     t0 = time.perf_counter()
     rows = {v.key: event[v.entity_field] for v in cfg.features.online}
-    online = _state["store"].get_online_features(
-        features=_state["refs"], entity_rows=[rows], full_feature_names=True
-    ).to_dict()
+    online = (
+        _state["store"]
+        .get_online_features(features=_state["refs"], entity_rows=[rows], full_feature_names=True)
+        .to_dict()
+    )
     cols: dict[str, np.ndarray] = {f: np.array([float(event[f])]) for f in cfg.features.event}
     for name, values in online.items():
         if "__" in name:
             cols[name] = np.array([np.nan if values[0] is None else float(values[0])])
     cols.update(await _state["windows"].update_and_read([event]))
     s = float(_state["model"].predict(cols)[0])
-    return {"event_id": event["event_id"], "score": s, "flagged": s > 0.85,
-            "latency_ms": (time.perf_counter() - t0) * 1000}
+    return {
+        "event_id": event["event_id"],
+        "score": s,
+        "flagged": s > 0.85,
+        "latency_ms": (time.perf_counter() - t0) * 1000,
+    }

@@ -36,8 +36,11 @@ from pipeline import _consume_scored, _produce  # bench/ helpers: same run conve
 console = Console()
 
 
-def _run_once(world: Any, bootstrap: str, *, drift: bool, rate: float, seconds: float, seed: int) -> dict[str, Any]:
+def _run_once(
+    world: Any, bootstrap: str, *, drift: bool, rate: float, seconds: float, seed: int
+) -> dict[str, Any]:
     from ray import serve
+
     from raylane.localstack import ensure_topics
     from raylane.serving.runtime import run_pipeline
     from raylane.testing.kafka import isolated_args, isolated_topics
@@ -49,7 +52,9 @@ def _run_once(world: Any, bootstrap: str, *, drift: bool, rate: float, seconds: 
     out: dict[str, Any] = {"drift": drift}
     with run_pipeline(CONFIG, overrides=args) as running:
         running.wait_assigned()
-        warm = [le.event for le in world.stream(rate=world.nominal_rate, seed=seed * 10 + 1).take(1000)]
+        warm = [
+            le.event for le in world.stream(rate=world.nominal_rate, seed=seed * 10 + 1).take(1000)
+        ]
         asyncio.run(_produce(bootstrap, args["input"]["topic"], warm, None))
         asyncio.run(_consume_scored(bootstrap, args["outputs"]["scored"]["topic"], len(warm), 60))
         if drift:  # measure a running monitor, not its start-up (imports, reference download)
@@ -57,21 +62,34 @@ def _run_once(world: Any, bootstrap: str, *, drift: bool, rate: float, seconds: 
             deadline = time.monotonic() + 180
             while h.stats.remote().result(timeout_s=30).get("events", 0) < len(warm):
                 if time.monotonic() > deadline:
-                    raise RuntimeError("the drift monitor did not consume the warm-up events in 180 s")
+                    raise RuntimeError(
+                        "the drift monitor did not consume the warm-up events in 180 s"
+                    )
                 time.sleep(0.5)
         n = int(rate * seconds)
-        events = [le.event for le in world.stream(rate=world.nominal_rate, seed=seed * 10 + 2).take(n)]
+        events = [
+            le.event for le in world.stream(rate=world.nominal_rate, seed=seed * 10 + 2).take(n)
+        ]
 
         async def drive() -> list[float]:
-            consumer = asyncio.create_task(_consume_scored(
-                bootstrap, args["outputs"]["scored"]["topic"], len(warm) + n, seconds + 120))
+            consumer = asyncio.create_task(
+                _consume_scored(
+                    bootstrap, args["outputs"]["scored"]["topic"], len(warm) + n, seconds + 120
+                )
+            )
             await _produce(bootstrap, args["input"]["topic"], events, rate)
             return (await consumer)[1]
 
-        with console.status(f"{'with' if drift else 'without'} drift monitor: {n:,} events at {rate:g}/s"):
-            lats = asyncio.run(drive())[len(warm):]
-        arr = np.array(lats[int(len(lats) * 0.1):])  # drop the first 10 %: warm-up
-        out.update(scored=len(lats), p50_ms=float(np.percentile(arr, 50)), p99_ms=float(np.percentile(arr, 99)))
+        with console.status(
+            f"{'with' if drift else 'without'} drift monitor: {n:,} events at {rate:g}/s"
+        ):
+            lats = asyncio.run(drive())[len(warm) :]
+        arr = np.array(lats[int(len(lats) * 0.1) :])  # drop the first 10 %: warm-up
+        out.update(
+            scored=len(lats),
+            p50_ms=float(np.percentile(arr, 50)),
+            p99_ms=float(np.percentile(arr, 99)),
+        )
         if drift:
             out["monitor"] = h.stats.remote().result(timeout_s=30)
     return out
@@ -95,17 +113,31 @@ def main() -> int:
     runs = []
     for r in range(a.rounds):
         for drift in (False, True):
-            runs.append(_run_once(world, settings.kafka_bootstrap, drift=drift, rate=a.rate, seconds=a.seconds,
-                                  seed=r * 2 + int(drift)))
+            runs.append(
+                _run_once(
+                    world,
+                    settings.kafka_bootstrap,
+                    drift=drift,
+                    rate=a.rate,
+                    seconds=a.seconds,
+                    seed=r * 2 + int(drift),
+                )
+            )
     off = [x for x in runs if not x["drift"]]
     on = [x for x in runs if x["drift"]]
     p50_off, p99_off = np.mean([x["p50_ms"] for x in off]), np.mean([x["p99_ms"] for x in off])
     p50_on, p99_on = np.mean([x["p50_ms"] for x in on]), np.mean([x["p99_ms"] for x in on])
-    t = Table(title=f"bench/drift_overhead.py — {a.rate:g} events/s for {a.seconds:g} s, {a.rounds} round(s)")
+    t = Table(
+        title=f"bench/drift_overhead.py — {a.rate:g} events/s for {a.seconds:g} s, {a.rounds} round(s)"
+    )
     for col in ("measure", "without drift monitor", "with drift monitor", "difference"):
         t.add_column(col, justify="right" if col != "measure" else "left")
-    t.add_row("event→scored p50 (ms)", f"{p50_off:.1f}", f"{p50_on:.1f}", f"{(p50_on / p50_off - 1):+.1%}")
-    t.add_row("event→scored p99 (ms)", f"{p99_off:.1f}", f"{p99_on:.1f}", f"{(p99_on / p99_off - 1):+.1%}")
+    t.add_row(
+        "event→scored p50 (ms)", f"{p50_off:.1f}", f"{p50_on:.1f}", f"{(p50_on / p50_off - 1):+.1%}"
+    )
+    t.add_row(
+        "event→scored p99 (ms)", f"{p99_off:.1f}", f"{p99_on:.1f}", f"{(p99_on / p99_off - 1):+.1%}"
+    )
     windows = sum(x.get("monitor", {}).get("windows", 0) for x in on)
     t.add_row("windows evaluated by the monitor", "-", str(windows), "")
     console.print(t)

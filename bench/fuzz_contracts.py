@@ -20,10 +20,11 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from raylane.contracts import Codec, ContractError, contract_names
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+
+from raylane.contracts import Codec, ContractError, contract_names
 
 
 def _rss_mib() -> float:
@@ -37,7 +38,9 @@ def _value(rng: random.Random, schema: Any, depth: int = 0) -> Any:
     if isinstance(schema, dict):
         t = schema["type"]
         if t == "map":
-            return {f"k{i}": _value(rng, schema["values"], depth + 1) for i in range(rng.randint(0, 4))}
+            return {
+                f"k{i}": _value(rng, schema["values"], depth + 1) for i in range(rng.randint(0, 4))
+            }
         if t == "array":
             return [_value(rng, schema["items"], depth + 1) for _ in range(rng.randint(0, 4))]
         if t == "enum":
@@ -61,8 +64,22 @@ def _record(rng: random.Random, codec: Codec) -> dict[str, Any]:
     return {f["name"]: _value(rng, f["type"]) for f in codec.schema["fields"]}
 
 
-_JUNK: list[Any] = [None, True, 0, -1, 2**64, 1.5, float("nan"), "", "x" * 50, [], {}, [1, "a"],
-                    {"a": {"b": None}}, b"\xff"]
+_JUNK: list[Any] = [
+    None,
+    True,
+    0,
+    -1,
+    2**64,
+    1.5,
+    float("nan"),
+    "",
+    "x" * 50,
+    [],
+    {},
+    [1, "a"],
+    {"a": {"b": None}},
+    b"\xff",
+]
 
 
 def _mangle(rng: random.Random, rec: dict[str, Any]) -> dict[str, Any]:
@@ -110,20 +127,33 @@ def main() -> int:
     rng = random.Random(seed)
     codecs = [Codec.for_contract(c, formats=("avro", "json")) for c in contract_names()]
     codecs.append(Codec.for_contract("payments.initiated", version=1, formats=("avro", "json")))
-    ids = sorted({c.schema_id for c in codecs}) + [0, 999, 0xFFFFFFFF]
+    ids = [*sorted({c.schema_id for c in codecs}), 0, 999, 4294967295]
 
     def pick() -> Codec:
         return rng.choice(codecs)
 
     gens: dict[str, Callable[[Codec], tuple[str, Any]]] = {
         "random bytes": lambda c: ("decode", rng.randbytes(rng.randint(0, 300))),
-        "header + random body": lambda c: ("decode", b"\x00" + rng.choice(ids).to_bytes(4, "big")
-                                           + rng.randbytes(rng.randint(0, 300))),
+        "header + random body": lambda c: (
+            "decode",
+            b"\x00" + rng.choice(ids).to_bytes(4, "big") + rng.randbytes(rng.randint(0, 300)),
+        ),
         "mutated avro": lambda c: ("decode", _mutate(rng, c.encode(_record(rng, c)))),
-        "mutated json": lambda c: ("decode", _mutate(rng, json.dumps(_record(rng, c), default=str).encode())),
-        "mangled dict as json": lambda c: ("decode", json.dumps(_mangle(rng, _record(rng, c)), default=str).encode()),
-        "huge length": lambda c: ("decode", b"\x00" + c.schema_id.to_bytes(4, "big")
-                                  + _varint(rng.randint(1 << 20, 1 << 62)) + rng.randbytes(16)),
+        "mutated json": lambda c: (
+            "decode",
+            _mutate(rng, json.dumps(_record(rng, c), default=str).encode()),
+        ),
+        "mangled dict as json": lambda c: (
+            "decode",
+            json.dumps(_mangle(rng, _record(rng, c)), default=str).encode(),
+        ),
+        "huge length": lambda c: (
+            "decode",
+            b"\x00"
+            + c.schema_id.to_bytes(4, "big")
+            + _varint(rng.randint(1 << 20, 1 << 62))
+            + rng.randbytes(16),
+        ),
         "mangled dict to encode": lambda c: ("encode", _mangle(rng, _record(rng, c))),
         "valid record": lambda c: ("roundtrip", _record(rng, c)),
     }
@@ -150,7 +180,7 @@ def main() -> int:
                 outcome = "ok"
             except ContractError as e:
                 outcome = e.error_class
-            except Exception as e:  # noqa: BLE001 - the point: count what escapes
+            except Exception as e:
                 outcome = f"CRASH {type(e).__name__}"
                 if len(crashes) < 5:
                     crashes.append(f"{gen}: {data!r:.200}\n{traceback.format_exc()}")
@@ -162,8 +192,10 @@ def main() -> int:
                 progress.update(task, completed=i)
     elapsed = time.perf_counter() - t0
 
-    table = Table(title=f"{n:,} inputs, seed {seed}, {elapsed:.1f} s ({n / elapsed:,.0f}/s)",
-                  title_justify="left")
+    table = Table(
+        title=f"{n:,} inputs, seed {seed}, {elapsed:.1f} s ({n / elapsed:,.0f}/s)",
+        title_justify="left",
+    )
     table.add_column("outcome")
     table.add_column("count", justify="right")
     for outcome, k in outcomes.most_common():
@@ -177,8 +209,10 @@ def main() -> int:
     console.print(gtable)
     crashed = sum(k for o, k in outcomes.items() if o.startswith("CRASH"))
     rss = _rss_mib()
-    console.print(f"max RSS {rss:.0f} MiB (after 10% of inputs: {rss_early:.0f} MiB, "
-                  f"growth {rss - rss_early:+.0f} MiB); untyped exceptions: {crashed}")
+    console.print(
+        f"max RSS {rss:.0f} MiB (after 10% of inputs: {rss_early:.0f} MiB, "
+        f"growth {rss - rss_early:+.0f} MiB); untyped exceptions: {crashed}"
+    )
     for c in crashes:
         console.print(c, highlight=False)
     return 1 if crashed else 0

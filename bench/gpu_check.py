@@ -44,15 +44,23 @@ def detect_gpu() -> tuple[bool, str]:
     if smi is None:
         return False, "no nvidia-smi on PATH"
     try:
-        out = subprocess.run([smi, "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                             check=False, capture_output=True, text=True, timeout=20)
+        out = subprocess.run(
+            [smi, "--query-gpu=name,memory.total", "--format=csv,noheader"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         return False, f"nvidia-smi failed: {e}"
     gpus = [line.strip() for line in out.stdout.splitlines() if line.strip()]
     if out.returncode != 0 or not gpus:
         return False, f"nvidia-smi lists no GPU ({out.stderr.strip()[:200]})"
     if not xgb.build_info().get("USE_CUDA"):
-        return False, f"GPU {gpus[0]} found, but this XGBoost {xgb.__version__} was built without CUDA"
+        return (
+            False,
+            f"GPU {gpus[0]} found, but this XGBoost {xgb.__version__} was built without CUDA",
+        )
     return True, "; ".join(gpus)
 
 
@@ -83,7 +91,9 @@ def model_latency(uri: str, sizes: list[int], repeats: int, gpu: bool) -> list[d
         row: dict[str, Any] = {"batch": n}
         for d, m in models.items():
             x = m.stack(cols)
-            row[f"{d}_p50_ms"], row[f"{d}_p99_ms"] = _time(lambda m=m, x=x: m.predict_matrix(x), repeats)
+            row[f"{d}_p50_ms"], row[f"{d}_p99_ms"] = _time(
+                lambda m=m, x=x: m.predict_matrix(x), repeats
+            )
         if gpu:
             row["cpu_over_gpu_p50"] = row["cpu_p50_ms"] / row["cuda_p50_ms"]
         rows.append(row)
@@ -108,7 +118,9 @@ def serve_latency(sizes: list[int], repeats: int, gpu: bool) -> dict[str, Any]:
         out["version"] = info["version"]
         for n in sizes:
             cols = _columns(info["features"], n, seed=1)
-            p50, p99 = _time(lambda cols=cols: handle.predict.remote(cols).result(timeout_s=120), repeats)
+            p50, p99 = _time(
+                lambda cols=cols: handle.predict.remote(cols).result(timeout_s=120), repeats
+            )
             out["rows"].append({"batch": n, "p50_ms": p50, "p99_ms": p99})
     return out
 
@@ -121,8 +133,10 @@ def ready() -> None:
     with console.status("starting the embedded stack (reused when it is running)..."):
         settings = up()
     if not models_registered(settings, "fraud"):
-        console.print("fraud@champion / fraud@challenger are not registered: running "
-                      "`raylane bootstrap` first")
+        console.print(
+            "fraud@champion / fraud@challenger are not registered: running "
+            "`raylane bootstrap` first"
+        )
         bootstrap(ROOT / "serve_configs" / "fraud.yaml", console=console)
 
 
@@ -130,8 +144,12 @@ def main() -> int:
     import os
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batches", default="100,1000,10000,100000", help="Batch sizes, comma separated.")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--batches", default="100,1000,10000,100000", help="Batch sizes, comma separated."
+    )
     ap.add_argument("--repeats", type=int, default=20, help="Timed calls per batch size.")
     ap.add_argument("--uri", default="models:/fraud@champion", help="Model to time.")
     ap.add_argument("--no-serve", action="store_true", help="Skip the Serve deployment part.")
@@ -143,13 +161,17 @@ def main() -> int:
     if gpu:
         console.print(f"[bold green]GPU found[/]: {found}")
     else:
-        console.print(f"[bold yellow]NO GPU FOUND[/] ({found}): measuring CPU only; the GPU columns "
-                      "are absent, the Serve primary is deployed with num_gpus: 0")
+        console.print(
+            f"[bold yellow]NO GPU FOUND[/] ({found}): measuring CPU only; the GPU columns "
+            "are absent, the Serve primary is deployed with num_gpus: 0"
+        )
 
     with console.status(f"timing {ns.uri} in process..."):
         rows = model_latency(ns.uri, sizes, ns.repeats, gpu)
-    t = Table(title=f"batch inference latency, one inplace_predict ({ns.uri}, {ns.repeats} calls)",
-              title_justify="left")
+    t = Table(
+        title=f"batch inference latency, one inplace_predict ({ns.uri}, {ns.repeats} calls)",
+        title_justify="left",
+    )
     t.add_column("batch", justify="right")
     t.add_column("CPU p50 ms", justify="right")
     t.add_column("CPU p99 ms", justify="right")
@@ -159,7 +181,11 @@ def main() -> int:
     for r in rows:
         cells = [f"{r['batch']:,}", f"{r['cpu_p50_ms']:.2f}", f"{r['cpu_p99_ms']:.2f}"]
         if gpu:
-            cells += [f"{r['cuda_p50_ms']:.2f}", f"{r['cuda_p99_ms']:.2f}", f"{r['cpu_over_gpu_p50']:.1f}x"]
+            cells += [
+                f"{r['cuda_p50_ms']:.2f}",
+                f"{r['cuda_p99_ms']:.2f}",
+                f"{r['cpu_over_gpu_p50']:.1f}x",
+            ]
         t.add_row(*cells)
     console.print(t)
 
@@ -167,8 +193,11 @@ def main() -> int:
     if not ns.no_serve:
         served = serve_latency(sizes, ns.repeats, gpu)
         result["serve"] = served
-        st = Table(title=f"through Ray Serve: primary on {served['device']} (v{served['version']}), "
-                   "handle.predict per batch", title_justify="left")
+        st = Table(
+            title=f"through Ray Serve: primary on {served['device']} (v{served['version']}), "
+            "handle.predict per batch",
+            title_justify="left",
+        )
         for col in ("batch", "p50 ms", "p99 ms"):
             st.add_column(col, justify="right")
         for r in served["rows"]:

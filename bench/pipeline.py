@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -47,7 +48,9 @@ def _isolated(suffix: str) -> dict[str, Any]:
     return isolated_args(CONFIG, suffix)
 
 
-async def _produce(bootstrap: str, topic: str, events: list[dict[str, Any]], rate: float | None) -> float:
+async def _produce(
+    bootstrap: str, topic: str, events: list[dict[str, Any]], rate: float | None
+) -> float:
     """Produce `events`; paced at `rate`/s with event_time = send time, or flat out."""
     from raylane.contracts import Codec
     from raylane.ingest.producer import EventProducer
@@ -76,13 +79,20 @@ async def _produce(bootstrap: str, topic: str, events: list[dict[str, Any]], rat
     return time.perf_counter() - t0
 
 
-async def _consume_scored(bootstrap: str, topic: str, n: int, timeout_s: float) -> tuple[list[int], list[float]]:
+async def _consume_scored(
+    bootstrap: str, topic: str, n: int, timeout_s: float
+) -> tuple[list[int], list[float]]:
     """Output timestamps (ms) and receive-minus-event_time latencies of the first n records."""
     from raylane.contracts import Codec
 
     codec = Codec.for_contract("payments.scored")
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                         auto_offset_reset="earliest", fetch_max_wait_ms=5)
+    c = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=5,
+    )
     await c.start()
     stamps: list[int] = []
     lat: list[float] = []
@@ -109,13 +119,13 @@ def _stack_memory() -> dict[str, float]:
     for s in localstack.status():
         if s.pid:
             pids.add(s.pid)
-            try:
+            with contextlib.suppress(psutil.Error):
                 pids |= {c.pid for c in psutil.Process(s.pid).children(recursive=True)}
-            except psutil.Error:
-                pass
     for p in psutil.process_iter(["cmdline"]):  # Ray daemons and workers started by this driver
         cmd = " ".join(p.info.get("cmdline") or [])
-        if ("ray::" in cmd or "/ray/" in cmd or "raylet" in cmd or "gcs_server" in cmd) and p.pid not in pids:
+        if (
+            "ray::" in cmd or "/ray/" in cmd or "raylet" in cmd or "gcs_server" in cmd
+        ) and p.pid not in pids:
             pids.add(p.pid)
     rss = pss = 0
     for pid in pids:
@@ -136,23 +146,35 @@ def bench_pipeline(args: argparse.Namespace, world: Any, bootstrap: str) -> dict
     res: dict[str, Any] = {}
     sat_args = _isolated("bench-sat-" + uuid.uuid4().hex[:6])
     lat_topic = "payments.initiated.bench-lat-" + uuid.uuid4().hex[:6]
-    ensure_topics(bootstrap, all_topics(sat_args) + [lat_topic], partitions=4)
+    ensure_topics(bootstrap, [*all_topics(sat_args), lat_topic], partitions=4)
     with run_pipeline(CONFIG, overrides=sat_args) as running:
         running.wait_assigned()
         # warm-up: JIT-free, but connections, script loads and Feast caches
         warm = [le.event for le in world.stream(rate=world.nominal_rate, seed=1).take(2000)]
         asyncio.run(_produce(bootstrap, sat_args["input"]["topic"], warm, None))
-        asyncio.run(_consume_scored(bootstrap, sat_args["outputs"]["scored"]["topic"], len(warm), 60))
+        asyncio.run(
+            _consume_scored(bootstrap, sat_args["outputs"]["scored"]["topic"], len(warm), 60)
+        )
 
-        events = [le.event for le in world.stream(rate=world.nominal_rate, seed=2).take(args.events)]
+        events = [
+            le.event for le in world.stream(rate=world.nominal_rate, seed=2).take(args.events)
+        ]
         with console.status(f"saturation: {args.events:,} events"):
+
             async def sat() -> tuple[list[int], list[float]]:
-                consumer = asyncio.create_task(_consume_scored(
-                    bootstrap, sat_args["outputs"]["scored"]["topic"], len(warm) + len(events), 300))
+                consumer = asyncio.create_task(
+                    _consume_scored(
+                        bootstrap,
+                        sat_args["outputs"]["scored"]["topic"],
+                        len(warm) + len(events),
+                        300,
+                    )
+                )
                 await _produce(bootstrap, sat_args["input"]["topic"], events, None)
                 return await consumer
+
             stamps, _ = asyncio.run(sat())
-        stamps = sorted(stamps[len(warm):]) if len(stamps) > len(warm) else []
+        stamps = sorted(stamps[len(warm) :]) if len(stamps) > len(warm) else []
         if len(stamps) >= 2:
             span = (stamps[-1] - stamps[0]) / 1000
             res["saturation_events_per_s"] = (len(stamps) - 1) / span
@@ -162,32 +184,51 @@ def bench_pipeline(args: argparse.Namespace, world: Any, bootstrap: str) -> dict
     # fixed-rate latency on a fresh deployment pointing at the latency topic
     lat_args = dict(sat_args, input={**sat_args["input"], "topic": lat_topic})
     lat_args["ingress"] = {**sat_args["ingress"], "group_id": "bench-lat-" + uuid.uuid4().hex[:6]}
-    lat_args["outputs"] = {k: {**v, "topic": v["topic"] + "-lat"} for k, v in sat_args["outputs"].items()}
+    lat_args["outputs"] = {
+        k: {**v, "topic": v["topic"] + "-lat"} for k, v in sat_args["outputs"].items()
+    }
     ensure_topics(bootstrap, all_topics(lat_args), partitions=4)
     with run_pipeline(CONFIG, overrides=lat_args) as running:
         running.wait_assigned()
         n = int(args.rate * args.seconds)
         events = [le.event for le in world.stream(rate=world.nominal_rate, seed=3).take(n)]
         with console.status(f"latency: {n:,} events at {args.rate:g}/s"):
+
             async def lat() -> tuple[list[int], list[float]]:
-                consumer = asyncio.create_task(_consume_scored(
-                    bootstrap, lat_args["outputs"]["scored"]["topic"], n, args.seconds + 120))
+                consumer = asyncio.create_task(
+                    _consume_scored(
+                        bootstrap, lat_args["outputs"]["scored"]["topic"], n, args.seconds + 120
+                    )
+                )
                 await _produce(bootstrap, lat_topic, events, args.rate)
                 return await consumer
+
             _, lats = asyncio.run(lat())
         from raylane.monitoring.live import histogram_quantile, scrape
         from raylane.settings import Settings
 
         m = scrape(Settings.load().home)
         res["stages_ms"] = {
-            st[:-3]: {q: round(histogram_quantile(m, "raylane_stage_latency_ms", qq, f"stage={st}"), 2)
-                      for q, qq in (("p50", 0.5), ("p99", 0.99))}
-            for st in ("queue_ms", "decode_ms", "window_ms", "online_ms", "features_ms", "score_ms",
-                       "encode_ms", "batch_ms", "publish_ms", "commit_ms")
+            st[:-3]: {
+                q: round(histogram_quantile(m, "raylane_stage_latency_ms", qq, f"stage={st}"), 2)
+                for q, qq in (("p50", 0.5), ("p99", 0.99))
+            }
+            for st in (
+                "queue_ms",
+                "decode_ms",
+                "window_ms",
+                "online_ms",
+                "features_ms",
+                "score_ms",
+                "encode_ms",
+                "batch_ms",
+                "publish_ms",
+                "commit_ms",
+            )
         }
         b, e = m.get("raylane_batches_total{}", 0.0), m.get("raylane_events_in_total{}", 0.0)
         res["mean_batch_size"] = round(e / b, 1) if b else None
-        arr = np.array(lats[int(len(lats) * 0.1):])  # drop the first 10 %: warm-up
+        arr = np.array(lats[int(len(lats) * 0.1) :])  # drop the first 10 %: warm-up
         res["fixed_rate"] = args.rate
         res["latency_p50_ms"] = float(np.percentile(arr, 50))
         res["latency_p99_ms"] = float(np.percentile(arr, 99))
@@ -195,8 +236,9 @@ def bench_pipeline(args: argparse.Namespace, world: Any, bootstrap: str) -> dict
     return res
 
 
-async def _drive_http(url: str, events: list[dict[str, Any]], concurrency: int,
-                      rate: float | None) -> tuple[float, list[float]]:
+async def _drive_http(
+    url: str, events: list[dict[str, Any]], concurrency: int, rate: float | None
+) -> tuple[float, list[float]]:
     import httpx
 
     lat: list[float] = []
@@ -214,7 +256,7 @@ async def _drive_http(url: str, events: list[dict[str, Any]], concurrency: int,
             await queue.put({})
 
     async def worker(client: httpx.AsyncClient) -> None:
-        while (e := await queue.get()):
+        while e := await queue.get():
             e = dict(e, event_time=int(time.time() * 1000))
             t0 = time.perf_counter()
             r = await client.post(url, json=e)
@@ -229,9 +271,20 @@ async def _drive_http(url: str, events: list[dict[str, Any]], concurrency: int,
 def bench_baseline(args: argparse.Namespace, world: Any) -> dict[str, Any]:
     port = 18765
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "bench.baseline_service:app", "--port", str(port),
-         "--log-level", "warning", "--workers", "1"],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.baseline_service:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--workers",
+            "1",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     res: dict[str, Any] = {}
     try:
@@ -247,7 +300,10 @@ def bench_baseline(args: argparse.Namespace, world: Any) -> dict[str, Any]:
                     raise RuntimeError("baseline service did not start") from None
                 time.sleep(0.5)
         url = f"http://127.0.0.1:{port}/score"
-        events = [le.event for le in world.stream(rate=world.nominal_rate, seed=4).take(args.baseline_events)]
+        events = [
+            le.event
+            for le in world.stream(rate=world.nominal_rate, seed=4).take(args.baseline_events)
+        ]
         asyncio.run(_drive_http(url, events[:200], 8, None))  # warm-up
         with console.status(f"baseline saturation: {len(events):,} POSTs, 32 clients"):
             secs, _ = asyncio.run(_drive_http(url, events, 32, None))
@@ -297,19 +353,31 @@ def main() -> int:
         ratio = ""
         if a and b:
             ratio = f"{(a / b if higher_better else b / a):.1f}×"
-        t.add_row(name, fmt.format(a) if a is not None else "—", fmt.format(b) if b is not None else "—", ratio)
+        t.add_row(
+            name,
+            fmt.format(a) if a is not None else "—",
+            fmt.format(b) if b is not None else "—",
+            ratio,
+        )
 
     row("sustained events/s at saturation", "saturation_events_per_s", "{:,.0f}", True)
     row("fixed rate (events/s)", "fixed_rate", "{:,.0f}", True)
     row("latency p50 at fixed rate (ms)", "latency_p50_ms", "{:.1f}", False)
     row("latency p99 at fixed rate (ms)", "latency_p99_ms", "{:.1f}", False)
     mem = ours.get("memory", {})
-    t.add_row("stack memory while running", f"RSS {mem.get('rss_gib', 0):.2f} GiB / PSS "
-              f"{mem.get('pss_gib', 0):.2f} GiB ({mem.get('processes', 0)} processes)", "", "")
+    t.add_row(
+        "stack memory while running",
+        f"RSS {mem.get('rss_gib', 0):.2f} GiB / PSS "
+        f"{mem.get('pss_gib', 0):.2f} GiB ({mem.get('processes', 0)} processes)",
+        "",
+        "",
+    )
     console.print(t)
     if ours.get("stages_ms"):
-        st = Table(title=f"where the time goes at {args.rate:g}/s (per batch, Prometheus; mean batch "
-                         f"{ours.get('mean_batch_size')} events)")
+        st = Table(
+            title=f"where the time goes at {args.rate:g}/s (per batch, Prometheus; mean batch "
+            f"{ours.get('mean_batch_size')} events)"
+        )
         st.add_column("stage")
         st.add_column("p50 ms", justify="right")
         st.add_column("p99 ms", justify="right")

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xgboost as xgb
-from raylane.config import FeaturesConfig
 from sklearn.metrics import roc_auc_score
+
+from raylane.config import FeaturesConfig
 
 REFERENCE_ROWS = 5000
 BASE_PARAMS: dict[str, Any] = {
@@ -58,7 +59,9 @@ class TrainingSet:
 
     def columns_for(self, spec: ModelSpec) -> list[str]:
         dropped = set(spec.drop_columns)
-        dropped |= {c for v in self.features.online if v.view in spec.drop_views for c in v.columns()}
+        dropped |= {
+            c for v in self.features.online if v.view in spec.drop_views for c in v.columns()
+        }
         return [c for c in self.columns if c not in dropped]
 
     def split(self, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -137,11 +140,13 @@ def fit(
     rng = np.random.default_rng(0)
     sample = np.sort(rng.choice(tr, size=min(reference_rows, len(tr)), replace=False))
     reference = data.frame.iloc[sample][names].reset_index(drop=True)
-    reference["score"] = np.asarray(booster.inplace_predict(x[sample], validate_features=False),
-                                    dtype=np.float64)
+    reference["score"] = np.asarray(
+        booster.inplace_predict(x[sample], validate_features=False), dtype=np.float64
+    )
     reference["label"] = data.label[sample].astype(bool)
-    return FittedModel(spec, booster, names, auc, len(tr), len(te),
-                       time.perf_counter() - t0, reference)
+    return FittedModel(
+        spec, booster, names, auc, len(tr), len(te), time.perf_counter() - t0, reference
+    )
 
 
 def log_and_register(
@@ -162,21 +167,30 @@ def log_and_register(
     import mlflow
     import mlflow.xgboost
     from mlflow.models import infer_signature
+
     from raylane.registry import REFERENCE_ARTIFACT, register
 
     features = model.reference[model.feature_names].astype(np.float64)
     with _tracking(tracking_uri):
         _ensure_experiment(experiment or registered_name, tracking_uri, artifact_location)
         with mlflow.start_run(run_name=f"{registered_name}-{model.spec.label}") as run:
-            mlflow.log_params({**model.spec.params, "num_boost_round": model.spec.num_boost_round,
-                               "dropped": ",".join(model.spec.drop_views + model.spec.drop_columns)
-                               or "-", "n_features": len(model.feature_names),
-                               **(extra_params or {})})
+            mlflow.log_params(
+                {
+                    **model.spec.params,
+                    "num_boost_round": model.spec.num_boost_round,
+                    "dropped": ",".join(model.spec.drop_views + model.spec.drop_columns) or "-",
+                    "n_features": len(model.feature_names),
+                    **(extra_params or {}),
+                }
+            )
             mlflow.log_metrics({"auc": model.auc, "n_train": model.n_train, "n_test": model.n_test})
             signature = infer_signature(features.head(100), model.reference["score"].head(100))
             info = mlflow.xgboost.log_model(
-                model.booster, name="model", signature=signature,
-                input_example=features.head(5), model_format="ubj",
+                model.booster,
+                name="model",
+                signature=signature,
+                input_example=features.head(5),
+                model_format="ubj",
             )
             with tempfile.TemporaryDirectory() as d:
                 path = Path(d) / Path(REFERENCE_ARTIFACT).name
@@ -185,9 +199,12 @@ def log_and_register(
         # inside the block: MLflow resolves the logged model's models:/m-<id> source through
         # the process-wide tracking URI, whatever the client it registers with
         return register(
-            info.model_uri, registered_name, alias=model.spec.label,
+            info.model_uri,
+            registered_name,
+            alias=model.spec.label,
             tags={"label": model.spec.label, "auc": f"{model.auc:.4f}", "run_id": run.info.run_id},
-            description=model.spec.description, tracking_uri=tracking_uri,
+            description=model.spec.description,
+            tracking_uri=tracking_uri,
         )
 
 
@@ -215,7 +232,7 @@ def _ensure_experiment(name: str, tracking_uri: str, artifact_location: str | No
 
     if mlflow.get_experiment_by_name(name) is None:
         if artifact_location is None and tracking_uri.startswith("sqlite:///"):
-            db = Path(tracking_uri[len("sqlite:///"):])
+            db = Path(tracking_uri[len("sqlite:///") :])
             artifact_location = (db.parent / "artifacts").resolve().as_uri()
         mlflow.create_experiment(name, artifact_location=artifact_location)
     mlflow.set_experiment(name)
@@ -246,8 +263,11 @@ def fit_and_register(
         for label, m in models.items():
             status(f"logging {registered_name}@{label} to MLflow at {uri}")
             registered[label] = log_and_register(
-                m, registered_name=registered_name, tracking_uri=uri,
-                extra_params=extra_params, artifact_location=artifact_location,
+                m,
+                registered_name=registered_name,
+                tracking_uri=uri,
+                extra_params=extra_params,
+                artifact_location=artifact_location,
             )
     return models, registered
 
@@ -261,14 +281,21 @@ def print_results(res: TrainResult, title: str, min_auc: dict[str, float] | None
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f"{title} ({res.n_events:,} rows, {res.positive_rate:.2%} positive, "
-                        f"{res.seconds:.1f} s)")
+    table = Table(
+        title=f"{title} ({res.n_events:,} rows, {res.positive_rate:.2%} positive, "
+        f"{res.seconds:.1f} s)"
+    )
     for col in ("alias", "held-out ROC AUC", "columns", "fit s", "registered"):
         table.add_column(col)
     for label, m in res.models.items():
         ref = res.registered.get(label)
-        table.add_row(label, f"{m.auc:.4f}", str(len(m.feature_names)), f"{m.fit_seconds:.1f}",
-                      ref.uri_pinned if ref else "-")
+        table.add_row(
+            label,
+            f"{m.auc:.4f}",
+            str(len(m.feature_names)),
+            f"{m.fit_seconds:.1f}",
+            ref.uri_pinned if ref else "-",
+        )
     console.print(table)
     floor = min_auc if min_auc is not None else {label: 0.9 for label in res.models}
     bad = [label for label, m in res.models.items() if m.auc < floor.get(label, 0.0)]
@@ -303,9 +330,16 @@ def simulate_fit_register(
         bar.update(task, description=f"building features for {len(events):,} events")
         data = build(events)
         models, registered = fit_and_register(
-            data, specs, registered_name=registered_name, log=log, tracking_uri=tracking_uri,
-            artifact_location=artifact_location, extra_params=extra_params, nthread=nthread,
+            data,
+            specs,
+            registered_name=registered_name,
+            log=log,
+            tracking_uri=tracking_uri,
+            artifact_location=artifact_location,
+            extra_params=extra_params,
+            nthread=nthread,
             status=lambda text: bar.update(task, description=text),
         )
-    return TrainResult(models, registered, len(data.label), float(data.label.mean()),
-                       time.perf_counter() - t0)
+    return TrainResult(
+        models, registered, len(data.label), float(data.label.mean()), time.perf_counter() - t0
+    )

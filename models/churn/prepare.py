@@ -14,18 +14,25 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
 from raylane.bootstrap import backfill_windows, train_and_register
 from raylane.config import PipelineConfig
 from raylane.settings import Settings
-from rich.console import Console
 
 HERE = Path(__file__).resolve().parent
 
 
-
-
-def prepare(cfg: PipelineConfig, settings: Settings, *, console: Console, quiet: bool = False,
-            users: int = 2000, seed: int = 7, retrain: bool = False) -> dict[str, Any]:
+def prepare(
+    cfg: PipelineConfig,
+    settings: Settings,
+    *,
+    console: Console,
+    quiet: bool = False,
+    users: int = 2000,
+    seed: int = 7,
+    retrain: bool = False,
+) -> dict[str, Any]:
     from raylane.testing import World
 
     report: dict[str, Any] = {}
@@ -35,9 +42,15 @@ def prepare(cfg: PipelineConfig, settings: Settings, *, console: Console, quiet:
     if cfg.features.windows:
         history = [e.event for e in world.activity_history(now, hours=0.5)]
         report |= backfill_windows(cfg, settings, history, console)
-    report |= train_and_register(HERE, cfg, settings, console, retrain=retrain, world=world,
-                                 features=cfg.features, end=now - timedelta(hours=1),
-                                 progress=not quiet)
+    report |= train_and_register(
+        HERE,
+        cfg,
+        settings,
+        console,
+        retrain=retrain,
+        world=world,
+        features=cfg.features,
+        end=now - timedelta(hours=1),
+        progress=not quiet,
+    )
     return report
-
-

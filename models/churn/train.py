@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from raylane.config import FeaturesConfig, load_serve_config
 from raylane.features.window import reference_window_features
 from raylane.testing import LabeledEvent, World
@@ -34,27 +35,57 @@ from _training import (
     simulate_fit_register,
 )
 
-__all__ = ["CHALLENGER", "CHAMPION", "DEFAULT_FEATURES", "build_dataset", "challenger_for",
-           "load_features", "main", "train"]
+__all__ = [
+    "CHALLENGER",
+    "CHAMPION",
+    "DEFAULT_FEATURES",
+    "build_dataset",
+    "challenger_for",
+    "load_features",
+    "main",
+    "train",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 SERVE_CONFIG = REPO / "serve_configs" / "churn.yaml"
 REGISTERED_NAME = "churn"
 
 #: The features section serve_configs/churn.yaml should carry (used when it is absent).
-DEFAULT_FEATURES = FeaturesConfig.model_validate({
-    "feast_repo": "features",
-    "event": ["session_minutes", "pages_viewed", "days_since_last_login"],
-    "windows": [
-        {"name": "user_events_30m", "kind": "count", "key_fields": ["user_id"], "window_s": 1800},
-        {"name": "user_session_minutes_30m", "kind": "sum", "key_fields": ["user_id"],
-         "value_field": "session_minutes", "window_s": 1800},
-        {"name": "user_pages_30m", "kind": "sum", "key_fields": ["user_id"],
-         "value_field": "pages_viewed", "window_s": 1800},
-        {"name": "user_login_gap_days_30m", "kind": "sum", "key_fields": ["user_id"],
-         "value_field": "days_since_last_login", "window_s": 1800},
-    ],
-})
+DEFAULT_FEATURES = FeaturesConfig.model_validate(
+    {
+        "feast_repo": "features",
+        "event": ["session_minutes", "pages_viewed", "days_since_last_login"],
+        "windows": [
+            {
+                "name": "user_events_30m",
+                "kind": "count",
+                "key_fields": ["user_id"],
+                "window_s": 1800,
+            },
+            {
+                "name": "user_session_minutes_30m",
+                "kind": "sum",
+                "key_fields": ["user_id"],
+                "value_field": "session_minutes",
+                "window_s": 1800,
+            },
+            {
+                "name": "user_pages_30m",
+                "kind": "sum",
+                "key_fields": ["user_id"],
+                "value_field": "pages_viewed",
+                "window_s": 1800,
+            },
+            {
+                "name": "user_login_gap_days_30m",
+                "kind": "sum",
+                "key_fields": ["user_id"],
+                "value_field": "days_since_last_login",
+                "window_s": 1800,
+            },
+        ],
+    }
+)
 
 CHAMPION = ModelSpec(
     "champion",
@@ -86,8 +117,10 @@ def load_features(path: str | Path = SERVE_CONFIG) -> FeaturesConfig:
 def build_dataset(events: Sequence[LabeledEvent], features: FeaturesConfig) -> TrainingSet:
     """Feature rows for `events` (in arrival order), without the first, warming-up window."""
     if features.online:
-        raise ValueError("the simulated churn world has no online feature views; "
-                         f"remove {[v.view for v in features.online]} from features.online")
+        raise ValueError(
+            "the simulated churn world has no online feature views; "
+            f"remove {[v.view for v in features.online]} from features.online"
+        )
     raw = [e.event for e in events]
     df = pd.DataFrame(raw)
     cols: dict[str, np.ndarray] = {f: df[f].to_numpy(dtype=np.float64) for f in features.event}
@@ -131,10 +164,17 @@ def train(
         lambda events: build_dataset(events, feats),
         specs or (CHAMPION, challenger_for(feats)),
         registered_name=REGISTERED_NAME,
-        extra_params={"world_seed": world.seed, "n_users": world.n_users, "history_hours": hours,
-                      "rate": rate},
-        log=log, tracking_uri=tracking_uri, artifact_location=artifact_location,
-        nthread=nthread, progress=progress,
+        extra_params={
+            "world_seed": world.seed,
+            "n_users": world.n_users,
+            "history_hours": hours,
+            "rate": rate,
+        },
+        log=log,
+        tracking_uri=tracking_uri,
+        artifact_location=artifact_location,
+        nthread=nthread,
+        progress=progress,
     )
 
 
@@ -147,8 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--hours", type=float, default=1.0)
     p.add_argument("--no-log", action="store_true", help="fit and evaluate only")
     a = p.parse_args(argv)
-    res = train(seed=a.seed, n_users=a.n_users, hours=a.hours, log=not a.no_log,
-                tracking_uri=a.tracking_uri)
+    res = train(
+        seed=a.seed, n_users=a.n_users, hours=a.hours, log=not a.no_log, tracking_uri=a.tracking_uri
+    )
     return print_results(res, "churn models", min_auc={"champion": 0.9})
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from raylane.config import FeaturesConfig, load_serve_config
 from raylane.features.derived import compute_derived
 from raylane.features.window import reference_window_features
@@ -71,8 +72,14 @@ _PROFILE_TABLES: dict[str, Callable[[World, datetime], pd.DataFrame]] = {
 
 CHAMPION = ModelSpec(
     "champion",
-    {**BASE_PARAMS, "max_depth": 6, "eta": 0.08, "subsample": 0.8, "colsample_bytree": 0.9,
-     "min_child_weight": 2.0},
+    {
+        **BASE_PARAMS,
+        "max_depth": 6,
+        "eta": 0.08,
+        "subsample": 0.8,
+        "colsample_bytree": 0.9,
+        "min_child_weight": 2.0,
+    },
     300,
     description="all feature columns, depth 6, 300 rounds",
 )
@@ -101,8 +108,10 @@ def build_dataset(
     for view in features.online:
         make = _PROFILE_TABLES.get(view.view)
         if make is None:
-            raise ValueError(f"no simulated table for feature view {view.view!r}; known: "
-                             f"{sorted(_PROFILE_TABLES)}")
+            raise ValueError(
+                f"no simulated table for feature view {view.view!r}; known: "
+                f"{sorted(_PROFILE_TABLES)}"
+            )
         table = make(world, as_of).set_index(view.key)
         keys = df[view.entity_field]
         for feat, col in zip(view.features, view.columns(), strict=True):
@@ -148,11 +157,20 @@ def train(
         lambda events: build_dataset(events, world, feats, end),
         specs,
         registered_name=REGISTERED_NAME,
-        extra_params={"world_seed": world.seed, "n_users": world.n_users,
-                      "n_merchants": world.n_merchants, "history_hours": hours, "rate": rate,
-                      "fraud_rate": fraud_rate, "user_interval_s": world.n_users / rate},
-        log=log, tracking_uri=tracking_uri, artifact_location=artifact_location,
-        nthread=nthread, progress=progress,
+        extra_params={
+            "world_seed": world.seed,
+            "n_users": world.n_users,
+            "n_merchants": world.n_merchants,
+            "history_hours": hours,
+            "rate": rate,
+            "fraud_rate": fraud_rate,
+            "user_interval_s": world.n_users / rate,
+        },
+        log=log,
+        tracking_uri=tracking_uri,
+        artifact_location=artifact_location,
+        nthread=nthread,
+        progress=progress,
     )
 
 
@@ -167,8 +185,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--fraud-rate", type=float, default=0.02)
     p.add_argument("--no-log", action="store_true", help="fit and evaluate only")
     a = p.parse_args(argv)
-    res = train(seed=a.seed, n_users=a.n_users, hours=a.hours, rate=a.rate,
-                fraud_rate=a.fraud_rate, log=not a.no_log, tracking_uri=a.tracking_uri)
+    res = train(
+        seed=a.seed,
+        n_users=a.n_users,
+        hours=a.hours,
+        rate=a.rate,
+        fraud_rate=a.fraud_rate,
+        log=not a.no_log,
+        tracking_uri=a.tracking_uri,
+    )
     return print_results(res, "fraud models")
 
 

@@ -56,8 +56,9 @@ def prepare_hook(config_path: Path, cfg: PipelineConfig) -> Path:
     return path
 
 
-def bootstrap(config_path: str | Path, *, quiet: bool = False, console: Console | None = None,
-              **options: Any) -> dict[str, Any]:
+def bootstrap(
+    config_path: str | Path, *, quiet: bool = False, console: Console | None = None, **options: Any
+) -> dict[str, Any]:
     """Create the pipeline's topics, then run its use case's prepare hook."""
     from raylane.localstack import ensure_topics
 
@@ -81,7 +82,9 @@ def bootstrap(config_path: str | Path, *, quiet: bool = False, console: Console 
 # -- helpers for the use cases' prepare hooks ---------------------------------------------
 
 
-def models_registered(settings: Settings, name: str, aliases: tuple[str, ...] = ("champion", "challenger")) -> bool:
+def models_registered(
+    settings: Settings, name: str, aliases: tuple[str, ...] = ("champion", "challenger")
+) -> bool:
     """Whether registered model `name` has every alias in `aliases`."""
     from raylane.errors import ModelError
     from raylane.registry import resolve
@@ -94,8 +97,9 @@ def models_registered(settings: Settings, name: str, aliases: tuple[str, ...] = 
     return True
 
 
-def backfill_windows(cfg: PipelineConfig, settings: Settings, events: list[dict[str, Any]],
-                     console: Console) -> dict[str, Any]:
+def backfill_windows(
+    cfg: PipelineConfig, settings: Settings, events: list[dict[str, Any]], console: Console
+) -> dict[str, Any]:
     """Reset the pipeline's window state and replay `events` through the serving script."""
     import asyncio
 
@@ -120,18 +124,29 @@ def backfill_windows(cfg: PipelineConfig, settings: Settings, events: list[dict[
     return {"backfilled": n, "backfill_s": seconds}
 
 
-def train_and_register(hook_dir: Path, cfg: PipelineConfig, settings: Settings, console: Console, *,
-                       retrain: bool, **train_kw: Any) -> dict[str, Any]:
+def train_and_register(
+    hook_dir: Path,
+    cfg: PipelineConfig,
+    settings: Settings,
+    console: Console,
+    *,
+    retrain: bool,
+    **train_kw: Any,
+) -> dict[str, Any]:
     """Run ``<hook_dir>/train.py``'s ``train(...)`` unless both aliases already exist."""
 
     name = cfg.models.primary.registered_name
     if not retrain and models_registered(settings, name):
-        console.print(f"[green]✓[/] models {name}@champion and {name}@challenger already registered "
-                      "(pass --retrain to train again)")
+        console.print(
+            f"[green]✓[/] models {name}@champion and {name}@challenger already registered "
+            "(pass --retrain to train again)"
+        )
         return {}
     module = import_file(hook_dir / "train.py", f"_raylane_train_{cfg.name}")
     res = module.train(tracking_uri=settings.mlflow_tracking_uri, **train_kw)
     for label, m in res.models.items():
-        console.print(f"[green]✓[/] model {name}@{label}: held-out ROC AUC {m.auc:.4f} "
-                      f"({len(m.feature_names)} features, {m.n_train:,} training rows)")
+        console.print(
+            f"[green]✓[/] model {name}@{label}: held-out ROC AUC {m.auc:.4f} "
+            f"({len(m.feature_names)} features, {m.n_train:,} training rows)"
+        )
     return {"auc": {label: round(m.auc, 4) for label, m in res.models.items()}}

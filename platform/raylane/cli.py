@@ -166,7 +166,10 @@ def dev_status() -> None:
 
 
 ConfigOpt = Annotated[
-    Path, typer.Option("--config", "-f", help="Serve config of the pipeline.", exists=True, dir_okay=False)
+    Path,
+    typer.Option(
+        "--config", "-f", help="Serve config of the pipeline.", exists=True, dir_okay=False
+    ),
 ]
 
 
@@ -186,8 +189,10 @@ def bootstrap_cmd(
     if users is not None:
         options["users"] = users
     report = bootstrap(config, console=console, **options)
-    console.print(f"[bold green]bootstrapped[/] in {report['seconds']} s; now: "
-                  f"[bold]serve run {config}[/]", highlight=False)
+    console.print(
+        f"[bold green]bootstrapped[/] in {report['seconds']} s; now: [bold]serve run {config}[/]",
+        highlight=False,
+    )
 
 
 @app.command("demo")
@@ -195,8 +200,12 @@ def bootstrap_cmd(
 def demo_cmd(
     rate: Annotated[float, typer.Option(help="Payments per second.", min=1)] = 200.0,
     duration: Annotated[float, typer.Option(help="Seconds of streaming.", min=1)] = 60.0,
-    fraud_rate: Annotated[float, typer.Option(help="Share of fraudulent payments.", min=0, max=1)] = 0.01,
-    malformed_rate: Annotated[float, typer.Option(help="Share of malformed records.", min=0, max=1)] = 0.002,
+    fraud_rate: Annotated[
+        float, typer.Option(help="Share of fraudulent payments.", min=0, max=1)
+    ] = 0.01,
+    malformed_rate: Annotated[
+        float, typer.Option(help="Share of malformed records.", min=0, max=1)
+    ] = 0.002,
     keep_stack: Annotated[bool, typer.Option(help="Leave the embedded stack running.")] = False,
     config: ConfigOpt = Path("serve_configs/fraud.yaml"),
 ) -> None:
@@ -204,8 +213,18 @@ def demo_cmd(
     from raylane.demo import DemoOptions, run_demo
 
     users = max(2_000, int(rate * 100))  # each simulated user pays about once every 100 s
-    run_demo(DemoOptions(config=config, rate=rate, duration=duration, fraud_rate=fraud_rate,
-                         malformed_rate=malformed_rate, users=users, keep_stack=keep_stack), console)
+    run_demo(
+        DemoOptions(
+            config=config,
+            rate=rate,
+            duration=duration,
+            fraud_rate=fraud_rate,
+            malformed_rate=malformed_rate,
+            users=users,
+            keep_stack=keep_stack,
+        ),
+        console,
+    )
 
 
 register_all(app)  # the command groups of raylane/commands/ (schema, dlq, promote, drift, ...)

@@ -67,7 +67,9 @@ __all__ = [
 _TOPIC = r"^[A-Za-z0-9._-]{1,249}$"
 _IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _MODEL_URI = r"^models:/[A-Za-z0-9_.-]+(@[A-Za-z0-9_-]+|/[0-9]+)$"
-_COND = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|==|!=|>|<)\s*(-?[0-9]+(?:\.[0-9]+)?)\s*$")
+_COND = re.compile(
+    r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|==|!=|>|<)\s*(-?[0-9]+(?:\.[0-9]+)?)\s*$"
+)
 
 Topic = Annotated[str, Field(pattern=_TOPIC)]
 Ident = Annotated[str, Field(pattern=_IDENT)]
@@ -135,7 +137,8 @@ class IngressConfig(Frozen):
         default="earliest", description="Where a new consumer group starts."
     )
     session_timeout_ms: PositiveInt = Field(
-        default=10_000, description="Consumer-group session timeout; a dead replica is evicted after it."
+        default=10_000,
+        description="Consumer-group session timeout; a dead replica is evicted after it.",
     )
     max_shadow_inflight: PositiveInt = Field(
         default=8, description="Shadow batches in flight per replica before new ones are skipped."
@@ -182,8 +185,10 @@ class WindowFeature(Frozen):
     @model_validator(mode="after")
     def _value_field_for_sum(self) -> WindowFeature:
         if self.kind == "sum" and not self.value_field:
-            raise ValueError(f"window {self.name!r} has kind 'sum' but no value_field; name the "
-                             "event field to sum, e.g. value_field: amount")
+            raise ValueError(
+                f"window {self.name!r} has kind 'sum' but no value_field; name the "
+                "event field to sum, e.g. value_field: amount"
+            )
         return self
 
 
@@ -193,7 +198,9 @@ class DerivedFeature(Frozen):
         description="left / right, left - right, left * right or left + right, per event."
     )
     left: Ident = Field(description="A column defined above it (event, online, window or derived).")
-    right: Ident = Field(description="A column defined above it (event, online, window or derived).")
+    right: Ident = Field(
+        description="A column defined above it (event, online, window or derived)."
+    )
 
 
 class FeaturesConfig(Frozen):
@@ -230,8 +237,10 @@ class FeaturesConfig(Frozen):
             for side in ("left", "right"):
                 col = getattr(d, side)
                 if col not in known:
-                    raise ValueError(f"derived[{i}] ({d.name}).{side} is {col!r}, which is not a column "
-                                     f"defined before it; known: {known}")
+                    raise ValueError(
+                        f"derived[{i}] ({d.name}).{side} is {col!r}, which is not a column "
+                        f"defined before it; known: {known}"
+                    )
             known.append(d.name)
         return self
 
@@ -263,12 +272,15 @@ class AutoscalingConfig(Frozen):
     @model_validator(mode="after")
     def _bounds(self) -> AutoscalingConfig:
         if self.max_replicas < self.min_replicas:
-            raise ValueError(f"max_replicas ({self.max_replicas}) must be >= min_replicas "
-                             f"({self.min_replicas})")
+            raise ValueError(
+                f"max_replicas ({self.max_replicas}) must be >= min_replicas ({self.min_replicas})"
+            )
         init = self.initial_replicas
         if init is not None and not self.min_replicas <= init <= self.max_replicas:
-            raise ValueError(f"initial_replicas ({init}) must lie between min_replicas "
-                             f"({self.min_replicas}) and max_replicas ({self.max_replicas})")
+            raise ValueError(
+                f"initial_replicas ({init}) must lie between min_replicas "
+                f"({self.min_replicas}) and max_replicas ({self.max_replicas})"
+            )
         return self
 
     def to_serve(self) -> dict[str, Any]:
@@ -284,8 +296,10 @@ class BatchingConfig(Frozen):
         default=4, le=1024, description="Most batch calls merged into one model call."
     )
     batch_wait_timeout_s: NonNegativeFloat = Field(
-        default=0.0, le=10.0, description="Longest a call waits for others to merge with; 0 "
-        "merges only calls that are already queued."
+        default=0.0,
+        le=10.0,
+        description="Longest a call waits for others to merge with; 0 "
+        "merges only calls that are already queued.",
     )
 
 
@@ -294,7 +308,9 @@ class CacheConfig(Frozen):
 
     ttl_s: PositiveFloat = Field(description="Hard time to live of a cached score, in seconds.")
     max_entries: PositiveInt = Field(
-        default=100_000, le=10_000_000, description="Most cached scores; the least recently used go first."
+        default=100_000,
+        le=10_000_000,
+        description="Most cached scores; the least recently used go first.",
     )
 
 
@@ -314,10 +330,12 @@ class ModelConfig(Frozen):
         default=None, description="Scale replicas with load instead of a fixed num_replicas."
     )
     max_ongoing_requests: PositiveInt = Field(
-        default=16, description="Batch calls one replica accepts at once (Serve's max_ongoing_requests)."
+        default=16,
+        description="Batch calls one replica accepts at once (Serve's max_ongoing_requests).",
     )
     batching: BatchingConfig | None = Field(
-        default=None, description="Merge concurrent batch calls into one model call; off when unset."
+        default=None,
+        description="Merge concurrent batch calls into one model call; off when unset.",
     )
     cache: CacheConfig | None = Field(
         default=None, description="Prediction cache (per replica); off when unset."
@@ -326,12 +344,15 @@ class ModelConfig(Frozen):
         default=5.0, description="Longest one batch call may take before it counts as failed."
     )
     sample_fraction: float = Field(
-        default=1.0, gt=0.0, le=1.0,
+        default=1.0,
+        gt=0.0,
+        le=1.0,
         description="Shadows only: fraction of events the shadow scores, chosen deterministically "
         "by a hash of event_id (the same events for every shadow and every replica).",
     )
     reload_poll_s: PositiveFloat = Field(
-        default=2.0, le=60.0,
+        default=2.0,
+        le=60.0,
         description="For alias URIs: how often replicas check the registry for an alias move "
         "(hot swap without a restart).",
     )
@@ -358,8 +379,10 @@ class ModelsConfig(Frozen):
         if dup:
             raise ValueError(f"model names {dup} are used more than once; each needs its own name")
         if self.primary.sample_fraction != 1.0:
-            raise ValueError(f"models.primary.sample_fraction is {self.primary.sample_fraction}; "
-                             "the primary scores every event, only shadows may sample")
+            raise ValueError(
+                f"models.primary.sample_fraction is {self.primary.sample_fraction}; "
+                "the primary scores every event, only shadows may sample"
+            )
         return self
 
 
@@ -367,11 +390,14 @@ class PromotionConfig(Frozen):
     """Gates a challenger must pass on live shadow aggregates before `raylane promote`."""
 
     shadow: Ident | None = Field(
-        default=None, description="Label of the shadow whose aggregates gate the promotion; "
-        "defaults to the first shadow.")
+        default=None,
+        description="Label of the shadow whose aggregates gate the promotion; "
+        "defaults to the first shadow.",
+    )
     challenger_alias: Ident = Field(default="challenger", description="Alias promoted from.")
     previous_alias: Ident = Field(
-        default="previous", description="Alias the replaced champion keeps (what rollback restores)."
+        default="previous",
+        description="Alias the replaced champion keeps (what rollback restores).",
     )
     min_samples: NonNegativeInt = Field(
         default=1000, description="Fewest compared events in the aggregates."
@@ -482,7 +508,8 @@ class ConfluentRegistryConfig(Frozen):
         description="A Confluent Schema Registry REST API (Confluent, Karapace, Redpanda, Apicurio)."
     )
     url: str = Field(
-        pattern=r"^https?://", description="Base URL of the registry, e.g. http://schema-registry:8081."
+        pattern=r"^https?://",
+        description="Base URL of the registry, e.g. http://schema-registry:8081.",
     )
     basic_auth_env: str | None = Field(
         default=None,
@@ -546,7 +573,8 @@ class DriftConfig(Frozen):
         description="Evidently stattest per column, over `method` (e.g. {amount: ks}).",
     )
     per_column_threshold: dict[str, float] = Field(
-        default_factory=dict, description="Stattest threshold per column; unset: the test's default."
+        default_factory=dict,
+        description="Stattest threshold per column; unset: the test's default.",
     )
     clear_after: PositiveInt = Field(
         default=1,
@@ -572,13 +600,17 @@ class DriftConfig(Frozen):
     @model_validator(mode="after")
     def _sizes(self) -> DriftConfig:
         if self.min_window_size > self.window_size:
-            raise ValueError(f"min_window_size ({self.min_window_size}) must be <= window_size "
-                             f"({self.window_size})")
+            raise ValueError(
+                f"min_window_size ({self.min_window_size}) must be <= window_size "
+                f"({self.window_size})"
+            )
         return self
 
 
 class UpdateProfileAction(Frozen):
-    type: Literal["update_profile"] = Field(description="Raise a feature of the entity's online row.")
+    type: Literal["update_profile"] = Field(
+        description="Raise a feature of the entity's online row."
+    )
     name: Ident = Field(default="update_profile", description="Handler name (dedupe key, metrics).")
     view: Ident = Field(default="user_risk_profile", description="Feast feature view to update.")
     entity_field: Ident = Field(default="user_id", description="Event field holding the join key.")
@@ -593,11 +625,14 @@ class WebhookAction(Frozen):
     url: str = Field(pattern=r"^https?://", description="Where to POST.")
     timeout_s: PositiveFloat = Field(default=5.0, description="Timeout of one attempt.")
     attempts: PositiveInt = Field(default=4, le=20, description="Attempts before the action DLQ.")
-    backoff_s: PositiveFloat = Field(default=0.2, description="First retry delay; doubles each time.")
+    backoff_s: PositiveFloat = Field(
+        default=0.2, description="First retry delay; doubles each time."
+    )
     backoff_max_s: PositiveFloat = Field(default=5.0, description="Longest delay between attempts.")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
     breaker: BreakerConfig = Field(
-        default_factory=BreakerConfig, description="Breaker around the URL (failed events, not attempts)."
+        default_factory=BreakerConfig,
+        description="Breaker around the URL (failed events, not attempts).",
     )
 
 
@@ -633,8 +668,10 @@ class ActionTopic(Frozen):
         names = [h.name for h in self.handlers]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise ValueError(f"handler names {dup} are used more than once on topic {self.topic}; "
-                             "give each a distinct name")
+            raise ValueError(
+                f"handler names {dup} are used more than once on topic {self.topic}; "
+                "give each a distinct name"
+            )
         return self
 
 
@@ -643,7 +680,9 @@ class ActionsConfig(Frozen):
     group_id: str | None = Field(
         default=None, description="Consumer group of the runner; defaults to `<pipeline>-actions`."
     )
-    topics: tuple[ActionTopic, ...] = Field(default=(), description="Action topics and their handlers.")
+    topics: tuple[ActionTopic, ...] = Field(
+        default=(), description="Action topics and their handlers."
+    )
     dedupe_ttl_s: PositiveInt = Field(
         default=7 * 86400, description="How long an event_id is remembered as handled, per handler."
     )
@@ -672,7 +711,9 @@ class PipelineConfig(Frozen):
         "committed registry) or `{type: confluent, url: ...}`; a plain string is a file path.",
     )
     drift: DriftConfig | None = Field(default=None, description="Drift monitor; none: not started.")
-    actions: ActionsConfig | None = Field(default=None, description="Action runner; none: not started.")
+    actions: ActionsConfig | None = Field(
+        default=None, description="Action runner; none: not started."
+    )
 
     @field_validator("schema_registry", mode="before")
     @classmethod
@@ -696,8 +737,10 @@ class PipelineConfig(Frozen):
             )
         labels = [m.name for m in self.models.shadows]
         if self.promotion.shadow is not None and self.promotion.shadow not in labels:
-            raise ValueError(f"promotion.shadow is {self.promotion.shadow!r}, which is not a shadow "
-                             f"label; shadows: {labels}")
+            raise ValueError(
+                f"promotion.shadow is {self.promotion.shadow!r}, which is not a shadow "
+                f"label; shadows: {labels}"
+            )
         return self
 
     def gating_shadow(self) -> ModelConfig | None:
@@ -713,7 +756,9 @@ class PipelineConfig(Frozen):
             known = set(self.features.columns())
             bad = [c for c in self.drift.columns if c not in known]
             if bad:
-                raise ValueError(f"drift.columns {bad} are not feature columns; known: {sorted(known)}")
+                raise ValueError(
+                    f"drift.columns {bad} are not feature columns; known: {sorted(known)}"
+                )
         return self
 
     @classmethod
@@ -742,7 +787,9 @@ def _format_errors(e: ValidationError, where: str) -> str:
     return "invalid pipeline config:\n  " + "\n  ".join(lines)
 
 
-def load_serve_config(path: str | Path, app_index: int = 0) -> tuple[dict[str, Any], PipelineConfig]:
+def load_serve_config(
+    path: str | Path, app_index: int = 0
+) -> tuple[dict[str, Any], PipelineConfig]:
     """Read a Ray Serve config file and validate the pipeline in one application's args."""
     p = Path(path)
     try:
@@ -753,8 +800,10 @@ def load_serve_config(path: str | Path, app_index: int = 0) -> tuple[dict[str, A
         raise ConfigError(f"{p}: not valid YAML: {e}") from e
     apps = (doc or {}).get("applications") if isinstance(doc, dict) else None
     if not isinstance(apps, list) or len(apps) <= app_index:
-        raise ConfigError(f"{p}: applications[{app_index}] is missing; a Serve config lists "
-                          "applications, each with import_path and args")
+        raise ConfigError(
+            f"{p}: applications[{app_index}] is missing; a Serve config lists "
+            "applications, each with import_path and args"
+        )
     args = apps[app_index].get("args")
     if not isinstance(args, dict):
         raise ConfigError(f"{p}: applications[{app_index}].args is missing; it holds the pipeline")

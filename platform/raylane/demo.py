@@ -10,6 +10,7 @@ consumer sees plus the replicas' Prometheus metrics. Ctrl-C or the end of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from dataclasses import dataclass, field
@@ -55,8 +56,10 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
         with console.status("starting the embedded stack (Kafka, Redis, MLflow)"):
             localstack.up()
             started = not running_before
-        console.print("[green]✓[/] stack up: " + ", ".join(
-            f"{s.component} {s.address}" for s in localstack.status()))
+        console.print(
+            "[green]✓[/] stack up: "
+            + ", ".join(f"{s.component} {s.address}" for s in localstack.status())
+        )
         bootstrap(opts.config, console=console, users=opts.users)
         with console.status("deploying the Serve app (ingress, champion, challenger) on local Ray"):
             ctx = run_pipeline(opts.config)
@@ -72,10 +75,8 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
             stop = (KeyboardInterrupt, e, None)
         summary = _summary(live, console)
         with console.status("stopping the Serve app and Ray"):
-            try:
+            with contextlib.suppress(KeyboardInterrupt):
                 ctx.__exit__(*stop)
-            except KeyboardInterrupt:
-                pass
         return summary
     finally:
         if started and not opts.keep_stack:
@@ -131,7 +132,9 @@ async def _drive(cfg: PipelineConfig, opts: DemoOptions, console: Console, st: _
                         for _ in range(n_bad):
                             await prod.send_raw(b"\x00\x00\x00" + rng.randbytes(12), key=b"demo")
                         st.malformed += n_bad
-                    if time.monotonic() - last_view > 0.5:  # scrape off the event loop, twice a second
+                    if (
+                        time.monotonic() - last_view > 0.5
+                    ):  # scrape off the event loop, twice a second
                         last_view = time.monotonic()
                         history.append((last_view, st.sent, watcher.stats.scored))
                         metrics = await asyncio.to_thread(scrape, settings.home, 0.2)
@@ -167,8 +170,9 @@ def _rate(history: list[tuple[float, int, int]], idx: int, window_s: float = 5.0
     return (history[-1][idx] - old[idx]) / dt if dt > 0 else 0.0
 
 
-def _view(s: WatchStats, history: list[tuple[float, int, int]], st: _LiveState,
-          m: dict[str, float]) -> Table:
+def _view(
+    s: WatchStats, history: list[tuple[float, int, int]], st: _LiveState, m: dict[str, float]
+) -> Table:
     sent, malformed = st.sent, st.malformed
     t = Table(title="raylane fraud pipeline — live", show_header=True, expand=False)
     t.add_column("measure")
@@ -179,9 +183,13 @@ def _view(s: WatchStats, history: list[tuple[float, int, int]], st: _LiveState,
     t.add_row("scored (distinct event ids)", f"{len(s.scored_ids):,}")
     t.add_row("flagged", f"{s.flagged:,}")
     t.add_row("DLQ", f"{s.dlq:,}")
-    t.add_row("event→scored latency p50 / p99", f"{s.percentile(50):.1f} / {s.percentile(99):.1f} ms")
-    t.add_row("shadow agreement (challenger vs champion)",
-              f"{s.agreement:.2%} of {s.shadow:,}" if s.shadow else "—")
+    t.add_row(
+        "event→scored latency p50 / p99", f"{s.percentile(50):.1f} / {s.percentile(99):.1f} ms"
+    )
+    t.add_row(
+        "shadow agreement (challenger vs champion)",
+        f"{s.agreement:.2%} of {s.shadow:,}" if s.shadow else "—",
+    )
     if m:
         for stage in ("window_ms", "online_ms", "score_ms", "batch_ms"):
             q = histogram_quantile(m, "raylane_stage_latency_ms", 0.5, f"stage={stage}")
@@ -190,8 +198,10 @@ def _view(s: WatchStats, history: list[tuple[float, int, int]], st: _LiveState,
         events = m.get("raylane_events_in_total{}", 0.0)
         t.add_row("[dim]mean batch size[/]", f"[dim]{events / batches:.1f}[/]" if batches else "—")
         retries = sum(v for k, v in m.items() if k.startswith("raylane_batch_retries_total"))
-        t.add_row("[dim]batch retries / paused[/]",
-                  f"[dim]{retries:.0f} / {'yes' if m.get('raylane_consumer_paused{}') else 'no'}[/]")
+        t.add_row(
+            "[dim]batch retries / paused[/]",
+            f"[dim]{retries:.0f} / {'yes' if m.get('raylane_consumer_paused{}') else 'no'}[/]",
+        )
     return t
 
 

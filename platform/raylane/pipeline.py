@@ -43,16 +43,22 @@ class LocalModelClient:
     async def predict(self, columns: Mapping[str, np.ndarray]) -> Prediction:
         t0 = time.perf_counter()
         scores = self.model.predict(columns)
-        return Prediction(scores=np.asarray(scores), model_name=self.model.name,
-                          model_version=str(self.model.version),
-                          latency_ms=(time.perf_counter() - t0) * 1000.0)
+        return Prediction(
+            scores=np.asarray(scores),
+            model_name=self.model.name,
+            model_version=str(self.model.version),
+            latency_ms=(time.perf_counter() - t0) * 1000.0,
+        )
 
 
 def codecs_for(cfg: PipelineConfig) -> tuple[Codec, dict[str, Codec]]:
     """The input codec and one output codec per output contract of `cfg`."""
     registry = open_registry(cfg.schema_registry)
     inp = Codec.for_contract(
-        cfg.input.contract, registry, formats=cfg.input.formats, max_event_bytes=cfg.input.max_event_bytes
+        cfg.input.contract,
+        registry,
+        formats=cfg.input.formats,
+        max_event_bytes=cfg.input.max_event_bytes,
     )
     contracts = {cfg.outputs.scored.contract}
     if cfg.outputs.shadow:
@@ -108,7 +114,9 @@ async def build_ingress(
     """An ingress loop (not yet started) for `cfg`, scoring with `primary`."""
     settings = settings or Settings.load()
     processor = build_processor(cfg, primary, settings=settings)
-    shadow_codec = processor.output_codecs.get(cfg.outputs.shadow.contract) if cfg.outputs.shadow else None
+    shadow_codec = (
+        processor.output_codecs.get(cfg.outputs.shadow.contract) if cfg.outputs.shadow else None
+    )
     if metrics_endpoint:
         serve_metrics(settings.home, f"{cfg.name}-ingress")
     return IngressLoop(

@@ -8,6 +8,7 @@ Kafka / Redis / MLflow by changing only the environment.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -37,13 +38,13 @@ class Settings:
     def load(cls) -> Settings:
         home = raylane_home()
         stack: dict[str, str] = {}
-        try:
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
             stack = json.loads((home / "stack.json").read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            pass
         return cls(
-            kafka_bootstrap=os.environ.get(ENV_KAFKA) or stack.get("kafka_bootstrap", "127.0.0.1:9092"),
-            redis_url=os.environ.get(ENV_REDIS) or stack.get("redis_url", "redis://127.0.0.1:6379/0"),
+            kafka_bootstrap=os.environ.get(ENV_KAFKA)
+            or stack.get("kafka_bootstrap", "127.0.0.1:9092"),
+            redis_url=os.environ.get(ENV_REDIS)
+            or stack.get("redis_url", "redis://127.0.0.1:6379/0"),
             mlflow_tracking_uri=os.environ.get(ENV_MLFLOW)
             or stack.get("mlflow_tracking_uri", "http://127.0.0.1:5000"),
             home=home,

@@ -32,7 +32,11 @@ def fraud_app(bootstrapped, request) -> Iterator[tuple[Any, dict[str, Any]]]:
     from raylane.serving.runtime import run_pipeline
     from raylane.testing.kafka import isolated_args, isolated_topics
 
-    suffix = request.module.__name__.rsplit(".", 1)[-1].replace("_", "-") + "-" + __import__("uuid").uuid4().hex[:6]
+    suffix = (
+        request.module.__name__.rsplit(".", 1)[-1].replace("_", "-")
+        + "-"
+        + __import__("uuid").uuid4().hex[:6]
+    )
     args = isolated_args(FRAUD, suffix, num_replicas=2)
     ensure_topics(bootstrapped.kafka_bootstrap, isolated_topics(args), partitions=4)
     with run_pipeline(FRAUD, overrides=args) as running:

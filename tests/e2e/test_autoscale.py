@@ -30,6 +30,7 @@ def _running(app: str, deployment: str) -> int:
 
 def test_model_deployment_scales_up_under_load_and_back(bootstrapped) -> None:
     from ray import serve
+
     from raylane.config import PipelineConfig
     from raylane.serving._deployments import ModelServer
     from raylane.serving.app import model_options
@@ -38,8 +39,13 @@ def test_model_deployment_scales_up_under_load_and_back(bootstrapped) -> None:
 
     args = yaml.safe_load(FRAUD.read_text())["applications"][0]["args"]
     args["models"]["primary"]["autoscaling_config"] = {
-        "min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1,
-        "upscale_delay_s": 1, "downscale_delay_s": 4, "metrics_interval_s": 0.5, "look_back_period_s": 2,
+        "min_replicas": 1,
+        "max_replicas": 2,
+        "target_ongoing_requests": 1,
+        "upscale_delay_s": 1,
+        "downscale_delay_s": 4,
+        "metrics_interval_s": 0.5,
+        "look_back_period_s": 2,
     }
     cfg = PipelineConfig.from_args(args)
     m = cfg.models.primary
@@ -48,9 +54,17 @@ def test_model_deployment_scales_up_under_load_and_back(bootstrapped) -> None:
     name, app = "autoscale-model", "autoscale"
     start_ray()
     try:
-        serve.start(proxy_location="Disabled", logging_config={"enable_access_log": False, "log_level": "WARNING"})
-        handle = serve.run(ModelServer.options(name=name, **opts).bind(  # type: ignore[attr-defined]
-            m.model_dump(mode="json"), Settings.load().as_env(), name), name=app, route_prefix=None)
+        serve.start(
+            proxy_location="Disabled",
+            logging_config={"enable_access_log": False, "log_level": "WARNING"},
+        )
+        handle = serve.run(
+            ModelServer.options(name=name, **opts).bind(  # type: ignore[attr-defined]
+                m.model_dump(mode="json"), Settings.load().as_env(), name
+            ),
+            name=app,
+            route_prefix=None,
+        )
         features = handle.info.remote().result(timeout_s=60)["features"]
         rng = np.random.default_rng(0)
         cols = {f: rng.uniform(0, 1, 20_000) for f in features}
@@ -75,7 +89,9 @@ def test_model_deployment_scales_up_under_load_and_back(bootstrapped) -> None:
         stop.set()
         for w in workers:
             w.join(timeout=60)
-        print(f"scaled to {peak} replicas {up_s:.1f} s into the load ({calls[0]} batch calls of 20,000 rows)")
+        print(
+            f"scaled to {peak} replicas {up_s:.1f} s into the load ({calls[0]} batch calls of 20,000 rows)"
+        )
         assert peak >= 2
 
         t1, now = time.monotonic(), peak

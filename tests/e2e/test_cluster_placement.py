@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+
 from raylane.contracts import Codec
 from raylane.ingest.producer import EventProducer
 from raylane.settings import Settings
@@ -28,10 +29,17 @@ FRAUD = ROOT / "serve_configs" / "fraud.yaml"
 N = 300
 
 
-async def _ids(bootstrap: str, topic: str, contract: str, want: set[str], timeout_s: float) -> set[str]:
+async def _ids(
+    bootstrap: str, topic: str, contract: str, want: set[str], timeout_s: float
+) -> set[str]:
     codec = Codec.for_contract(contract)
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                         auto_offset_reset="earliest", fetch_max_wait_ms=20)
+    c = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=20,
+    )
     await c.start()
     seen: set[str] = set()
     try:
@@ -52,48 +60,90 @@ async def _send(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> Non
 def test_primary_and_shadow_run_on_the_nodes_the_config_names(bootstrapped) -> None:
     import ray
     from ray.cluster_utils import Cluster
+
     from raylane.localstack import ensure_topics
     from raylane.serving.runtime import run_pipeline
     from raylane.testing.kafka import isolated_args, isolated_topics
 
     stack = bootstrapped
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "resources": {"zone_a": 4}, "object_store_memory": 150 * 1024 * 1024})
-    worker = cluster.add_node(num_cpus=2, resources={"zone_b": 4}, object_store_memory=150 * 1024 * 1024)
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 2,
+            "resources": {"zone_a": 4},
+            "object_store_memory": 150 * 1024 * 1024,
+        },
+    )
+    worker = cluster.add_node(
+        num_cpus=2, resources={"zone_b": 4}, object_store_memory=150 * 1024 * 1024
+    )
     cluster.wait_for_nodes()
     try:
-        ray.init(address=cluster.address, runtime_env={"env_vars": Settings.load().as_env()},
-                 include_dashboard=False, log_to_driver=False)
+        ray.init(
+            address=cluster.address,
+            runtime_env={"env_vars": Settings.load().as_env()},
+            include_dashboard=False,
+            log_to_driver=False,
+        )
         head_id = ray.get_runtime_context().get_node_id()
         args = isolated_args(FRAUD, f"cl-{uuid.uuid4().hex[:8]}", num_replicas=1)
         args["ingress"]["ray_actor_options"] = {"num_cpus": 0.25, "resources": {"zone_a": 1}}
-        args["models"]["primary"]["ray_actor_options"] = {"num_cpus": 0.25, "resources": {"zone_a": 1}}
-        args["models"]["shadows"][0]["ray_actor_options"] = {"num_cpus": 0.25, "resources": {"zone_b": 1}}
+        args["models"]["primary"]["ray_actor_options"] = {
+            "num_cpus": 0.25,
+            "resources": {"zone_a": 1},
+        }
+        args["models"]["shadows"][0]["ray_actor_options"] = {
+            "num_cpus": 0.25,
+            "resources": {"zone_b": 1},
+        }
         # the Serve-side batching and the prediction cache ride along on this run
         args["models"]["primary"]["batching"] = {"max_batch_size": 4, "batch_wait_timeout_s": 0.005}
         args["models"]["shadows"][0]["cache"] = {"ttl_s": 60, "max_entries": 10_000}
         ensure_topics(stack.kafka_bootstrap, isolated_topics(args), partitions=2)
         meta = json.loads((Settings.load().home / "world-fraud.json").read_text())
-        events = [le.event for le in World(seed=meta["seed"], n_users=meta["users"]).stream(rate=100, seed=5).take(N)]
+        events = [
+            le.event
+            for le in World(seed=meta["seed"], n_users=meta["users"])
+            .stream(rate=100, seed=5)
+            .take(N)
+        ]
         ids = {e["event_id"] for e in events}
         with run_pipeline(FRAUD, overrides=args) as running:
             running.wait_assigned()
             primary = running.model("champion").info.remote().result(timeout_s=60)
             shadow = running.model("challenger").info.remote().result(timeout_s=60)
-            print(f"primary on node {primary['node_id'][:12]}, shadow on node {shadow['node_id'][:12]}")
+            print(
+                f"primary on node {primary['node_id'][:12]}, shadow on node {shadow['node_id'][:12]}"
+            )
             assert primary["node_id"] == head_id
             assert shadow["node_id"] == worker.node_id and shadow["node_id"] != primary["node_id"]
             asyncio.run(_send(stack.kafka_bootstrap, args["input"]["topic"], events))
-            scored = asyncio.run(_ids(stack.kafka_bootstrap, args["outputs"]["scored"]["topic"],
-                                      "payments.scored", ids, 180))
-            compared = asyncio.run(_ids(stack.kafka_bootstrap, args["outputs"]["shadow"]["topic"],
-                                        "fraud.shadow", ids, 120))
+            scored = asyncio.run(
+                _ids(
+                    stack.kafka_bootstrap,
+                    args["outputs"]["scored"]["topic"],
+                    "payments.scored",
+                    ids,
+                    180,
+                )
+            )
+            compared = asyncio.run(
+                _ids(
+                    stack.kafka_bootstrap,
+                    args["outputs"]["shadow"]["topic"],
+                    "fraud.shadow",
+                    ids,
+                    120,
+                )
+            )
             shadow_after = running.model("challenger").info.remote().result(timeout_s=60)
         assert scored == ids
         assert compared == ids
         cache = shadow_after["cache"]
         print(f"shadow cache: {cache}")
-        assert cache is not None and cache["hits"] + cache["misses"] >= N  # every compared event was looked up
+        assert (
+            cache is not None and cache["hits"] + cache["misses"] >= N
+        )  # every compared event was looked up
     finally:
         if ray.is_initialized():
             ray.shutdown()

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+
 from raylane.config import OnlineFeatureView
 from raylane.contracts import Codec
 from raylane.features import FeastRepo, OnlineFeatureReader
@@ -36,7 +37,11 @@ async def _risk(user: str) -> float:
     s = Settings.load()
     reader = OnlineFeatureReader.from_repo(
         FeastRepo.load("features", redis_url=s.redis_url),
-        [OnlineFeatureView(view="user_risk_profile", entity_field="user_id", features=("risk_score",))],
+        [
+            OnlineFeatureView(
+                view="user_risk_profile", entity_field="user_id", features=("risk_score",)
+            )
+        ],
     )
     try:
         return float((await reader.read({"user_id": [user]}))[FEATURE][0])
@@ -44,10 +49,17 @@ async def _risk(user: str) -> float:
         await reader.aclose()
 
 
-async def _consume(bootstrap: str, topics: list[str], until: Any, timeout_s: float) -> dict[str, list[Any]]:
+async def _consume(
+    bootstrap: str, topics: list[str], until: Any, timeout_s: float
+) -> dict[str, list[Any]]:
     got: dict[str, list[Any]] = {t: [] for t in topics}
-    c = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-                         fetch_max_wait_ms=20)
+    c = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=20,
+    )
     await c.start()
     try:
         deadline = time.monotonic() + timeout_s
@@ -59,15 +71,23 @@ async def _consume(bootstrap: str, topics: list[str], until: Any, timeout_s: flo
     return got
 
 
-async def test_flagged_payment_raises_the_profile_the_next_payment_is_scored_with(fraud_app) -> None:
+async def test_flagged_payment_raises_the_profile_the_next_payment_is_scored_with(
+    fraud_app,
+) -> None:
     running, args = fraud_app
     s = Settings.load()
-    scored_t, flagged_t = args["outputs"]["scored"]["topic"], args["decision"]["rules"][0]["publish"]["topic"]
+    scored_t, flagged_t = (
+        args["outputs"]["scored"]["topic"],
+        args["decision"]["rules"][0]["publish"]["topic"],
+    )
     handlers = args["actions"]["topics"][0]["handlers"]
     blocked_t = next(h["output"]["topic"] for h in handlers if h["type"] == "publish")
     increase = next(h["increase"] for h in handlers if h["type"] == "update_profile")
     codec = Codec.for_contract("payments.initiated")
-    scored_c, flagged_c = Codec.for_contract("payments.scored"), Codec.for_contract("payments.flagged")
+    scored_c, flagged_c = (
+        Codec.for_contract("payments.scored"),
+        Codec.for_contract("payments.flagged"),
+    )
 
     # Three bursts from three victims, 5 s apart: the model catches a 4 s burst most of the
     # time, not always (see tests/e2e/test_fraud_pipeline.py), and this test is about what
@@ -118,8 +138,13 @@ async def test_flagged_payment_raises_the_profile_the_next_payment_is_scored_wit
     before, expected = before[user], expected[user]
 
     # the user's next payment is scored with the raised profile
-    nxt = dict(burst[-1], event_id=f"next-{user}-{time.time_ns()}", correlation_id=f"corr-next-{user}",
-               event_time=burst[-1]["event_time"] + 5_000, amount=12.5)
+    nxt = dict(
+        burst[-1],
+        event_id=f"next-{user}-{time.time_ns()}",
+        correlation_id=f"corr-next-{user}",
+        event_time=burst[-1]["event_time"] + 5_000,
+        amount=12.5,
+    )
     async with EventProducer(s.kafka_bootstrap, args["input"]["topic"], codec) as prod:
         await prod.send_many([nxt])
 
@@ -127,7 +152,11 @@ async def test_flagged_payment_raises_the_profile_the_next_payment_is_scored_wit
         return any(scored_c.decode(m.value)["event_id"] == nxt["event_id"] for m in got[scored_t])
 
     got = await _consume(s.kafka_bootstrap, [scored_t, blocked_t], next_scored, 120)
-    second = next(e for e in (scored_c.decode(m.value) for m in got[scored_t]) if e["event_id"] == nxt["event_id"])
+    second = next(
+        e
+        for e in (scored_c.decode(m.value) for m in got[scored_t])
+        if e["event_id"] == nxt["event_id"]
+    )
     assert second["features"][FEATURE] == pytest.approx(expected) != pytest.approx(before)
     assert second["correlation_id"] == nxt["correlation_id"]
 

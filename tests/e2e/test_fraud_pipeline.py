@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from raylane.contracts import Codec
 from raylane.ingest.dlq import H_CLASS, H_CORRELATION, H_OFFSET, H_PARTITION, H_STAGE, H_TOPIC
 from raylane.ingest.producer import EventProducer

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+
 from raylane.contracts import Codec
 from raylane.ingest.producer import EventProducer
 from raylane.settings import Settings
@@ -36,6 +37,7 @@ RATE = 250.0  # events per second: the stream lasts ~20 s
 def _own_model(tracking_uri: str, name: str) -> tuple[str, str]:
     """Register fraud@champion and fraud@challenger again as versions 1 and 2 of `name`."""
     from mlflow import MlflowClient
+
     from raylane.registry import register
 
     c = MlflowClient(tracking_uri)
@@ -52,17 +54,24 @@ def _produce(bootstrap: str, topic: str, events: list[dict[str, Any]], sent: lis
         async with EventProducer(bootstrap, topic, codec) as prod:
             t0 = time.monotonic()
             for i in range(0, len(events), 50):
-                await prod.send_many(events[i:i + 50])
+                await prod.send_many(events[i : i + 50])
                 sent[0] = i + 50
                 await asyncio.sleep(max(0.0, t0 + (i + 50) / RATE - time.monotonic()))
 
     asyncio.run(run())
 
 
-async def _read_scored(bootstrap: str, topic: str, want: set[str], timeout_s: float) -> list[dict[str, Any]]:
+async def _read_scored(
+    bootstrap: str, topic: str, want: set[str], timeout_s: float
+) -> list[dict[str, Any]]:
     codec = Codec.for_contract("payments.scored")
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                         auto_offset_reset="earliest", fetch_max_wait_ms=20)
+    c = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=20,
+    )
     await c.start()
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -103,11 +112,18 @@ def test_promotion_mid_stream_swaps_every_replica_once_and_loses_nothing(bootstr
     v_old, v_new = _own_model(stack.mlflow_tracking_uri, name)
     args = isolated_args(FRAUD, f"hs-{unique}", num_replicas=1)
     args["name"] = f"hs_{unique}"
-    args["models"]["primary"].update(uri=f"models:/{name}@champion", num_replicas=2, reload_poll_s=1)
+    args["models"]["primary"].update(
+        uri=f"models:/{name}@champion", num_replicas=2, reload_poll_s=1
+    )
     args["models"]["shadows"][0].update(uri=f"models:/{name}@challenger")
-    args["promotion"].update(min_samples=500, min_agreement=0.5, max_p95_abs_delta=1.0,
-                             max_latency_p99_ratio=100.0, require_no_drift_alert=False,
-                             audit_topic=f"models.promoted.hs-{unique}")
+    args["promotion"].update(
+        min_samples=500,
+        min_agreement=0.5,
+        max_p95_abs_delta=1.0,
+        max_latency_p99_ratio=100.0,
+        require_no_drift_alert=False,
+        audit_topic=f"models.promoted.hs-{unique}",
+    )
     ensure_topics(stack.kafka_bootstrap, isolated_topics(args), partitions=4)
     meta = json.loads((Settings.load().home / "world-fraud.json").read_text())
     world = World(seed=meta["seed"], n_users=meta["users"])  # the users bootstrap put in Feast
@@ -123,8 +139,11 @@ def test_promotion_mid_stream_swaps_every_replica_once_and_loses_nothing(bootstr
         before = _replicas(running)
         assert {i["version"] for i in before.values()} == {v_old}
         sent = [0]
-        producer = threading.Thread(target=_produce, args=(stack.kafka_bootstrap, args["input"]["topic"],
-                                                           events, sent), daemon=True)
+        producer = threading.Thread(
+            target=_produce,
+            args=(stack.kafka_bootstrap, args["input"]["topic"], events, sent),
+            daemon=True,
+        )
         producer.start()
         while sent[0] < N // 2 and producer.is_alive():
             time.sleep(0.05)
@@ -141,7 +160,9 @@ def test_promotion_mid_stream_swaps_every_replica_once_and_loses_nothing(bootstr
         producer.join(timeout=120)
         assert not producer.is_alive() and sent[0] >= N
 
-        recs = asyncio.run(_read_scored(stack.kafka_bootstrap, args["outputs"]["scored"]["topic"], ids, 300))
+        recs = asyncio.run(
+            _read_scored(stack.kafka_bootstrap, args["outputs"]["scored"]["topic"], ids, 300)
+        )
 
         replicas = _replicas(running)
 
@@ -157,8 +178,13 @@ def test_promotion_mid_stream_swaps_every_replica_once_and_loses_nothing(bootstr
     for rid, info in replicas.items():
         swaps = info["swaps"]
         assert info["version"] == v_new, (rid, info)
-        assert [(s["from_version"], s["to_version"]) for s in swaps] == [(v_old, v_new)], (rid, swaps)
-        print(f"replica {rid}: switched v{v_old} -> v{v_new} {swaps[0]['at'] - t_promote:.2f} s after the "
-              f"promotion (load {swaps[0]['load_s']:.2f} s), pid {info['pid']}")
+        assert [(s["from_version"], s["to_version"]) for s in swaps] == [(v_old, v_new)], (
+            rid,
+            swaps,
+        )
+        print(
+            f"replica {rid}: switched v{v_old} -> v{v_new} {swaps[0]['at'] - t_promote:.2f} s after the "
+            f"promotion (load {swaps[0]['load_s']:.2f} s), pid {info['pid']}"
+        )
     # no restart: the same replicas (same processes) that served v_old now serve v_new
     assert {r: i["pid"] for r, i in replicas.items()} == {r: i["pid"] for r, i in before.items()}

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
+
 from raylane.actions import ACTION_METRICS, build_runner
 from raylane.config import PipelineConfig
 from raylane.contracts import Codec
@@ -49,7 +50,9 @@ class _Hook:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
                 status = 503 if len(hook.requests) < hook.fail else 200
-                hook.requests.append((status, {k.lower(): v for k, v in self.headers.items()}, body))
+                hook.requests.append(
+                    (status, {k.lower(): v for k, v in self.headers.items()}, body)
+                )
                 self.send_response(status)
                 self.end_headers()
 
@@ -85,32 +88,68 @@ def _cfg(unique: str, url: str, *, attempts: int, fail_max: int = 5) -> Pipeline
     flagged = args["decision"]["rules"][0]["publish"]["topic"]
     args["actions"] = {
         "group_id": f"actions-{unique}",
-        "topics": [{
-            "topic": flagged, "contract": "payments.flagged",
-            "handlers": [
-                {"type": "webhook", "url": url, "attempts": attempts, "backoff_s": 0.05, "backoff_max_s": 0.2,
-                 "timeout_s": 2, "breaker": {"fail_max": fail_max, "reset_timeout_s": 60}},
-                {"type": "publish", "output": {"topic": f"payments.blocked.{unique}", "contract": "payments.blocked"},
-                 "set": {"reason": "flagged by high_risk"}, "time_field": "blocked_at"},
-            ],
-        }],
+        "topics": [
+            {
+                "topic": flagged,
+                "contract": "payments.flagged",
+                "handlers": [
+                    {
+                        "type": "webhook",
+                        "url": url,
+                        "attempts": attempts,
+                        "backoff_s": 0.05,
+                        "backoff_max_s": 0.2,
+                        "timeout_s": 2,
+                        "breaker": {"fail_max": fail_max, "reset_timeout_s": 60},
+                    },
+                    {
+                        "type": "publish",
+                        "output": {
+                            "topic": f"payments.blocked.{unique}",
+                            "contract": "payments.blocked",
+                        },
+                        "set": {"reason": "flagged by high_risk"},
+                        "time_field": "blocked_at",
+                    },
+                ],
+            }
+        ],
     }
     return PipelineConfig.from_args(args)
 
 
 def _flagged(n: int, pipeline: str) -> list[dict[str, Any]]:
     now = int(time.time() * 1000)
-    return [{
-        "event_id": str(uuid.uuid4()), "correlation_id": f"corr-{uuid.uuid4().hex[:8]}", "pipeline": pipeline,
-        "user_id": f"u{i:05d}", "merchant_id": "m0001", "merchant_category": "crypto", "amount": 900.0 + i,
-        "currency": "EUR", "event_time": now, "score": 0.97, "decision": "flagged", "rule": "high_risk",
-        "model_name": "fraud", "model_version": "1", "flagged_at": now,
-    } for i in range(n)]
+    return [
+        {
+            "event_id": str(uuid.uuid4()),
+            "correlation_id": f"corr-{uuid.uuid4().hex[:8]}",
+            "pipeline": pipeline,
+            "user_id": f"u{i:05d}",
+            "merchant_id": "m0001",
+            "merchant_category": "crypto",
+            "amount": 900.0 + i,
+            "currency": "EUR",
+            "event_time": now,
+            "score": 0.97,
+            "decision": "flagged",
+            "rule": "high_risk",
+            "model_name": "fraud",
+            "model_version": "1",
+            "flagged_at": now,
+        }
+        for i in range(n)
+    ]
 
 
 async def _read(bootstrap: str, topic: str, n: int, timeout_s: float = 20) -> list[Any]:
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-                         fetch_max_wait_ms=20)
+    c = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=20,
+    )
     await c.start()
     out: list[Any] = []
     try:
@@ -129,14 +168,19 @@ async def _read(bootstrap: str, topic: str, n: int, timeout_s: float = 20) -> li
 async def _run(cfg: PipelineConfig, stack: Any, batches: list[list[dict[str, Any]]]) -> Any:
     assert cfg.actions is not None
     topic = cfg.actions.topics[0]
-    await ensure_topics_async(stack.kafka_bootstrap, [topic.topic, topic.dlq, f"payments.blocked.{cfg.name[4:]}"],
-                              partitions=2)
+    await ensure_topics_async(
+        stack.kafka_bootstrap,
+        [topic.topic, topic.dlq, f"payments.blocked.{cfg.name[4:]}"],
+        partitions=2,
+    )
     redis = aioredis.from_url(stack.redis_url)
     runner = build_runner(cfg, redis=redis)
     await runner.start()
     task = asyncio.create_task(runner.run())
     try:
-        async with EventProducer(stack.kafka_bootstrap, topic.topic, Codec.for_contract("payments.flagged")) as p:
+        async with EventProducer(
+            stack.kafka_bootstrap, topic.topic, Codec.for_contract("payments.flagged")
+        ) as p:
             total = 0
             for batch in batches:
                 await p.send_many(batch)
@@ -160,14 +204,16 @@ async def test_webhook_retries_until_recovered_publish_derives_and_replays_run_n
     retried = ACTION_METRICS.retried.labels(pipeline=cfg.name, handler="webhook")
     runner = await _run(cfg, stack, [events, events])  # the second batch replays the same event_ids
     assert runner.stats["events"] == 6
-    assert runner.stats["done"] == 6 and runner.stats["duplicate"] == 6 and runner.stats["failed"] == 0
+    assert (
+        runner.stats["done"] == 6 and runner.stats["duplicate"] == 6 and runner.stats["failed"] == 0
+    )
     # two 503s, then each event delivered exactly once, correlation id in headers and body
     assert [s for s, _, _ in hook.requests] == [503, 503, 200, 200, 200]
     assert retried._value.get() == 2
     ok = hook.ok()
     assert sorted(b["event"]["event_id"] for b in ok) == sorted(e["event_id"] for e in events)
     by_id = {e["event_id"]: e["correlation_id"] for e in events}
-    for status, headers, body in hook.requests[2:]:
+    for _status, headers, body in hook.requests[2:]:
         cid = by_id[body["event"]["event_id"]]
         assert headers["x-correlation-id"] == cid and body["correlation_id"] == cid
         assert headers["idempotency-key"] == body["event"]["event_id"]
@@ -178,12 +224,16 @@ async def test_webhook_retries_until_recovered_publish_derives_and_replays_run_n
     decoded = [codec.decode(m.value) for m in blocked]
     assert {d["event_id"]: d["correlation_id"] for d in decoded} == by_id
     assert all(d["reason"] == "flagged by high_risk" and d["blocked_at"] for d in decoded)
-    assert all(dict(m.headers)["raylane.correlation_id"].decode() == by_id[d["event_id"]]
-               for m, d in zip(blocked, decoded, strict=True))
+    assert all(
+        dict(m.headers)["raylane.correlation_id"].decode() == by_id[d["event_id"]]
+        for m, d in zip(blocked, decoded, strict=True)
+    )
     assert await _read(stack.kafka_bootstrap, cfg.actions.topics[0].dlq, 0, timeout_s=1) == []  # type: ignore[union-attr]
 
 
-async def test_webhook_down_sends_events_to_the_action_dlq_and_opens_its_breaker(stack, unique: str) -> None:
+async def test_webhook_down_sends_events_to_the_action_dlq_and_opens_its_breaker(
+    stack, unique: str
+) -> None:
     cfg = _cfg(unique, f"http://127.0.0.1:{_free_port()}/hook", attempts=3, fail_max=2)
     assert cfg.actions is not None
     events = _flagged(4, cfg.name)
@@ -192,7 +242,9 @@ async def test_webhook_down_sends_events_to_the_action_dlq_and_opens_its_breaker
     assert runner.stats["failed"] == 4 and runner.stats["done"] == 4  # publish still ran for each
     # the first two events were retried (2 sleeps each), then the breaker opened: no more attempts
     assert retried._value.get() == 4
-    assert ACTION_METRICS.breaker_open.labels(pipeline=cfg.name, handler="webhook")._value.get() == 1
+    assert (
+        ACTION_METRICS.breaker_open.labels(pipeline=cfg.name, handler="webhook")._value.get() == 1
+    )
     topic = cfg.actions.topics[0]
     dlq = await _read(stack.kafka_bootstrap, topic.dlq, 4)
     assert len(dlq) == 4

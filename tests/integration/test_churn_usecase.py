@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer
+
 from raylane.bootstrap import bootstrap, pipeline_topics
 from raylane.config import PipelineConfig
 from raylane.contracts import Codec
@@ -39,10 +40,14 @@ async def test_churn_pipeline_scores_activity_events(stack, unique: str) -> None
     await ensure_topics_async(stack.kafka_bootstrap, pipeline_topics(cfg), partitions=2)
 
     events = [le.event for le in World(seed=7, n_users=500).activity(rate=5.0, seed=3).take(300)]
-    async with EventProducer(stack.kafka_bootstrap, cfg.input.topic, Codec.for_contract("churn.activity")) as p:
+    async with EventProducer(
+        stack.kafka_bootstrap, cfg.input.topic, Codec.for_contract("churn.activity")
+    ) as p:
         await p.send_many(events)
 
-    model = LocalModelClient("champion", cfg.models.primary.uri, tracking_uri=stack.mlflow_tracking_uri)
+    model = LocalModelClient(
+        "champion", cfg.models.primary.uri, tracking_uri=stack.mlflow_tracking_uri
+    )
     loop = await build_ingress(cfg, model, metrics_endpoint=False)
     await loop.start()
     task = asyncio.create_task(loop.run())
@@ -53,8 +58,13 @@ async def test_churn_pipeline_scores_activity_events(stack, unique: str) -> None
     task.cancel()
     assert loop.stats.scored == 300 and loop.stats.dlq == 0
 
-    c = AIOKafkaConsumer(cfg.outputs.scored.topic, bootstrap_servers=stack.kafka_bootstrap,
-                         group_id=None, auto_offset_reset="earliest", fetch_max_wait_ms=10)
+    c = AIOKafkaConsumer(
+        cfg.outputs.scored.topic,
+        bootstrap_servers=stack.kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=10,
+    )
     await c.start()
     recs = []
     try:
@@ -70,5 +80,9 @@ async def test_churn_pipeline_scores_activity_events(stack, unique: str) -> None
     assert {r["model_name"] for r in recs} == {"churn"}
     assert {r["decision"] for r in recs} <= {"retain", "at_risk"}
     assert all(set(r["features"]) == set(cfg.features.columns()) for r in recs)
-    assert all(r["plan"] == e["plan"] for r, e in zip(sorted(recs, key=lambda r: r["event_id"]),
-                                                       sorted(events, key=lambda e: e["event_id"])))
+    assert all(
+        r["plan"] == e["plan"]
+        for r, e in zip(
+            sorted(recs, key=lambda r: r["event_id"]), sorted(events, key=lambda e: e["event_id"]), strict=False
+        )
+    )

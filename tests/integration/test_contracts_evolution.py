@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+
 from raylane.bootstrap import pipeline_topics
 from raylane.config import PipelineConfig
 from raylane.contracts import Codec, ContractViolation, WrongType
@@ -104,7 +105,10 @@ async def test_ingress_scores_v1_and_v2_events_mixed_on_its_topic(stack: Any, un
         task.cancel()
     assert (loop.stats.scored, loop.stats.dlq) == (40, 0)
     out = Codec.for_contract("payments.scored")
-    scored = [out.decode(m.value) for m in await read_topic(stack.kafka_bootstrap, cfg.outputs.scored.topic)]
+    scored = [
+        out.decode(m.value)
+        for m in await read_topic(stack.kafka_bootstrap, cfg.outputs.scored.topic)
+    ]
     assert sorted(r["event_id"] for r in scored) == sorted(e["event_id"] for e in events)
 
 
@@ -143,7 +147,9 @@ async def test_ingress_with_the_confluent_registry_backend(
         args["ingress"]["group_id"] = f"sr-{unique}"
         args["features"].update(online=[], derived=[])
         args["models"]["shadows"] = []
-        args["outputs"] = {"scored": {"topic": f"sr.scored.{unique}", "contract": "payments.scored"}}
+        args["outputs"] = {
+            "scored": {"topic": f"sr.scored.{unique}", "contract": "payments.scored"}
+        }
         args["decision"]["rules"][0]["publish"]["topic"] = f"sr.flagged.{unique}"
         cfg = PipelineConfig.from_args(args)
         rest = open_registry(cfg.schema_registry)
@@ -154,8 +160,10 @@ async def test_ingress_with_the_confluent_registry_backend(
         await ensure_topics_async(stack.kafka_bootstrap, pipeline_topics(cfg), partitions=1)
         events = _events(20, seed=24)
         old, new = Codec(SUBJECT, rest, version=1), Codec(SUBJECT, rest)
-        async with EventProducer(stack.kafka_bootstrap, cfg.input.topic, old) as p1, \
-                EventProducer(stack.kafka_bootstrap, cfg.input.topic, new) as p2:
+        async with (
+            EventProducer(stack.kafka_bootstrap, cfg.input.topic, old) as p1,
+            EventProducer(stack.kafka_bootstrap, cfg.input.topic, new) as p2,
+        ):
             await p1.send_many(events[:10])
             await p2.send_many([{**e, "device_id": "d"} for e in events[10:]])
 
@@ -174,4 +182,5 @@ async def test_ingress_with_the_confluent_registry_backend(
         msgs = await read_topic(stack.kafka_bootstrap, cfg.outputs.scored.topic)
         assert {int.from_bytes(m.value[1:5], "big") for m in msgs} == {ids["payments.scored-value"]}
         assert sorted(out.decode(m.value)["event_id"] for m in msgs) == sorted(
-            e["event_id"] for e in events)
+            e["event_id"] for e in events
+        )

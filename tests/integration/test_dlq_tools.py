@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+
 from raylane.bootstrap import pipeline_topics
 from raylane.config import PipelineConfig
 from raylane.contracts import (
@@ -55,8 +56,10 @@ def _cfg(unique: str, registry: Path | None = None, **input_: Any) -> PipelineCo
     args["features"]["online"] = []
     args["features"]["derived"] = []
     args["models"]["shadows"] = [{"name": "shadow", "uri": "models:/fraud@challenger"}]
-    args["outputs"] = {"scored": {"topic": f"dlq.scored.{unique}", "contract": "payments.scored"},
-                       "shadow": {"topic": f"dlq.shadow.{unique}", "contract": "fraud.shadow"}}
+    args["outputs"] = {
+        "scored": {"topic": f"dlq.scored.{unique}", "contract": "payments.scored"},
+        "shadow": {"topic": f"dlq.shadow.{unique}", "contract": "fraud.shadow"},
+    }
     args["decision"]["rules"][0]["publish"]["topic"] = f"dlq.flagged.{unique}"
     if registry is not None:
         args["schema_registry"] = {"type": "file", "path": str(registry)}
@@ -96,8 +99,14 @@ def _headers(m: Any) -> dict[str, bytes]:
 
 def _v3() -> dict[str, Any]:
     v3 = load_contract("payments.initiated")
-    v3["fields"].append({"name": "channel", "type": ["null", "string"], "default": None,
-                         "doc": "Sales channel (test-only v3)."})
+    v3["fields"].append(
+        {
+            "name": "channel",
+            "type": ["null", "string"],
+            "default": None,
+            "doc": "Sales channel (test-only v3).",
+        }
+    )
     return v3
 
 
@@ -124,17 +133,24 @@ async def test_replay_after_fix_scores_once_and_one_correlation_id_goes_everywhe
     assert v3.schema_id == v3_id != v2.schema_id
     async with EventProducer(stack.kafka_bootstrap, cfg.input.topic, v3) as prod:
         # v3 events: one with a correlation id header, one with no headers at all, one plain
-        await prod.send_raw(v3.encode({**events[0], "channel": "web"}), key=b"u0",
-                            headers=[("correlation_id", b"cid-follow"),
-                                     ("event_id", events[0]["event_id"].encode())])
+        await prod.send_raw(
+            v3.encode({**events[0], "channel": "web"}),
+            key=b"u0",
+            headers=[
+                ("correlation_id", b"cid-follow"),
+                ("event_id", events[0]["event_id"].encode()),
+            ],
+        )
         await prod.send_raw(v3.encode(events[1]), key=b"u1")
-        await prod.send_raw(v3.encode(events[2]), key=b"u2",
-                            headers=[("correlation_id", b"cid-2")])
+        await prod.send_raw(v3.encode(events[2]), key=b"u2", headers=[("correlation_id", b"cid-2")])
         # v2 events the ingress reads fine, one without any correlation id
         await prod.send_raw(v2.encode(events[3]), key=b"u3")
         for ev in events[4:]:
-            await prod.send_raw(v2.encode(ev), key=ev["user_id"].encode(),
-                                headers=[("correlation_id", f"c-{ev['event_id']}".encode())])
+            await prod.send_raw(
+                v2.encode(ev),
+                key=ev["user_id"].encode(),
+                headers=[("correlation_id", f"c-{ev['event_id']}".encode())],
+            )
         await prod.flush()
 
     with caplog.at_level(logging.WARNING, logger="raylane.ingest"):
@@ -150,14 +166,19 @@ async def test_replay_after_fix_scores_once_and_one_correlation_id_goes_everywhe
     generated_cid = made[0].correlation_id
     # every log line about a dead letter names it and its correlation id
     for cid in ("cid-follow", "cid-2", generated_cid):
-        assert any(cid in r.getMessage() and "UnknownSchemaId" in r.getMessage()
-                   for r in caplog.records), cid
+        assert any(
+            cid in r.getMessage() and "UnknownSchemaId" in r.getMessage() for r in caplog.records
+        ), cid
 
     # the fix: the ingress's registry learns v3 (same id as the producer's)
     assert register_checked(FileSchemaRegistry(ingress_reg), SUBJECT, _v3()) == v3_id
-    first = await replay(stack.kafka_bootstrap, cfg.input.dlq, registry=FileSchemaRegistry(ingress_reg))
+    first = await replay(
+        stack.kafka_bootstrap, cfg.input.dlq, registry=FileSchemaRegistry(ingress_reg)
+    )
     assert (first.selected, first.replayed, first.by_target) == (3, 3, {cfg.input.topic: 3})
-    second = await replay(stack.kafka_bootstrap, cfg.input.dlq, registry=FileSchemaRegistry(ingress_reg))
+    second = await replay(
+        stack.kafka_bootstrap, cfg.input.dlq, registry=FileSchemaRegistry(ingress_reg)
+    )
     assert (second.replayed, second.already_replayed) == (0, 3)
 
     stats = await _run(cfg, lambda s: s.scored >= 3)
@@ -195,10 +216,15 @@ async def test_replay_after_fix_scores_once_and_one_correlation_id_goes_everywhe
     assert shadow_by_cid["cid-follow"]["event_id"] == events[0]["event_id"].encode()
 
     # the replayed input records name where they came from
-    replayed = [m for m in await read_topic(stack.kafka_bootstrap, cfg.input.topic)
-                if "raylane.replay.of" in _headers(m)]
+    replayed = [
+        m
+        for m in await read_topic(stack.kafka_bootstrap, cfg.input.topic)
+        if "raylane.replay.of" in _headers(m)
+    ]
     assert len(replayed) == 3
-    assert all(_headers(m)["raylane.replay.of"].startswith(cfg.input.dlq.encode()) for m in replayed)
+    assert all(
+        _headers(m)["raylane.replay.of"].startswith(cfg.input.dlq.encode()) for m in replayed
+    )
 
 
 async def test_oversized_event_goes_to_dlq_truncated_and_the_consumer_goes_on(
@@ -209,10 +235,13 @@ async def test_oversized_event_goes_to_dlq_truncated_and_the_consumer_goes_on(
     await ensure_topics_async(stack.kafka_bootstrap, pipeline_topics(cfg), partitions=1)
     events = [le.event for le in World(seed=12, n_users=20).stream(start=0, rate=10).take(6)]
     codec = Codec.for_contract("payments.initiated")
-    big = json.dumps({**events[0], "event_id": "big", "user_history_hash": "x" * (3 << 20)}).encode()
+    big = json.dumps(
+        {**events[0], "event_id": "big", "user_history_hash": "x" * (3 << 20)}
+    ).encode()
     assert len(big) > 3 << 20  # over the default 1 MiB and the ingress's 1 MiB partition fetch
-    async with EventProducer(stack.kafka_bootstrap, cfg.input.topic, codec,
-                             max_request_size=4 << 20) as prod:
+    async with EventProducer(
+        stack.kafka_bootstrap, cfg.input.topic, codec, max_request_size=4 << 20
+    ) as prod:
         await prod.send_many(events[:3])
         await (await prod.send_raw(big, key=b"big", headers=[("correlation_id", b"cid-big")]))
         await prod.send_many(events[3:])
@@ -232,25 +261,34 @@ async def test_oversized_event_goes_to_dlq_truncated_and_the_consumer_goes_on(
 def test_dlq_cli_inspect_counts_and_decodes_replay_dry_run(
     stack: Any, unique: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from typer.testing import CliRunner
+
     from raylane.cli import app
     from raylane.contracts import ContractViolation, UnknownSchemaId
     from raylane.ingest.dlq import dlq_record
     from raylane.ingest.records import InRecord
-    from typer.testing import CliRunner
 
     dlq, source = f"cli.{unique}.dlq", f"cli.{unique}"
     codec = Codec(SUBJECT)
     ev = _events_for_cli()
     good = codec.encode(ev)
     recs = [
-        dlq_record(InRecord(source, 0, i, b"k", raw, [("event_id", f"e{i}".encode())]), err,
-                   f"cid-{i}", dlq)
-        for i, (raw, err) in enumerate([
-            (b"\x00\x00\x00\x99\x99" + good[5:], UnknownSchemaId("schema id 39321 unknown")),
-            (json.dumps({"event_id": "e1", "amount": "x"}).encode(),
-             ContractViolation("amount: expected double", path="amount")),
-            (b"\x07garbage", UnknownSchemaId("x")),
-        ])
+        dlq_record(
+            InRecord(source, 0, i, b"k", raw, [("event_id", f"e{i}".encode())]),
+            err,
+            f"cid-{i}",
+            dlq,
+        )
+        for i, (raw, err) in enumerate(
+            [
+                (b"\x00\x00\x00\x99\x99" + good[5:], UnknownSchemaId("schema id 39321 unknown")),
+                (
+                    json.dumps({"event_id": "e1", "amount": "x"}).encode(),
+                    ContractViolation("amount: expected double", path="amount"),
+                ),
+                (b"\x07garbage", UnknownSchemaId("x")),
+            ]
+        )
     ]
 
     async def write() -> None:
@@ -269,8 +307,11 @@ def test_dlq_cli_inspect_counts_and_decodes_replay_dry_run(
     assert "ContractViolation" in res.output and "validate" in res.output
     assert "cid-1" in res.output and '"amount": "x"' in res.output  # JSON decoded
     assert "Avro schema id 39321 (unknown)" in res.output and "garbage" in res.output
-    res = runner.invoke(app, ["dlq", "replay", dlq, "--error-class", "UnknownSchemaId",
-                              "--since", "1h", "--dry-run"], env={"COLUMNS": "250"})
+    res = runner.invoke(
+        app,
+        ["dlq", "replay", dlq, "--error-class", "UnknownSchemaId", "--since", "1h", "--dry-run"],
+        env={"COLUMNS": "250"},
+    )
     assert res.exit_code == 0, res.output
     assert "2 selected; would replay 2" in res.output
     res = runner.invoke(app, ["dlq", "replay", dlq, "--since", "yesterday-ish"])

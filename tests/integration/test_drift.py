@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
+
 from raylane.config import PipelineConfig
 from raylane.contracts import Codec
 from raylane.ingest.producer import EventProducer
@@ -57,7 +58,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
     world = World(seed=7, n_users=USERS)
     T.train(world=world, hours=0.4, end=END, tracking_uri=uri, specs=(T.CHAMPION,), progress=False)
-    return {"T": T, "uri": uri, "world": world, "model": load_model("models:/fraud@champion", tracking_uri=uri)}
+    return {
+        "T": T,
+        "uri": uri,
+        "world": world,
+        "model": load_model("models:/fraud@champion", tracking_uri=uri),
+    }
 
 
 def _shift(events: list[LabeledEvent], world: World, seed: int) -> list[LabeledEvent]:
@@ -71,12 +77,17 @@ def _shift(events: list[LabeledEvent], world: World, seed: int) -> list[LabeledE
             ev["amount"] = round(ev["amount"] * 5, 2)
         if rng.random() < 0.5:
             m = rng.choice(risky)
-            ev["merchant_id"], ev["merchant_category"] = world.merchant_ids[m], world.merchant_category[m]
+            ev["merchant_id"], ev["merchant_category"] = (
+                world.merchant_ids[m],
+                world.merchant_category[m],
+            )
         out.append(LabeledEvent(ev, e.is_fraud, e.kind))
     return out
 
 
-def _scored(trained: dict[str, Any], n_stationary: int, n_shifted: int, seed: int) -> list[dict[str, Any]]:
+def _scored(
+    trained: dict[str, Any], n_stationary: int, n_shifted: int, seed: int
+) -> list[dict[str, Any]]:
     """payments.scored records of a fresh stream (later than training, another seed)."""
     T, world, model = trained["T"], trained["world"], trained["model"]
     feats = T.load_features(FRAUD)
@@ -84,7 +95,7 @@ def _scored(trained: dict[str, Any], n_stationary: int, n_shifted: int, seed: in
     n_live = WARMUP + n_stationary + n_shifted
     stream = world.stream(int(start), seed=seed)
     live = stream.take(n_live)
-    live = live[: WARMUP + n_stationary] + _shift(live[WARMUP + n_stationary:], world, seed)
+    live = live[: WARMUP + n_stationary] + _shift(live[WARMUP + n_stationary :], world, seed)
     events = world.prior_events(int(start)) + live
     data = T.build_dataset(events, world, feats, END)
     frame = data.frame.iloc[WARMUP:].reset_index(drop=True)
@@ -93,34 +104,62 @@ def _scored(trained: dict[str, Any], n_stationary: int, n_shifted: int, seed: in
     for i, le in enumerate(live[WARMUP:]):
         ev = le.event
         row = frame.iloc[i]
-        out.append({
-            **{k: ev[k] for k in ("event_id", "correlation_id", "user_id", "merchant_id", "amount",
-                                  "currency", "event_time")},
-            "pipeline": "fraud", "score": float(scores[i]),
-            "decision": "flagged" if scores[i] > 0.85 else "approved",
-            "rule": "high_risk" if scores[i] > 0.85 else None,
-            "model_name": model.name, "model_version": str(model.version),
-            "features": {c: (None if np.isnan(v) else float(v)) for c, v in row.items()},
-            "latency_ms": {}, "scored_at": int(time.time() * 1000),
-        })
+        out.append(
+            {
+                **{
+                    k: ev[k]
+                    for k in (
+                        "event_id",
+                        "correlation_id",
+                        "user_id",
+                        "merchant_id",
+                        "amount",
+                        "currency",
+                        "event_time",
+                    )
+                },
+                "pipeline": "fraud",
+                "score": float(scores[i]),
+                "decision": "flagged" if scores[i] > 0.85 else "approved",
+                "rule": "high_risk" if scores[i] > 0.85 else None,
+                "model_name": model.name,
+                "model_version": str(model.version),
+                "features": {c: (None if np.isnan(v) else float(v)) for c, v in row.items()},
+                "latency_ms": {},
+                "scored_at": int(time.time() * 1000),
+            }
+        )
     return out
 
 
 def _cfg(unique: str) -> PipelineConfig:
     args = isolated_args(FRAUD, unique)
     args["name"] = f"drift_{unique}"
-    args["drift"] = {**args["drift"], "group_id": f"drift-{unique}",
-                     "output": {"topic": f"model.drift.{unique}", "contract": "model.drift"}}
+    args["drift"] = {
+        **args["drift"],
+        "group_id": f"drift-{unique}",
+        "output": {"topic": f"model.drift.{unique}", "contract": "model.drift"},
+    }
     return PipelineConfig.from_args(args)
 
 
-async def _run_monitor(cfg: PipelineConfig, records: list[dict[str, Any]], trained: dict[str, Any],
-                       bootstrap: str, redis_url: str, report_dir: Path) -> DriftLoop:
+async def _run_monitor(
+    cfg: PipelineConfig,
+    records: list[dict[str, Any]],
+    trained: dict[str, Any],
+    bootstrap: str,
+    redis_url: str,
+    report_dir: Path,
+) -> DriftLoop:
     assert cfg.drift is not None
-    await ensure_topics_async(bootstrap, [cfg.outputs.scored.topic, cfg.drift.output.topic], partitions=1)
-    async with EventProducer(bootstrap, cfg.outputs.scored.topic, Codec.for_contract("payments.scored")) as p:
+    await ensure_topics_async(
+        bootstrap, [cfg.outputs.scored.topic, cfg.drift.output.topic], partitions=1
+    )
+    async with EventProducer(
+        bootstrap, cfg.outputs.scored.topic, Codec.for_contract("payments.scored")
+    ) as p:
         for i in range(0, len(records), 1000):
-            await p.send_many(records[i: i + 1000])
+            await p.send_many(records[i : i + 1000])
     expected = len(records) // cfg.drift.window_size
     redis = aioredis.from_url(redis_url)
     monitor = DriftMonitor(cfg, mlflow_reference(trained["uri"]), report_dir=report_dir)
@@ -147,8 +186,13 @@ async def _drift_events(bootstrap: str, topic: str) -> list[dict[str, Any]]:
     from aiokafka import AIOKafkaConsumer
 
     codec = Codec.for_contract("model.drift")
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-                         fetch_max_wait_ms=20)
+    c = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=20,
+    )
     await c.start()
     out: list[dict[str, Any]] = []
     try:
@@ -170,7 +214,9 @@ async def test_stationary_stream_over_21_windows_publishes_no_drift(
     cfg = _cfg(unique)
     assert cfg.drift is not None
     records = _scored(trained, 21 * cfg.drift.window_size, 0, seed=1)
-    loop = await _run_monitor(cfg, records, trained, stack.kafka_bootstrap, stack.redis_url, tmp_path)
+    loop = await _run_monitor(
+        cfg, records, trained, stack.kafka_bootstrap, stack.redis_url, tmp_path
+    )
     assert loop.stats["windows"] == 21
     assert await _drift_events(stack.kafka_bootstrap, cfg.drift.output.topic) == []
     state = loop.stats["state"]
@@ -186,7 +232,9 @@ async def test_shift_is_reported_within_two_windows_naming_the_shifted_columns(
     w = cfg.drift.window_size
     records = _scored(trained, 4 * w, 4 * w, seed=2)
     shift_start = records[4 * w]["event_time"]
-    loop = await _run_monitor(cfg, records, trained, stack.kafka_bootstrap, stack.redis_url, tmp_path)
+    loop = await _run_monitor(
+        cfg, records, trained, stack.kafka_bootstrap, stack.redis_url, tmp_path
+    )
     events = await _drift_events(stack.kafka_bootstrap, cfg.drift.output.topic)
     assert events, f"no model.drift event for a shifted stream: {loop.stats}"
     first = events[0]
@@ -199,7 +247,7 @@ async def test_shift_is_reported_within_two_windows_naming_the_shifted_columns(
     assert {"amount", "merchant_profile__category_risk"} <= drifted, drifted
     assert all(c["test"] and c["score"] >= c["threshold"] for c in first["drifted_columns"])
     # the window's last event names the correlation id, and the report exists
-    ids = {r["correlation_id"] for r in records[4 * w:]}
+    ids = {r["correlation_id"] for r in records[4 * w :]}
     assert first["correlation_id"] in ids
     report = Path(first["report_uri"].removeprefix("file://"))
     assert report.is_file() and "merchant_profile__category_risk" in report.read_text()
@@ -209,14 +257,22 @@ async def test_shift_is_reported_within_two_windows_naming_the_shifted_columns(
 
 def test_drift_status_shows_the_state_the_monitor_keeps(stack, unique: str) -> None:
     import redis
-    from raylane.cli import app
-    from raylane.monitoring.drift_state import DriftState, drift_key
     from typer.testing import CliRunner
 
+    from raylane.cli import app
+    from raylane.monitoring.drift_state import DriftState, drift_key
+
     name = f"status_{unique}"
-    state = DriftState(open=True, model_name="fraud", model_version="4", drift_share=0.62, threshold=0.5,
-                       drifted_columns=["amount", "score"], window_end="2026-11-26T17:00:00+00:00",
-                       updated_at="2026-11-26T17:00:02+00:00")
+    state = DriftState(
+        open=True,
+        model_name="fraud",
+        model_version="4",
+        drift_share=0.62,
+        threshold=0.5,
+        drifted_columns=["amount", "score"],
+        window_end="2026-11-26T17:00:00+00:00",
+        updated_at="2026-11-26T17:00:02+00:00",
+    )
     client = redis.Redis.from_url(stack.redis_url)
     client.set(drift_key(name), state.to_json())
     try:

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import redis
 import redis.asyncio as aioredis
+
 from raylane.config import OnlineFeatureView, load_serve_config
 from raylane.features import (
     FeastRepo,
@@ -46,21 +47,27 @@ class CountingConnection(aioredis.Connection):
 def profiles(now: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
     rng = np.random.default_rng(7)
     ts = pd.Series([now - timedelta(hours=2)] * N_USERS, dtype="datetime64[ns, UTC]")
-    users = pd.DataFrame({
-        "user_id": [f"u{i}" for i in range(N_USERS)],
-        "risk_score": rng.random(N_USERS),
-        "avg_amount": rng.lognormal(3, 1, N_USERS),
-        "txn_count_30d": rng.integers(0, 90, N_USERS),
-        "account_age_days": rng.integers(0, 4000, N_USERS),
-        "event_timestamp": ts, "created": ts,
-    })
+    users = pd.DataFrame(
+        {
+            "user_id": [f"u{i}" for i in range(N_USERS)],
+            "risk_score": rng.random(N_USERS),
+            "avg_amount": rng.lognormal(3, 1, N_USERS),
+            "txn_count_30d": rng.integers(0, 90, N_USERS),
+            "account_age_days": rng.integers(0, 4000, N_USERS),
+            "event_timestamp": ts,
+            "created": ts,
+        }
+    )
     mts = ts[:N_MERCHANTS]
-    merchants = pd.DataFrame({
-        "merchant_id": [f"m{i}" for i in range(N_MERCHANTS)],
-        "category_risk": rng.random(N_MERCHANTS),
-        "fraud_rate_90d": rng.random(N_MERCHANTS) / 100,
-        "event_timestamp": mts, "created": mts,
-    })
+    merchants = pd.DataFrame(
+        {
+            "merchant_id": [f"m{i}" for i in range(N_MERCHANTS)],
+            "category_risk": rng.random(N_MERCHANTS),
+            "fraud_rate_90d": rng.random(N_MERCHANTS) / 100,
+            "event_timestamp": mts,
+            "created": mts,
+        }
+    )
     return users, merchants
 
 
@@ -68,11 +75,13 @@ def profiles(now: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
 def repo(redis_url, tmp_path_factory):
     """A private copy of features/ with its own project, applied and materialized."""
     tmp = tmp_path_factory.mktemp("feast")
-    shutil.copytree(ROOT / "features", tmp / "repo",
-                    ignore=shutil.ignore_patterns("data", "__pycache__"))
+    shutil.copytree(
+        ROOT / "features", tmp / "repo", ignore=shutil.ignore_patterns("data", "__pycache__")
+    )
     project = f"rltest_{tmp.name.replace('-', '_')}"[:60]
-    r = FeastRepo.load(tmp / "repo", project=project, redis_url=redis_url,
-                       registry_path=tmp / "registry.db")
+    r = FeastRepo.load(
+        tmp / "repo", project=project, redis_url=redis_url, registry_path=tmp / "registry.db"
+    )
     write_sources(*profiles(datetime.now(UTC)), r)
     apply(r)
     materialize(r)
@@ -87,8 +96,10 @@ def repo(redis_url, tmp_path_factory):
 def batch(size: int, seed: int) -> dict[str, list[str]]:
     """Entities with repeats and some ids Feast has never seen."""
     rng = np.random.default_rng(seed)
-    return {"user_id": [f"u{i}" for i in rng.integers(0, N_USERS + 30, size)],
-            "merchant_id": [f"m{i}" for i in rng.integers(0, N_MERCHANTS + 5, size)]}
+    return {
+        "user_id": [f"u{i}" for i in rng.integers(0, N_USERS + 30, size)],
+        "merchant_id": [f"m{i}" for i in rng.integers(0, N_MERCHANTS + 5, size)],
+    }
 
 
 @session_loop
@@ -99,9 +110,11 @@ async def test_reader_matches_feast(repo):
         for size, seed in [(1, 0), (7, 1), (300, 2)]:
             ents = batch(size, seed)
             ents["user_id"][0] = "never-seen"
-            want = store.get_online_features(features=reader.feature_refs,
-                                             entity_rows=reader.entity_rows(ents),
-                                             full_feature_names=True).to_dict()
+            want = store.get_online_features(
+                features=reader.feature_refs,
+                entity_rows=reader.entity_rows(ents),
+                full_feature_names=True,
+            ).to_dict()
             assert await reader.read_feast_dict(ents) == want
             cols = await reader.read(ents)
             assert sorted(cols) == sorted(c for v in VIEWS for c in v.columns())
@@ -118,12 +131,17 @@ async def test_reader_matches_feast(repo):
 async def test_views_on_one_entity_share_one_hmget(repo, monkeypatch):
     """View configs on the user entity read Feast's one hash per user with a single HMGET."""
     views = [
-        OnlineFeatureView(view="user_risk_profile", entity_field="user_id",
-                          features=("txn_count_30d", "risk_score")),
-        OnlineFeatureView(view="merchant_profile", entity_field="merchant_id",
-                          features=("fraud_rate_90d",)),
-        OnlineFeatureView(view="user_risk_profile", entity_field="user_id",
-                          features=("account_age_days",)),
+        OnlineFeatureView(
+            view="user_risk_profile",
+            entity_field="user_id",
+            features=("txn_count_30d", "risk_score"),
+        ),
+        OnlineFeatureView(
+            view="merchant_profile", entity_field="merchant_id", features=("fraud_rate_90d",)
+        ),
+        OnlineFeatureView(
+            view="user_risk_profile", entity_field="user_id", features=("account_age_days",)
+        ),
     ]
     reader = OnlineFeatureReader.from_repo(repo, views)
     commands: list[int] = []
@@ -135,12 +153,20 @@ async def test_views_on_one_entity_share_one_hmget(repo, monkeypatch):
     monkeypatch.setattr("raylane.features.online.roundtrip", counting_roundtrip)
     try:
         ents = batch(50, 3)
-        want = repo.store().get_online_features(features=reader.feature_refs,
-                                                entity_rows=reader.entity_rows(ents),
-                                                full_feature_names=True).to_dict()
+        want = (
+            repo.store()
+            .get_online_features(
+                features=reader.feature_refs,
+                entity_rows=reader.entity_rows(ents),
+                full_feature_names=True,
+            )
+            .to_dict()
+        )
         assert await reader.read_feast_dict(ents) == want
         cols = await reader.read(ents)
-        expected = [math.nan if x is None else x for x in want["user_risk_profile__account_age_days"]]
+        expected = [
+            math.nan if x is None else x for x in want["user_risk_profile__account_age_days"]
+        ]
         np.testing.assert_array_equal(cols["user_risk_profile__account_age_days"], expected)
         assert commands == [len(set(ents["user_id"])) + len(set(ents["merchant_id"]))] * 2
     finally:
@@ -167,13 +193,26 @@ async def test_ttl_is_not_enforced_unless_asked(repo):
     """Feast 0.67's Redis store returns rows whatever their age; enforce_ttl=True drops them."""
     store = repo.store()
     old = datetime.now(UTC) - timedelta(days=400)  # user_risk_profile ttl: 365 days
-    store.write_to_online_store("user_risk_profile", pd.DataFrame({
-        "user_id": ["stale"], "risk_score": [0.5], "avg_amount": [10.0], "txn_count_30d": [1],
-        "account_age_days": [2], "event_timestamp": [old], "created": [old]}))
+    store.write_to_online_store(
+        "user_risk_profile",
+        pd.DataFrame(
+            {
+                "user_id": ["stale"],
+                "risk_score": [0.5],
+                "avg_amount": [10.0],
+                "txn_count_30d": [1],
+                "account_age_days": [2],
+                "event_timestamp": [old],
+                "created": [old],
+            }
+        ),
+    )
     ents = {"user_id": ["stale"], "merchant_id": ["m0"]}
-    want = store.get_online_features(features=["user_risk_profile:risk_score"],
-                                     entity_rows=[{"user_id": "stale"}],
-                                     full_feature_names=True).to_dict()
+    want = store.get_online_features(
+        features=["user_risk_profile:risk_score"],
+        entity_rows=[{"user_id": "stale"}],
+        full_feature_names=True,
+    ).to_dict()
     assert want["user_risk_profile__risk_score"] == [0.5]
     lenient = OnlineFeatureReader.from_repo(repo, VIEWS)
     strict = OnlineFeatureReader.from_repo(repo, VIEWS, enforce_ttl=True)

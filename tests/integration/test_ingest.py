@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from raylane.bootstrap import pipeline_topics
 from raylane.config import PipelineConfig
 from raylane.contracts import Codec
@@ -37,7 +38,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _cfg(unique: str) -> PipelineConfig:
     """The fraud pipeline on unique topics, windows only (no Feast needed), no shadows."""
-    args = copy.deepcopy(yaml.safe_load((ROOT / "serve_configs/fraud.yaml").read_text())["applications"][0]["args"])
+    args = copy.deepcopy(
+        yaml.safe_load((ROOT / "serve_configs/fraud.yaml").read_text())["applications"][0]["args"]
+    )
     args["name"] = f"it_{unique}"
     args["input"]["topic"] = f"it.payments.{unique}"
     args["ingress"]["group_id"] = f"it-{unique}"
@@ -65,8 +68,13 @@ class AmountModel:
 
 
 async def _read(bootstrap: str, topic: str, n: int, timeout_s: float = 30) -> list[Any]:
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                         auto_offset_reset="earliest", fetch_max_wait_ms=10)
+    c = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=10,
+    )
     await c.start()
     out: list[Any] = []
     try:
@@ -107,8 +115,11 @@ async def test_dlq_keeps_original_bytes_and_names_the_error(stack, unique: str) 
     async with EventProducer(stack.kafka_bootstrap, cfg.input.topic, codec) as prod:
         await prod.send_many(events[:15])
         for raw in bad:
-            await prod.send_raw(raw, key=b"user-x", headers=[("correlation_id", b"cid-" + raw[:4].hex().encode()),
-                                                              ("origin", b"test")])
+            await prod.send_raw(
+                raw,
+                key=b"user-x",
+                headers=[("correlation_id", b"cid-" + raw[:4].hex().encode()), ("origin", b"test")],
+            )
         await prod.send_many(events[15:])
 
     model = AmountModel()
@@ -138,7 +149,10 @@ async def test_dlq_keeps_original_bytes_and_names_the_error(stack, unique: str) 
     c = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=cfg.ingress.group_id)
     await c.start()
     try:
-        assert {tp.partition: await c.committed(tp) for tp in (TopicPartition(cfg.input.topic, p) for p in ends)} == ends
+        assert {
+            tp.partition: await c.committed(tp)
+            for tp in (TopicPartition(cfg.input.topic, p) for p in ends)
+        } == ends
     finally:
         await c.stop()
 
@@ -158,13 +172,16 @@ class FlakyWindows:
 
 async def test_dead_dependency_pauses_and_loses_nothing(stack, unique: str) -> None:
     import redis.asyncio as aioredis
+
     from raylane.features import RedisWindowStore
     from raylane.pipeline import build_processor
 
     cfg = _cfg(unique)
     await ensure_topics_async(stack.kafka_bootstrap, pipeline_topics(cfg), partitions=2)
     events = [le.event for le in World(seed=4, n_users=50).stream(start=0, rate=10).take(200)]
-    async with EventProducer(stack.kafka_bootstrap, cfg.input.topic, Codec.for_contract("payments.initiated")) as p:
+    async with EventProducer(
+        stack.kafka_bootstrap, cfg.input.topic, Codec.for_contract("payments.initiated")
+    ) as p:
         await p.send_many(events)
 
     client = aioredis.from_url(stack.redis_url)

@@ -8,6 +8,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+
 from raylane.errors import ModelError
 from raylane.loading import import_file
 from raylane.registry import (
@@ -40,8 +41,13 @@ def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
 def trained(tracking_uri: str):  # type: ignore[no-untyped-def]
     """fraud v1 = champion (all columns), v2 = challenger (no merchant columns)."""
     T = _load_train()
-    return T.train(world=World(seed=3, n_users=300, n_merchants=60), hours=0.5, end=END,
-                   tracking_uri=tracking_uri, progress=False)
+    return T.train(
+        world=World(seed=3, n_users=300, n_merchants=60),
+        hours=0.5,
+        end=END,
+        tracking_uri=tracking_uri,
+        progress=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +57,17 @@ def batch(trained) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
 
 
 def test_aliases_resolve_to_pinned_versions(trained, tracking_uri: str) -> None:  # type: ignore[no-untyped-def]
-    assert trained.registered["champion"] == resolve("models:/fraud@champion",
-                                                     tracking_uri=tracking_uri)
+    assert trained.registered["champion"] == resolve(
+        "models:/fraud@champion", tracking_uri=tracking_uri
+    )
     champ = resolve("models:/fraud@champion", tracking_uri=tracking_uri)
     chall = resolve("models:/fraud@challenger", tracking_uri=tracking_uri)
     assert (champ.name, champ.version, champ.alias, champ.uri_pinned) == (
-        "fraud", 1, "champion", "models:/fraud/1")
+        "fraud",
+        1,
+        "champion",
+        "models:/fraud/1",
+    )
     assert (chall.version, chall.uri_pinned) == (2, "models:/fraud/2")
     pinned = resolve("models:/fraud/2", tracking_uri=tracking_uri)
     assert pinned.alias is None and pinned.version == 2 and pinned.run_id == chall.run_id
@@ -68,7 +79,8 @@ def test_load_model_round_trip(trained, batch, tracking_uri: str) -> None:  # ty
     assert (m.name, m.version, m.uri, m.alias) == ("fraud", 1, "models:/fraud/1", "champion")
     assert m.feature_names == trained.champion.feature_names
     want = trained.champion.booster.inplace_predict(
-        np.column_stack([batch[c] for c in m.feature_names]).astype(np.float32))
+        np.column_stack([batch[c] for c in m.feature_names]).astype(np.float32)
+    )
     np.testing.assert_array_equal(m.predict(batch), want)
     assert m.predict({c: v[:0] for c, v in batch.items()}).shape == (0,)
 
@@ -89,7 +101,7 @@ def test_challenger_scores_its_own_columns(trained, batch, tracking_uri: str) ->
 
 def test_reference_sample_is_logged(trained, tracking_uri: str) -> None:  # type: ignore[no-untyped-def]
     ref = load_reference("models:/fraud@champion", tracking_uri=tracking_uri)
-    assert list(ref.columns) == trained.champion.feature_names + ["score", "label"]
+    assert list(ref.columns) == [*trained.champion.feature_names, "score", "label"]
     assert 0 < len(ref) <= 5000
     np.testing.assert_allclose(ref.score, trained.champion.reference.score)
 
@@ -103,16 +115,22 @@ def test_set_alias_moves_it(trained, tracking_uri: str) -> None:  # type: ignore
 
 
 def test_missing_alias_names_the_fix(trained, tracking_uri: str) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(ModelError, match=r"registered model fraud has no alias gold .*"
-                       r"run `raylane bootstrap`") as e:
+    with pytest.raises(
+        ModelError,
+        match=r"registered model fraud has no alias gold .*"
+        r"run `raylane bootstrap`",
+    ) as e:
         load_model("models:/fraud@gold", tracking_uri=tracking_uri)
     assert "champion->v1" in e.value.message and e.value.stage == "registry"
     assert e.value.__cause__ is not None
 
 
 def test_missing_model_or_version(trained, tracking_uri: str) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(ModelError, match=r"registered model churn does not exist .*"
-                       r"raylane bootstrap"):
+    with pytest.raises(
+        ModelError,
+        match=r"registered model churn does not exist .*"
+        r"raylane bootstrap",
+    ):
         resolve("models:/churn@champion", tracking_uri=tracking_uri)
     with pytest.raises(ModelError, match="has no version 99"):
         resolve("models:/fraud/99", tracking_uri=tracking_uri)
@@ -122,8 +140,13 @@ def test_missing_model_or_version(trained, tracking_uri: str) -> None:  # type: 
 
 def test_churn_registers_as_its_own_model(trained, tracking_uri: str) -> None:  # type: ignore[no-untyped-def]
     C = _load_train("churn")
-    res = C.train(world=World(seed=3, n_users=300), hours=0.75, end=END,
-                  tracking_uri=tracking_uri, progress=False)
+    res = C.train(
+        world=World(seed=3, n_users=300),
+        hours=0.75,
+        end=END,
+        tracking_uri=tracking_uri,
+        progress=False,
+    )
     champ = load_model("models:/churn@champion", tracking_uri=tracking_uri)
     chall = load_model("models:/churn@challenger", tracking_uri=tracking_uri)
     assert (champ.name, champ.version, chall.version) == ("churn", 1, 2)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer
+
 from raylane.bootstrap import pipeline_topics
 from raylane.config import PipelineConfig
 from raylane.contracts import Codec
@@ -32,7 +33,9 @@ N = 300
 
 
 def _cfg(unique: str, tag: str, shadows: list[dict[str, Any]]) -> PipelineConfig:
-    args = copy.deepcopy(yaml.safe_load((ROOT / "serve_configs/fraud.yaml").read_text())["applications"][0]["args"])
+    args = copy.deepcopy(
+        yaml.safe_load((ROOT / "serve_configs/fraud.yaml").read_text())["applications"][0]["args"]
+    )
     args["name"] = f"it_{tag}_{unique}"
     args["input"]["topic"] = f"it.payments.{tag}.{unique}"
     args["ingress"]["group_id"] = f"it-{tag}-{unique}"
@@ -40,9 +43,14 @@ def _cfg(unique: str, tag: str, shadows: list[dict[str, Any]]) -> PipelineConfig
     args["features"]["online"] = []
     args["features"]["derived"] = []
     args["models"]["shadows"] = shadows
-    args["outputs"] = {"scored": {"topic": f"it.scored.{tag}.{unique}", "contract": "payments.scored"}}
+    args["outputs"] = {
+        "scored": {"topic": f"it.scored.{tag}.{unique}", "contract": "payments.scored"}
+    }
     if shadows:
-        args["outputs"]["shadow"] = {"topic": f"it.shadow.{tag}.{unique}", "contract": "fraud.shadow"}
+        args["outputs"]["shadow"] = {
+            "topic": f"it.shadow.{tag}.{unique}",
+            "contract": "fraud.shadow",
+        }
     args["decision"]["rules"][0]["publish"]["topic"] = f"it.flagged.{tag}.{unique}"
     args["promotion"]["shadow"] = None
     return PipelineConfig.from_args(args)
@@ -56,7 +64,9 @@ class Primary:
     name = "champion"
 
     async def predict(self, columns: Mapping[str, np.ndarray]) -> Prediction:
-        return Prediction(scores=_scores(columns), model_name="amount", model_version="1", latency_ms=0.1)
+        return Prediction(
+            scores=_scores(columns), model_name="amount", model_version="1", latency_ms=0.1
+        )
 
 
 class SlowShadow:
@@ -68,7 +78,9 @@ class SlowShadow:
     async def predict(self, columns: Mapping[str, np.ndarray]) -> Prediction:
         self.calls += 1
         await asyncio.sleep(2.0)
-        return Prediction(scores=_scores(columns), model_name="amount", model_version="9", latency_ms=2000)
+        return Prediction(
+            scores=_scores(columns), model_name="amount", model_version="9", latency_ms=2000
+        )
 
 
 class BrokenShadow:
@@ -91,8 +103,13 @@ class GoodShadow:
 
 
 async def _read_all(bootstrap: str, topic: str, n: int, timeout_s: float = 60) -> list[Any]:
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                         auto_offset_reset="earliest", fetch_max_wait_ms=10)
+    c = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=10,
+    )
     await c.start()
     out: list[Any] = []
     try:
@@ -105,10 +122,13 @@ async def _read_all(bootstrap: str, topic: str, n: int, timeout_s: float = 60) -
     return out
 
 
-async def _run(cfg: PipelineConfig, events: list[dict[str, Any]], bootstrap: str,
-               shadows: list[Any]) -> tuple[Any, dict[str, dict[str, Any]]]:
+async def _run(
+    cfg: PipelineConfig, events: list[dict[str, Any]], bootstrap: str, shadows: list[Any]
+) -> tuple[Any, dict[str, dict[str, Any]]]:
     await ensure_topics_async(bootstrap, pipeline_topics(cfg), partitions=2)
-    async with EventProducer(bootstrap, cfg.input.topic, Codec.for_contract("payments.initiated")) as p:
+    async with EventProducer(
+        bootstrap, cfg.input.topic, Codec.for_contract("payments.initiated")
+    ) as p:
         await p.send_many(events)
     loop = await build_ingress(cfg, Primary(), shadows, metrics_endpoint=False)
     await loop.start()
@@ -127,7 +147,9 @@ async def _run(cfg: PipelineConfig, events: list[dict[str, Any]], bootstrap: str
     finally:
         await loop.close()
         task.cancel()
-    print(f"{cfg.name}: {len(events)} events scored in {scored_s:.2f} s (shadows: {[s.name for s in shadows]})")
+    print(
+        f"{cfg.name}: {len(events)} events scored in {scored_s:.2f} s (shadows: {[s.name for s in shadows]})"
+    )
     msgs = await _read_all(bootstrap, cfg.outputs.scored.topic, len(events))
     codec = Codec.for_contract("payments.scored")
     recs = {r["event_id"]: r for r in (codec.decode(m.value) for m in msgs)}
@@ -137,21 +159,31 @@ async def _run(cfg: PipelineConfig, events: list[dict[str, Any]], bootstrap: str
 async def test_slow_and_failing_shadows_leave_the_primary_unchanged(stack, unique: str) -> None:
     events = [le.event for le in World(seed=11, n_users=40).stream(start=0, rate=20).take(N)]
     base_cfg = _cfg(unique, "base", [])
-    shadows_cfg = _cfg(unique, "shad", [
-        {"name": "slow", "uri": "models:/amount@challenger", "timeout_s": 0.5},
-        {"name": "broken", "uri": "models:/amount@challenger"},
-        {"name": "good", "uri": "models:/amount@challenger", "sample_fraction": 0.5},
-    ])
+    shadows_cfg = _cfg(
+        unique,
+        "shad",
+        [
+            {"name": "slow", "uri": "models:/amount@challenger", "timeout_s": 0.5},
+            {"name": "broken", "uri": "models:/amount@challenger"},
+            {"name": "good", "uri": "models:/amount@challenger", "sample_fraction": 0.5},
+        ],
+    )
     slow, broken = SlowShadow(), BrokenShadow()
     _, base = await _run(base_cfg, events, stack.kafka_bootstrap, [])
-    loop, with_shadows = await _run(shadows_cfg, events, stack.kafka_bootstrap, [slow, broken, GoodShadow()])
+    loop, with_shadows = await _run(
+        shadows_cfg, events, stack.kafka_bootstrap, [slow, broken, GoodShadow()]
+    )
 
     ids = sorted(e["event_id"] for e in events)
     assert sorted(base) == ids and sorted(with_shadows) == ids
     for eid in ids:
         a, b = base[eid], with_shadows[eid]
-        assert (a["score"], a["decision"], a["rule"], a["model_version"]) == \
-               (b["score"], b["decision"], b["rule"], b["model_version"]), eid
+        assert (a["score"], a["decision"], a["rule"], a["model_version"]) == (
+            b["score"],
+            b["decision"],
+            b["rule"],
+            b["model_version"],
+        ), eid
         # window sums are float additions whose order follows the batch boundaries, which
         # differ between two runs; equal up to rounding
         assert a["features"] == pytest.approx(b["features"], rel=1e-9), eid

@@ -8,6 +8,7 @@ import random
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
+
 from raylane.config import WindowFeature
 from raylane.features import LATENESS_S, RedisWindowStore, ReferenceWindowState, _redis_window
 
@@ -17,12 +18,22 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")
 T0 = 1_700_000_000_000
 SPECS = [
     WindowFeature(name="user_txn_count_60s", kind="count", key_fields=("user_id",), window_s=60),
-    WindowFeature(name="user_amount_sum_60s", kind="sum", key_fields=("user_id",),
-                  value_field="amount", window_s=60),
-    WindowFeature(name="user_merchant_first_seen", kind="first_seen",
-                  key_fields=("user_id", "merchant_id"), retention_s=3600),
-    WindowFeature(name="merchant_txn_count_10s", kind="count", key_fields=("merchant_id",),
-                  window_s=10),
+    WindowFeature(
+        name="user_amount_sum_60s",
+        kind="sum",
+        key_fields=("user_id",),
+        value_field="amount",
+        window_s=60,
+    ),
+    WindowFeature(
+        name="user_merchant_first_seen",
+        kind="first_seen",
+        key_fields=("user_id", "merchant_id"),
+        retention_s=3600,
+    ),
+    WindowFeature(
+        name="merchant_txn_count_10s", kind="count", key_fields=("merchant_id",), window_s=10
+    ),
 ]
 
 
@@ -45,13 +56,15 @@ def stream(n: int, seed: int, *, users: int = 12) -> list[dict]:
             events.append(dict(rng.choice(events)))  # at-least-once re-delivery
             continue
         late = rng.choice([0, 0, 0, rng.randint(0, 60_000), rng.randint(0, 400_000)])
-        events.append({
-            "event_id": f"e{seed}-{i}",
-            "event_time": T0 + i * 700 - late,
-            "user_id": f"u{rng.randrange(users)}",
-            "merchant_id": f"m{rng.randrange(5)}",
-            "amount": round(rng.uniform(0.5, 900.0), 2),
-        })
+        events.append(
+            {
+                "event_id": f"e{seed}-{i}",
+                "event_time": T0 + i * 700 - late,
+                "user_id": f"u{rng.randrange(users)}",
+                "merchant_id": f"m{rng.randrange(5)}",
+                "amount": round(rng.uniform(0.5, 900.0), 2),
+            }
+        )
     return events
 
 
@@ -85,7 +98,7 @@ async def test_equals_reference_on_a_messy_stream(store):
     i = 0
     while i < len(events):
         size = rng.choice([1, 3, 50, 200, 500])
-        batch = events[i:i + size]
+        batch = events[i : i + size]
         assert_columns_equal(await store.update_and_read(batch), ref.update_and_read(batch))
         i += size
     # replaying the whole history changes nothing it reports for events already seen
@@ -96,10 +109,18 @@ async def test_equals_reference_on_a_messy_stream(store):
 async def test_incremental_sum_survives_cancellation(store):
     """A hot key's window sum moves incrementally within a batch; a huge value leaving it must
     not leave rounding garbage behind (compensated summation)."""
-    events = [{"event_id": f"e{i}", "event_time": T0 + dt, "user_id": "hot", "merchant_id": "m",
-               "amount": amount}
-              for i, (dt, amount) in enumerate([(0, 1e12), (1000, 0.01), (30_000, 0.07),
-                                                (60_500, 0.02), (60_600, 0.3), (59_000, 0.5)])]
+    events = [
+        {
+            "event_id": f"e{i}",
+            "event_time": T0 + dt,
+            "user_id": "hot",
+            "merchant_id": "m",
+            "amount": amount,
+        }
+        for i, (dt, amount) in enumerate(
+            [(0, 1e12), (1000, 0.01), (30_000, 0.07), (60_500, 0.02), (60_600, 0.3), (59_000, 0.5)]
+        )
+    ]
     got = (await store.update_and_read(events))["user_amount_sum_60s"]
     want = ReferenceWindowState(SPECS).update_and_read(events)["user_amount_sum_60s"]
     np.testing.assert_allclose(got, want, rtol=1e-15, atol=1e-15)
@@ -115,12 +136,17 @@ async def test_backfill_then_live_equals_reference(store):
 
 
 async def test_keys_are_namespaced_and_expire(store, client, unique):
-    await store.update_and_read([{"event_id": "a", "event_time": T0, "user_id": "u1",
-                                  "merchant_id": "m1", "amount": 2.5}])
+    await store.update_and_read(
+        [{"event_id": "a", "event_time": T0, "user_id": "u1", "merchant_id": "m1", "amount": 2.5}]
+    )
     ns = f"raylane:test-{unique}:win:"
     keys = sorted([k.decode() async for k in client.scan_iter(match=ns + "*")])
-    assert keys == [ns + "merchant_txn_count_10s:m1", ns + "user_amount_sum_60s:u1",
-                    ns + "user_merchant_first_seen:u1|m1", ns + "user_txn_count_60s:u1"]
+    assert keys == [
+        ns + "merchant_txn_count_10s:m1",
+        ns + "user_amount_sum_60s:u1",
+        ns + "user_merchant_first_seen:u1|m1",
+        ns + "user_txn_count_60s:u1",
+    ]
     assert 0 < await client.ttl(ns + "user_txn_count_60s:u1") <= 60 + LATENESS_S
     assert 0 < await client.ttl(ns + "merchant_txn_count_10s:m1") <= 10 + LATENESS_S
     assert 60 + LATENESS_S < await client.ttl(ns + "user_merchant_first_seen:u1|m1") <= 3600
@@ -130,8 +156,16 @@ async def test_keys_are_namespaced_and_expire(store, client, unique):
 async def test_two_writers_on_one_user_stay_exact(redis_url, unique):
     """Two replicas (own clients) hammer one user; every event lands exactly once."""
     n = 600
-    events = [{"event_id": f"e{i}", "event_time": T0, "user_id": "hot",
-               "merchant_id": f"m{i % 7}", "amount": 1.0 + i % 10} for i in range(n)]
+    events = [
+        {
+            "event_id": f"e{i}",
+            "event_time": T0,
+            "user_id": "hot",
+            "merchant_id": f"m{i % 7}",
+            "amount": 1.0 + i % 10,
+        }
+        for i in range(n)
+    ]
     clients = [aioredis.Redis.from_url(redis_url) for _ in range(2)]
     stores = [RedisWindowStore(c, f"test-{unique}", SPECS) for c in clients]
 
@@ -139,7 +173,9 @@ async def test_two_writers_on_one_user_stay_exact(redis_url, unique):
         counts: list[float] = []
         mine = events[w::2]
         for i in range(0, len(mine), 20):
-            counts += (await stores[w].update_and_read(mine[i:i + 20]))["user_txn_count_60s"].tolist()
+            counts += (await stores[w].update_and_read(mine[i : i + 20]))[
+                "user_txn_count_60s"
+            ].tolist()
             await asyncio.sleep(0)
         return counts
 

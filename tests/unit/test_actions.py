@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+
 from raylane.actions import ActionEvent, ActionFailed, PublishHandler, WebhookHandler
 from raylane.config import PipelineConfig, PublishAction, WebhookAction
 from raylane.contracts import Codec
@@ -18,10 +19,23 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _ev(i: int = 0) -> ActionEvent:
-    event = {"event_id": f"e{i}", "correlation_id": f"c{i}", "pipeline": "fraud", "user_id": "u00001",
-             "merchant_id": "m0001", "merchant_category": "crypto", "amount": 10.0, "currency": "EUR",
-             "event_time": 1, "score": 0.9, "decision": "flagged", "rule": "high_risk",
-             "model_name": "fraud", "model_version": "1", "flagged_at": 2}
+    event = {
+        "event_id": f"e{i}",
+        "correlation_id": f"c{i}",
+        "pipeline": "fraud",
+        "user_id": "u00001",
+        "merchant_id": "m0001",
+        "merchant_category": "crypto",
+        "amount": 10.0,
+        "currency": "EUR",
+        "event_time": 1,
+        "score": 0.9,
+        "decision": "flagged",
+        "rule": "high_risk",
+        "model_name": "fraud",
+        "model_version": "1",
+        "flagged_at": 2,
+    }
     return ActionEvent("payments.flagged", event, f"c{i}")
 
 
@@ -32,15 +46,21 @@ def _webhook(statuses: list[int], **spec: Any) -> tuple[WebhookHandler, list[htt
         seen.append(request)
         return httpx.Response(statuses[min(len(seen), len(statuses)) - 1])
 
-    cfg = WebhookAction(type="webhook", url="http://hooks.invalid/x", backoff_s=0.001, backoff_max_s=0.002, **spec)
-    return WebhookHandler(cfg, f"p{id(seen)}", httpx.AsyncClient(transport=httpx.MockTransport(respond))), seen
+    cfg = WebhookAction(
+        type="webhook", url="http://hooks.invalid/x", backoff_s=0.001, backoff_max_s=0.002, **spec
+    )
+    return WebhookHandler(
+        cfg, f"p{id(seen)}", httpx.AsyncClient(transport=httpx.MockTransport(respond))
+    ), seen
 
 
 async def test_webhook_retries_server_errors_then_succeeds() -> None:
     h, seen = _webhook([503, 502, 200], attempts=4)
     await h.run(_ev())
     assert len(seen) == 3
-    assert seen[-1].headers["x-correlation-id"] == "c0" and seen[-1].headers["idempotency-key"] == "e0"
+    assert (
+        seen[-1].headers["x-correlation-id"] == "c0" and seen[-1].headers["idempotency-key"] == "e0"
+    )
 
 
 async def test_webhook_gives_up_after_its_attempts_and_then_its_breaker_opens() -> None:
@@ -64,11 +84,17 @@ async def test_webhook_does_not_retry_a_rejection() -> None:
 async def test_publish_derives_an_event_under_its_contract() -> None:
     sent: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = []
 
-    async def send(topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+    async def send(
+        topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
         sent.append((topic, key, value, headers))
 
-    spec = PublishAction(type="publish", output={"topic": "payments.blocked", "contract": "payments.blocked"},
-                         set={"reason": "test"}, time_field="blocked_at")
+    spec = PublishAction(
+        type="publish",
+        output={"topic": "payments.blocked", "contract": "payments.blocked"},
+        set={"reason": "test"},
+        time_field="blocked_at",
+    )
     codec = Codec.for_contract("payments.blocked")
     await PublishHandler(spec, codec, send, "user_id").run(_ev(3))
     [(topic, key, value, headers)] = sent
@@ -99,11 +125,15 @@ def test_actions_config_validates_handlers_and_names_the_path() -> None:
     cfg = PipelineConfig.from_args(args)
     assert cfg.actions is not None and cfg.actions.topics[0].dlq == "payments.flagged.actions.dlq"
     args["actions"]["topics"][0]["handlers"].append({"type": "update_profile"})
-    with pytest.raises(ConfigError, match=r"handler names \['update_profile'\] are used more than once"):
+    with pytest.raises(
+        ConfigError, match=r"handler names \['update_profile'\] are used more than once"
+    ):
         PipelineConfig.from_args(args)
     args = _args()
     args["actions"]["topics"][0]["handlers"] = [{"type": "webhook", "url": "ftp://x"}]
-    with pytest.raises(ConfigError, match=r"args\.actions\.topics\[0\]\.handlers\[0\]\.webhook\.url"):
+    with pytest.raises(
+        ConfigError, match=r"args\.actions\.topics\[0\]\.handlers\[0\]\.webhook\.url"
+    ):
         PipelineConfig.from_args(args)
     args["actions"]["topics"][0]["handlers"] = [{"type": "email"}]
     with pytest.raises(ConfigError, match=r"args\.actions\.topics\[0\]\.handlers\[0\]"):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from raylane.config import PipelineConfig, load_serve_config
 from raylane.errors import ConfigError
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
 from raylane.contracts import (
     BUILTIN_REGISTRY_DIR,
     BadMagicByte,
@@ -129,8 +130,15 @@ RECORDS: dict[str, dict[str, Any]] = {
         "at": T0,
         "forced": False,
         "reason": "",
-        "gates": [{"name": "min_agreement", "threshold": "0.98", "measured": "0.991", "passed": True,
-                   "detail": ""}],
+        "gates": [
+            {
+                "name": "min_agreement",
+                "threshold": "0.98",
+                "measured": "0.991",
+                "passed": True,
+                "detail": "",
+            }
+        ],
     },
     "churn.activity": {
         "event_id": "a-1",
@@ -570,5 +578,5 @@ def test_package_docstring_example_runs() -> None:
     example = doc.split("Example::", 1)[1]
     code = "\n".join(line[4:] for line in example.splitlines() if line.startswith("    "))
     scope: dict[str, Any] = {"Codec": Codec, "event": RECORDS["payments.initiated"]}
-    exec(code, scope)  # noqa: S102 - runs the docstring's example, like a doctest
+    exec(code, scope)
     assert [i for i, _ in scope["oks"]] == [0] and [i for i, _ in scope["errs"]] == [1]

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
+
 from raylane.cli import app
 from raylane.config import ConfluentRegistryConfig, FileRegistryConfig, PipelineConfig
 from raylane.contracts import (
@@ -24,14 +26,17 @@ from raylane.contracts import (
     register_contracts,
 )
 from raylane.errors import ConfigError
-from typer.testing import CliRunner
 
 SUBJECT = "payments.initiated-value"
 
 
 def _base() -> dict[str, Any]:
-    return {"type": "record", "name": "R", "namespace": "t",
-            "fields": [{"name": "a", "type": "long"}, {"name": "b", "type": "string"}]}
+    return {
+        "type": "record",
+        "name": "R",
+        "namespace": "t",
+        "fields": [{"name": "a", "type": "long"}, {"name": "b", "type": "string"}],
+    }
 
 
 def _with(schema: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -88,8 +93,10 @@ def test_message_names_subject_versions_field_and_rule() -> None:
     v3 = _with(v2, amount={"type": "string"})
     issues = check_compatibility(SUBJECT, v3, [v1, v2], "BACKWARD_TRANSITIVE")
     assert format_issues(issues) == [
-        (f"{SUBJECT}: v3 changes `amount` from double to string; "
-        "BACKWARD_TRANSITIVE forbids it against v1, v2")
+        (
+            f"{SUBJECT}: v3 changes `amount` from double to string; "
+            "BACKWARD_TRANSITIVE forbids it against v1, v2"
+        )
     ]
     removed = check_compatibility(SUBJECT, _with(v1, currency=None), [v1], "FORWARD")
     assert "removes `currency`" in format_issues(removed)[0]
@@ -116,8 +123,9 @@ def test_payments_initiated_v2_adds_an_optional_device_id() -> None:
     assert reg.versions(SUBJECT)[:2] == [1, 2]
     v1, v2 = (json.loads(reg.get_version(SUBJECT, v).text) for v in (1, 2))
     added = [f for f in v2["fields"] if f["name"] not in {g["name"] for g in v1["fields"]}]
-    assert added == [{"name": "device_id", "type": ["null", "string"], "default": None,
-                      "doc": added[0]["doc"]}]
+    assert added == [
+        {"name": "device_id", "type": ["null", "string"], "default": None, "doc": added[0]["doc"]}
+    ]
     assert reg.compatibility(SUBJECT) == "FULL_TRANSITIVE"
 
 
@@ -146,8 +154,10 @@ def test_breaking_v3_fixture_is_rejected_by_check_and_register(tree: tuple[Path,
     res = runner.invoke(app, ["schema", "check", *args])
     assert res.exit_code == 1, res.output
     text = " ".join(res.output.split())  # rich wraps long lines
-    assert (f"{SUBJECT}: v3 changes `amount` from double to string; FULL_TRANSITIVE "
-            "forbids it against v1, v2") in text
+    assert (
+        f"{SUBJECT}: v3 changes `amount` from double to string; FULL_TRANSITIVE "
+        "forbids it against v1, v2"
+    ) in text
     res = runner.invoke(app, ["schema", "register", *args])
     assert res.exit_code == 1 and "forbids it" in res.output
     assert FileSchemaRegistry(registry).versions(SUBJECT) == [1, 2]  # nothing registered
@@ -156,8 +166,13 @@ def test_breaking_v3_fixture_is_rejected_by_check_and_register(tree: tuple[Path,
 def test_compatible_change_passes_check_then_registers(tree: tuple[Path, Path]) -> None:
     registry, schemas = tree
     path = schemas / "payments.initiated.avsc"
-    path.write_text(json.dumps(_with(json.loads(path.read_text()),
-                                     channel={"type": ["null", "string"], "default": None})))
+    path.write_text(
+        json.dumps(
+            _with(
+                json.loads(path.read_text()), channel={"type": ["null", "string"], "default": None}
+            )
+        )
+    )
     runner = CliRunner()
     args = ["--registry", str(registry), "--schemas", str(schemas)]
     res = runner.invoke(app, ["schema", "check", *args])
@@ -176,8 +191,9 @@ def test_compatible_change_passes_check_then_registers(tree: tuple[Path, Path]) 
 def test_compat_command_and_level_none_lets_anything_through(tree: tuple[Path, Path]) -> None:
     registry, schemas = tree
     runner = CliRunner()
-    res = runner.invoke(app, ["schema", "compat", "payments.initiated", "NONE",
-                              "--registry", str(registry)])
+    res = runner.invoke(
+        app, ["schema", "compat", "payments.initiated", "NONE", "--registry", str(registry)]
+    )
     assert res.exit_code == 0 and "NONE" in res.output
     reg = FileSchemaRegistry(registry)
     assert reg.compatibility(SUBJECT) == "NONE"
@@ -191,8 +207,9 @@ def test_register_checked_raises_typed_error_with_issues(tree: tuple[Path, Path]
     registry, schemas = tree
     _break_amount(schemas)
     with pytest.raises(IncompatibleSchema) as e:
-        register_checked(FileSchemaRegistry(registry), SUBJECT,
-                         load_contract("payments.initiated", schemas))
+        register_checked(
+            FileSchemaRegistry(registry), SUBJECT, load_contract("payments.initiated", schemas)
+        )
     assert {i.field for i in e.value.issues} == {"amount"}
     assert e.value.stage == "schema_registry" and not e.value.retriable
 
@@ -213,7 +230,9 @@ def test_schema_registry_config_is_a_discriminated_union(tmp_path: Path) -> None
     cfg = PipelineConfig.from_args(_args(schema_registry="some/dir"))
     assert isinstance(cfg.schema_registry, FileRegistryConfig)
     assert Path(cfg.schema_registry.path).is_absolute()  # pinned for Serve replicas
-    cfg = PipelineConfig.from_args(_args(schema_registry={"type": "confluent", "url": "http://sr:8081"}))
+    cfg = PipelineConfig.from_args(
+        _args(schema_registry={"type": "confluent", "url": "http://sr:8081"})
+    )
     assert isinstance(cfg.schema_registry, ConfluentRegistryConfig)
     # round trip through the replicas' JSON
     assert PipelineConfig.from_args(cfg.model_dump(mode="json")) == cfg
@@ -232,31 +251,53 @@ def test_check_also_fails_a_compatible_change_that_breaks_a_consumer(
     schema = json.loads(path.read_text())
     schema["fields"] = [f for f in schema["fields"] if f["name"] != "model_version"]
     path.write_text(json.dumps(schema))
-    res = CliRunner().invoke(app, ["schema", "check", "--registry", str(registry),
-                                   "--schemas", str(schemas)])
+    res = CliRunner().invoke(
+        app, ["schema", "check", "--registry", str(registry), "--schemas", str(schemas)]
+    )
     assert res.exit_code == 1
     text = " ".join(res.output.split())
     assert "payments.scored-value: v2 is BACKWARD-compatible with v1" in text
-    assert ("consumer live-watcher reads `model_version` (string?) from payments.scored, but "
-            "payments.scored-value v2 has no such field") in text
+    assert (
+        "consumer live-watcher reads `model_version` (string?) from payments.scored, but "
+        "payments.scored-value v2 has no such field"
+    ) in text
 
 
 def _rec(name: str = "R", **fields: Any) -> dict[str, Any]:
-    return {"type": "record", "name": name, "fields": [{"name": k, "type": v} for k, v in fields.items()]}
+    return {
+        "type": "record",
+        "name": name,
+        "fields": [{"name": k, "type": v} for k, v in fields.items()],
+    }
 
 
 @pytest.mark.parametrize(
     ("old", "new", "level", "line"),
     [
-        (_rec(s={"type": "enum", "name": "S", "symbols": ["A", "B", "C"]}),
-         _rec(s={"type": "enum", "name": "S", "symbols": ["A", "B"]}), "BACKWARD",
-         "removes symbols ['C'] from enum `s`"),
-        (_rec(m={"type": "map", "values": "double"}), _rec(m={"type": "map", "values": "string"}),
-         "FORWARD", "changes `m` from map of double to map of string"),
-        (_rec(n=_rec("N", x="long")), _rec(n=_rec("N", x="string")), "FULL",
-         "changes `n.x` from long to string"),
-        (_rec(n=["null", _rec("N", x="long")]), _rec(n=["null", _rec("N", x="string")]), "FULL",
-         "changes `n.x` from long to string"),
+        (
+            _rec(s={"type": "enum", "name": "S", "symbols": ["A", "B", "C"]}),
+            _rec(s={"type": "enum", "name": "S", "symbols": ["A", "B"]}),
+            "BACKWARD",
+            "removes symbols ['C'] from enum `s`",
+        ),
+        (
+            _rec(m={"type": "map", "values": "double"}),
+            _rec(m={"type": "map", "values": "string"}),
+            "FORWARD",
+            "changes `m` from map of double to map of string",
+        ),
+        (
+            _rec(n=_rec("N", x="long")),
+            _rec(n=_rec("N", x="string")),
+            "FULL",
+            "changes `n.x` from long to string",
+        ),
+        (
+            _rec(n=["null", _rec("N", x="long")]),
+            _rec(n=["null", _rec("N", x="string")]),
+            "FULL",
+            "changes `n.x` from long to string",
+        ),
         (_rec(a="long"), _rec("Q", a="long"), "BACKWARD", "renames the record from R to Q"),
     ],
 )

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
+
 from raylane.cli import app
 from raylane.config import ConfluentRegistryConfig
 from raylane.contracts import (
@@ -30,7 +32,6 @@ from raylane.contracts import (
 from raylane.contracts._confluent import ConfluentSchemaRegistry
 from raylane.errors import ConfigError, DependencyError
 from raylane.testing.schema_registry import LocalSchemaRegistry
-from typer.testing import CliRunner
 
 SUBJECT = "payments.initiated-value"
 
@@ -53,9 +54,17 @@ def _v1() -> dict[str, Any]:
 
 
 def _record() -> dict[str, Any]:
-    return {"event_id": "e-1", "correlation_id": None, "user_id": "u-1", "merchant_id": "m-1",
-            "merchant_category": "food", "amount": 12.5, "currency": "EUR",
-            "user_history_hash": "h", "event_time": 1_700_000_000_000}
+    return {
+        "event_id": "e-1",
+        "correlation_id": None,
+        "user_id": "u-1",
+        "merchant_id": "m-1",
+        "merchant_category": "food",
+        "amount": 12.5,
+        "currency": "EUR",
+        "user_history_hash": "h",
+        "event_time": 1_700_000_000_000,
+    }
 
 
 def test_register_read_back_and_codec_round_trip(registry: ConfluentSchemaRegistry) -> None:
@@ -122,8 +131,10 @@ def test_schema_check_cli_against_the_rest_registry(
     path.write_text(json.dumps(broken))
     res = runner.invoke(app, ["schema", "check", "--url", server.url, "--schemas", str(schemas)])
     assert res.exit_code == 1
-    assert "payments.initiated-value: v3 changes `device_id` from null or string to long; " \
-           "BACKWARD forbids it against v2" in " ".join(res.output.split())
+    assert (
+        "payments.initiated-value: v3 changes `device_id` from null or string to long; "
+        "BACKWARD forbids it against v2" in " ".join(res.output.split())
+    )
 
 
 def test_unreachable_registry_is_a_retriable_dependency_error() -> None:

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from raylane.config import load_serve_config
 from raylane.contracts import (
     BUILTIN_REGISTRY_DIR,
@@ -67,37 +68,56 @@ def test_a_breaking_producer_schema_fails_naming_consumer_and_field(
     broken_registry: FileSchemaRegistry,
 ) -> None:
     messages = [v.message for v in check_declarations(broken_registry, _all_declarations())]
-    assert ("consumer ingress:fraud reads `amount` as double from payments.initiated, "
-            "but payments.initiated-value v3 has it as string") in messages
-    assert ("consumer ingress:fraud reads `merchant_id` (any) from payments.initiated, "
-            "but payments.initiated-value v3 has no such field") in messages
+    assert (
+        "consumer ingress:fraud reads `amount` as double from payments.initiated, "
+        "but payments.initiated-value v3 has it as string"
+    ) in messages
+    assert (
+        "consumer ingress:fraud reads `merchant_id` (any) from payments.initiated, "
+        "but payments.initiated-value v3 has no such field"
+    ) in messages
     assert all("v3" in m for m in messages)
 
 
 def test_nullable_and_promoted_types() -> None:
     reg = FileSchemaRegistry()
-    ok = ConsumerDeclaration(consumer="c", reads={"payments.initiated": {
-        "event_time": "double",  # long is promoted to double
-        "correlation_id": "string?",
-    }})
+    ok = ConsumerDeclaration(
+        consumer="c",
+        reads={
+            "payments.initiated": {
+                "event_time": "double",  # long is promoted to double
+                "correlation_id": "string?",
+            }
+        },
+    )
     assert check_declarations(reg, [ok]) == []
-    strict = ConsumerDeclaration(consumer="c", reads={"payments.initiated": {
-        "correlation_id": "string", "device_id": "string?"}})
+    strict = ConsumerDeclaration(
+        consumer="c",
+        reads={"payments.initiated": {"correlation_id": "string", "device_id": "string?"}},
+    )
     messages = [v.message for v in check_declarations(reg, [strict])]
     assert messages == [
-        ("consumer c reads `correlation_id` as string from payments.initiated, but "
-        "payments.initiated-value v1 has it as null or string"),
-        ("consumer c reads `device_id` (string?) from payments.initiated, but "
-        "payments.initiated-value v1 has no such field"),  # v1 producers never send it
-        ("consumer c reads `correlation_id` as string from payments.initiated, but "
-        "payments.initiated-value v2 has it as null or string"),
+        (
+            "consumer c reads `correlation_id` as string from payments.initiated, but "
+            "payments.initiated-value v1 has it as null or string"
+        ),
+        (
+            "consumer c reads `device_id` (string?) from payments.initiated, but "
+            "payments.initiated-value v1 has no such field"
+        ),  # v1 producers never send it
+        (
+            "consumer c reads `correlation_id` as string from payments.initiated, but "
+            "payments.initiated-value v2 has it as null or string"
+        ),
     ]
     unknown = ConsumerDeclaration(consumer="c", reads={"no.such.topic": {"x": "long"}})
     assert "no such field" in check_declarations(reg, [unknown])[0].message
 
 
 def test_declaration_files_are_validated(tmp_path: Path) -> None:
-    (tmp_path / "bad.yaml").write_text("consumer: c\nreads:\n  payments.scored:\n    score: decimal\n")
+    (tmp_path / "bad.yaml").write_text(
+        "consumer: c\nreads:\n  payments.scored:\n    score: decimal\n"
+    )
     with pytest.raises(ConfigError, match=r"bad\.yaml.*decimal"):
         load_declarations(tmp_path)
 
@@ -110,7 +130,8 @@ def test_pacts_verify_every_registered_version_and_name_the_broken_field(
     assert all(p.is_file() for p in pacts)
     doc = json.loads((tmp_path / "pacts/ingress:fraud-payments.initiated.json").read_text())
     assert doc["consumer"]["name"] == "ingress:fraud" and doc["interactions"][0]["type"] == (
-        "Asynchronous/Messages")
+        "Asynchronous/Messages"
+    )
     contracts = {c for d in decls for c in d.reads}
     assert verify_pacts(FileSchemaRegistry(), tmp_path / "pacts", contracts) == []
     failures = verify_pacts(broken_registry, tmp_path / "pacts", ["payments.initiated"])

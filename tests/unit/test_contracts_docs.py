@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import yaml
+
 from raylane.contracts import ConsumerDeclaration
 from raylane.ingest import dlq as D
 
@@ -25,11 +26,15 @@ def test_declaration_example_is_a_valid_declaration() -> None:
 
 
 def test_documented_commands_exist() -> None:
-    from raylane.cli import app
     from typer.testing import CliRunner
 
+    from raylane.cli import app
+
     runner = CliRunner()
-    for group, cmds in {"schema": ("check", "register", "compat"), "dlq": ("inspect", "replay")}.items():
+    for group, cmds in {
+        "schema": ("check", "register", "compat"),
+        "dlq": ("inspect", "replay"),
+    }.items():
         for cmd in cmds:
             assert f"raylane {group} {cmd}" in DOC
             assert runner.invoke(app, [group, cmd, "--help"]).exit_code == 0

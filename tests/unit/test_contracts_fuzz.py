@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from typing import Any
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+
 from raylane.contracts import (
     Codec,
     ContractError,
@@ -160,7 +162,7 @@ _ANY = st.recursive(
 def _mangled(draw: st.DrawFn) -> tuple[Codec, dict[str, Any]]:
     """A record of some contract with fields dropped, replaced or added at random."""
     codec, record = draw(_codec_and_record())
-    names = list(record) + ["extra"]
+    names = [*list(record), "extra"]
     for name in draw(st.lists(st.sampled_from(names), max_size=4)):
         if draw(st.booleans()):
             record.pop(name, None)
@@ -188,10 +190,8 @@ def test_random_dicts_into_encode(pair: tuple[Codec, dict[str, Any]]) -> None:
         for name, value in decoded.items():
             if name in record and isinstance(value, (str, bool)):
                 assert _same(record[name], value), name
-    try:
+    with contextlib.suppress(ContractViolation):
         codec.encode_many([record])
-    except ContractViolation:
-        pass
 
 
 @FUZZ
@@ -244,8 +244,11 @@ def _zigzag_varint(n: int) -> bytes:
 
 
 @FUZZ
-@given(st.integers(min_value=1 << 20, max_value=(1 << 62)), st.binary(max_size=64),
-       st.sampled_from(list(CODECS.values())))
+@given(
+    st.integers(min_value=1 << 20, max_value=(1 << 62)),
+    st.binary(max_size=64),
+    st.sampled_from(list(CODECS.values())),
+)
 def test_hostile_lengths_and_counts_do_not_allocate(n: int, tail: bytes, codec: Codec) -> None:
     """A string length or map block count of billions must not make the reader allocate it."""
     import tracemalloc
@@ -265,7 +268,9 @@ def test_hostile_lengths_and_counts_do_not_allocate(n: int, tail: bytes, codec: 
 def test_payloads_over_the_limit_are_rejected_before_parsing(limit: int, lead: bytes) -> None:
     from raylane.contracts import EventTooLarge
 
-    codec = Codec.for_contract("payments.initiated", formats=("avro", "json"), max_event_bytes=limit)
+    codec = Codec.for_contract(
+        "payments.initiated", formats=("avro", "json"), max_event_bytes=limit
+    )
     try:
         codec.decode(lead * (limit + 1))
     except EventTooLarge as e:

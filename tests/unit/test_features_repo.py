@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+
 from raylane.config import OnlineFeatureView, load_serve_config
 from raylane.errors import ConfigError, DependencyError
 from raylane.features import (
@@ -30,7 +31,8 @@ DEAD = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 def test_connection_string_from_url():
     assert feast_connection_string("redis://127.0.0.1:6390/0") == "127.0.0.1:6390,db=0"
     assert feast_connection_string("rediss://bob:s3cret@cache.internal:6380/2") == (
-        "cache.internal:6380,db=2,username=bob,password=s3cret,ssl=true")
+        "cache.internal:6380,db=2,username=bob,password=s3cret,ssl=true"
+    )
     with pytest.raises(ConfigError, match="unix:///tmp/r.sock"):
         feast_connection_string("unix:///tmp/r.sock")
     with pytest.raises(ConfigError, match="contains ','"):
@@ -64,28 +66,55 @@ def test_missing_repo_names_the_setting(tmp_path):
 def _profiles(naive: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     now = datetime.now(UTC) - timedelta(hours=1)
     ts = now.replace(tzinfo=None) if naive else now
-    users = pd.DataFrame({"user_id": ["u1", "u2"], "risk_score": [0.1, 0.9],
-                          "avg_amount": [10.0, 20.0], "txn_count_30d": [3, 4],
-                          "account_age_days": [100, 200], "event_timestamp": [ts, ts],
-                          "created": [ts, ts], "extra": [1, 2]})
-    merchants = pd.DataFrame({"merchant_id": ["m1"], "category_risk": [0.3],
-                              "fraud_rate_90d": [0.01], "event_timestamp": [ts], "created": [ts]})
+    users = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2"],
+            "risk_score": [0.1, 0.9],
+            "avg_amount": [10.0, 20.0],
+            "txn_count_30d": [3, 4],
+            "account_age_days": [100, 200],
+            "event_timestamp": [ts, ts],
+            "created": [ts, ts],
+            "extra": [1, 2],
+        }
+    )
+    merchants = pd.DataFrame(
+        {
+            "merchant_id": ["m1"],
+            "category_risk": [0.3],
+            "fraud_rate_90d": [0.01],
+            "event_timestamp": [ts],
+            "created": [ts],
+        }
+    )
     return users, merchants
 
 
 @pytest.fixture
 def repo(tmp_path) -> FeastRepo:
-    shutil.copytree(ROOT / "features", tmp_path / "repo",
-                    ignore=shutil.ignore_patterns("data", "__pycache__"))
-    return FeastRepo.load(tmp_path / "repo", project="unit_test", redis_url=DEAD,
-                          registry_path=tmp_path / "registry.db")
+    shutil.copytree(
+        ROOT / "features", tmp_path / "repo", ignore=shutil.ignore_patterns("data", "__pycache__")
+    )
+    return FeastRepo.load(
+        tmp_path / "repo",
+        project="unit_test",
+        redis_url=DEAD,
+        registry_path=tmp_path / "registry.db",
+    )
 
 
 def test_write_sources_conforms_columns(repo):
     paths = write_sources(*_profiles(naive=True), repo)
     users = pd.read_parquet(paths["user_profiles"])
-    assert list(users.columns) == ["user_id", "risk_score", "avg_amount", "txn_count_30d",
-                                   "account_age_days", "event_timestamp", "created"]
+    assert list(users.columns) == [
+        "user_id",
+        "risk_score",
+        "avg_amount",
+        "txn_count_30d",
+        "account_age_days",
+        "event_timestamp",
+        "created",
+    ]
     assert str(users["event_timestamp"].dt.tz) == "UTC"
     assert users["txn_count_30d"].dtype == np.int64
     assert paths["merchant_profiles"] == repo.path / "data" / "merchant_profiles.parquet"
@@ -125,29 +154,43 @@ def test_fraud_config_views_resolve_and_reads_fail_cleanly(repo):
     with pytest.raises(ConfigError, match=r"lacks entity fields \['merchant_id'\]"):
         asyncio.run(reader.read({"user_id": ["u1"]}))
     assert asyncio.run(reader.read({"user_id": [], "merchant_id": []}))[
-        "merchant_profile__category_risk"].shape == (0,)
+        "merchant_profile__category_risk"
+    ].shape == (0,)
 
 
 def test_reader_config_errors_name_the_fix(repo):
     apply(repo)
     missing = [OnlineFeatureView(view="user_profile", entity_field="user_id", features=("x",))]
-    with pytest.raises(ConfigError, match="feature view user_profile does not exist in project "
-                                          r"unit_test; run `raylane bootstrap`"):
+    with pytest.raises(
+        ConfigError,
+        match="feature view user_profile does not exist in project "
+        r"unit_test; run `raylane bootstrap`",
+    ):
         OnlineFeatureReader.from_repo(repo, missing)
-    typo = [OnlineFeatureView(view="merchant_profile", entity_field="merchant_id",
-                              features=("category_risk", "chargebacks"))]
+    typo = [
+        OnlineFeatureView(
+            view="merchant_profile",
+            entity_field="merchant_id",
+            features=("category_risk", "chargebacks"),
+        )
+    ]
     with pytest.raises(ConfigError, match="'chargebacks' is not in feature view merchant_profile"):
         OnlineFeatureReader.from_repo(repo, typo)
-    wrong_key = [OnlineFeatureView(view="merchant_profile", entity_field="user_id",
-                                   features=("category_risk",))]
+    wrong_key = [
+        OnlineFeatureView(
+            view="merchant_profile", entity_field="user_id", features=("category_risk",)
+        )
+    ]
     with pytest.raises(ConfigError, match="keyed by"):
         OnlineFeatureReader.from_repo(repo, wrong_key)
 
 
 def test_materialize_without_sources_names_the_fix(repo):
     apply(repo)
-    with pytest.raises(ConfigError, match="source data/user_profiles.parquet of feature view "
-                                          "user_risk_profile is missing"):
+    with pytest.raises(
+        ConfigError,
+        match="source data/user_profiles.parquet of feature view user_risk_profile is missing",
+    ):
         materialize(repo)
 
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
 from raylane.config import ModelConfig
 from raylane.serving.cache import PredictionCache
 from raylane.serving.hosted import HostedModel
@@ -69,7 +70,9 @@ class FakeModel:
         self.calls = 0
 
     def stack(self, columns: Mapping[str, Any]) -> np.ndarray:
-        return np.stack([np.asarray(columns[c], dtype=np.float32) for c in self.feature_names], axis=1)
+        return np.stack(
+            [np.asarray(columns[c], dtype=np.float32) for c in self.feature_names], axis=1
+        )
 
     def predict_matrix(self, x: np.ndarray) -> np.ndarray:
         self.calls += len(x)
@@ -92,7 +95,9 @@ class Registry:
 
 def _hosted(cache: dict | None = None, clock: Clock | None = None) -> tuple[HostedModel, Registry]:
     reg = Registry()
-    cfg = ModelConfig.model_validate({"name": "champion", "uri": "models:/fraud@champion", "cache": cache})
+    cfg = ModelConfig.model_validate(
+        {"name": "champion", "uri": "models:/fraud@champion", "cache": cache}
+    )
     return HostedModel(cfg, reg.load, reg.resolve, timer=clock), reg
 
 
@@ -143,9 +148,11 @@ def test_merged_calls_are_scored_once_and_split_back() -> None:
     from raylane.serving.hosted import score_merged
 
     h, _ = _hosted()
-    calls = [{"a": np.array([0.1, 0.2]), "b": np.array([1.0, 2.0])},
-             {"a": np.array([0.5]), "b": np.array([5.0])},
-             {"a": np.array([0.3, 0.4, 0.6]), "b": np.array([3.0, 4.0, 6.0])}]
+    calls = [
+        {"a": np.array([0.1, 0.2]), "b": np.array([1.0, 2.0])},
+        {"a": np.array([0.5]), "b": np.array([5.0])},
+        {"a": np.array([0.3, 0.4, 0.6]), "b": np.array([3.0, 4.0, 6.0])},
+    ]
     n_calls = []
 
     def score(cols: Mapping[str, Any]) -> dict[str, Any]:
@@ -158,5 +165,7 @@ def test_merged_calls_are_scored_once_and_split_back() -> None:
         assert np.allclose(o["scores"], c["a"] + c["b"] + 1) and o["model_version"] == "1"
     # different columns: one call each
     n_calls.clear()
-    score_merged(score, [calls[0], {"a": np.array([1.0]), "b": np.array([1.0]), "c": np.array([0.0])}])
+    score_merged(
+        score, [calls[0], {"a": np.array([1.0]), "b": np.array([1.0]), "c": np.array([0.0])}]
+    )
     assert n_calls == [2, 1]

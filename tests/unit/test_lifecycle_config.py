@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from raylane.config import PipelineConfig
 from raylane.errors import ConfigError
 
@@ -41,8 +42,11 @@ def test_autoscaling_bounds_name_path_and_values() -> None:
 
 def test_initial_replicas_must_lie_within_bounds() -> None:
     a = _args()
-    a["models"]["shadows"][0]["autoscaling_config"] = {"min_replicas": 1, "max_replicas": 2,
-                                                      "initial_replicas": 5}
+    a["models"]["shadows"][0]["autoscaling_config"] = {
+        "min_replicas": 1,
+        "max_replicas": 2,
+        "initial_replicas": 5,
+    }
     msg = _error(a)
     assert "args.models.shadows[0].autoscaling_config" in msg and "initial_replicas (5)" in msg
 
@@ -53,18 +57,33 @@ def test_autoscaling_maps_to_serve_options() -> None:
 
     a = _args()
     a["models"]["primary"]["autoscaling_config"] = {
-        "min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 1,
-        "upscale_delay_s": 1, "downscale_delay_s": 2,
+        "min_replicas": 1,
+        "max_replicas": 3,
+        "target_ongoing_requests": 1,
+        "upscale_delay_s": 1,
+        "downscale_delay_s": 2,
     }
-    a["models"]["primary"]["ray_actor_options"] = {"num_cpus": 0.5, "num_gpus": 1, "resources": {"gpu_node": 1}}
+    a["models"]["primary"]["ray_actor_options"] = {
+        "num_cpus": 0.5,
+        "num_gpus": 1,
+        "resources": {"gpu_node": 1},
+    }
     cfg = PipelineConfig.from_args(a)
     opts = model_options(cfg.models.primary)
     assert "num_replicas" not in opts
     auto = opts["autoscaling_config"]
-    assert (auto["min_replicas"], auto["max_replicas"], auto["target_ongoing_requests"]) == (1, 3, 1.0)
+    assert (auto["min_replicas"], auto["max_replicas"], auto["target_ongoing_requests"]) == (
+        1,
+        3,
+        1.0,
+    )
     assert (auto["upscale_delay_s"], auto["downscale_delay_s"]) == (1.0, 2.0)
     assert "initial_replicas" not in auto  # unset: Serve starts at min_replicas
-    assert opts["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 1.0, "resources": {"gpu_node": 1.0}}
+    assert opts["ray_actor_options"] == {
+        "num_cpus": 0.5,
+        "num_gpus": 1.0,
+        "resources": {"gpu_node": 1.0},
+    }
     fixed = model_options(cfg.models.shadows[0])
     assert fixed["num_replicas"] == 1 and "autoscaling_config" not in fixed
 
@@ -124,4 +143,6 @@ def test_the_docs_example_is_a_valid_config() -> None:
     a["promotion"] = doc["promotion"]
     cfg = PipelineConfig.from_args(a)
     assert cfg.models.primary.autoscaling_config is not None
-    assert cfg.models.shadows[0].sample_fraction == 0.25 and cfg.promotion.max_latency_p99_ratio == 1.5
+    assert (
+        cfg.models.shadows[0].sample_fraction == 0.25 and cfg.promotion.max_latency_p99_ratio == 1.5
+    )

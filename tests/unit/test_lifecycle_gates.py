@@ -5,18 +5,30 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from raylane.config import PromotionConfig
 from raylane.errors import DependencyError
 from raylane.monitoring.shadow_stats import ShadowAggregate
 from raylane.registry.gates import DriftStatus, RedisDriftCheck, drift_key, evaluate_gates
 
-CFG = PromotionConfig(min_samples=100, min_agreement=0.95, max_p95_abs_delta=0.1,
-                      max_latency_p99_ratio=1.5, require_no_drift_alert=True)
+CFG = PromotionConfig(
+    min_samples=100,
+    min_agreement=0.95,
+    max_p95_abs_delta=0.1,
+    max_latency_p99_ratio=1.5,
+    require_no_drift_alert=True,
+)
 
 
 def _agg(**kw: object) -> ShadowAggregate:
-    base = {"n": 500, "agreement_rate": 0.99, "p95_abs_delta": 0.05, "primary_latency_p99_ms": 10.0,
-                "shadow_latency_p99_ms": 12.0, "shadow_version": "2"}
+    base = {
+        "n": 500,
+        "agreement_rate": 0.99,
+        "p95_abs_delta": 0.05,
+        "primary_latency_p99_ms": 10.0,
+        "shadow_latency_p99_ms": 12.0,
+        "shadow_version": "2",
+    }
     base.update(kw)
     return ShadowAggregate("challenger", **base)  # type: ignore[arg-type]
 
@@ -27,8 +39,13 @@ def _by_name(gates: list) -> dict:
 
 def test_all_gates_pass_on_good_figures() -> None:
     gates = evaluate_gates("fraud", _agg(), CFG, lambda p: None)
-    assert [g.name for g in gates] == ["min_samples", "min_agreement", "max_p95_abs_delta",
-                                       "max_latency_p99_ratio", "require_no_drift_alert"]
+    assert [g.name for g in gates] == [
+        "min_samples",
+        "min_agreement",
+        "max_p95_abs_delta",
+        "max_latency_p99_ratio",
+        "require_no_drift_alert",
+    ]
     assert all(g.passed for g in gates)
 
 
@@ -41,7 +58,9 @@ def test_all_gates_pass_on_good_figures() -> None:
         ({"shadow_latency_p99_ms": 16.0}, "max_latency_p99_ratio", 1.6),
     ],
 )
-def test_a_failed_gate_names_threshold_and_measured(figures: dict, gate: str, measured: float) -> None:
+def test_a_failed_gate_names_threshold_and_measured(
+    figures: dict, gate: str, measured: float
+) -> None:
     gates = _by_name(evaluate_gates("fraud", _agg(**figures), CFG, lambda p: None))
     g = gates[gate]
     assert not g.passed and g.measured == pytest.approx(measured)
@@ -71,9 +90,18 @@ class FakeRedis:
 
 
 def _state(open_: bool) -> str:
-    return json.dumps({"open": open_, "model_name": "fraud", "model_version": "1", "drift_share": 0.6,
-                       "threshold": 0.5, "drifted_columns": ["amount", "user_txn_count_60s"],
-                       "window_end": "2026-11-26T17:00:00Z", "updated_at": "2026-11-26T17:00:01Z"})
+    return json.dumps(
+        {
+            "open": open_,
+            "model_name": "fraud",
+            "model_version": "1",
+            "drift_share": 0.6,
+            "threshold": 0.5,
+            "drifted_columns": ["amount", "user_txn_count_60s"],
+            "window_end": "2026-11-26T17:00:00Z",
+            "updated_at": "2026-11-26T17:00:01Z",
+        }
+    )
 
 
 def test_default_drift_check_reads_the_agreed_key() -> None:
@@ -81,7 +109,9 @@ def test_default_drift_check_reads_the_agreed_key() -> None:
     check = RedisDriftCheck("redis://fake", client=r)
     st = check("fraud")
     assert r.asked == ["raylane:drift:fraud"]
-    assert st is not None and st.open and list(st.drifted_columns) == ["amount", "user_txn_count_60s"]
+    assert (
+        st is not None and st.open and list(st.drifted_columns) == ["amount", "user_txn_count_60s"]
+    )
     g = _by_name(evaluate_gates("fraud", _agg(), CFG, check))["require_no_drift_alert"]
     assert not g.passed and g.measured == "open alert" and "amount" in g.detail
 
@@ -90,7 +120,9 @@ def test_closed_or_missing_drift_state_passes() -> None:
     closed = RedisDriftCheck("redis://fake", client=FakeRedis({drift_key("fraud"): _state(False)}))
     missing = RedisDriftCheck("redis://fake", client=FakeRedis())
     for check in (closed, missing):
-        assert _by_name(evaluate_gates("fraud", _agg(), CFG, check))["require_no_drift_alert"].passed
+        assert _by_name(evaluate_gates("fraud", _agg(), CFG, check))[
+            "require_no_drift_alert"
+        ].passed
     assert missing("fraud") is None
 
 
@@ -111,4 +143,6 @@ def test_unreadable_drift_state_is_a_dependency_error() -> None:
     with pytest.raises(DependencyError, match="raylane:drift:fraud"):
         RedisDriftCheck("redis://fake", client=FakeRedis(fail=True))("fraud")
     with pytest.raises(DependencyError, match="no valid drift state"):
-        RedisDriftCheck("redis://fake", client=FakeRedis({drift_key("fraud"): "{not json"}))("fraud")
+        RedisDriftCheck("redis://fake", client=FakeRedis({drift_key("fraud"): "{not json"}))(
+            "fraud"
+        )

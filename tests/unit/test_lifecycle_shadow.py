@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from raylane.config import DecisionConfig, DecisionRule
 from raylane.contracts import Codec
 from raylane.decision import DecisionEngine
@@ -13,16 +14,23 @@ from raylane.ingest.processor import Prediction, ShadowJob
 from raylane.monitoring.shadow import compare, sample_job, sample_mask
 from raylane.monitoring.shadow_stats import MAX_BATCHES, LocalShadowWindow, aggregate, batch_entry
 
-ENGINE = DecisionEngine(DecisionConfig(rules=(DecisionRule(name="high", when="score > 0.85",
-                                                           decision="flagged"),)))
+ENGINE = DecisionEngine(
+    DecisionConfig(rules=(DecisionRule(name="high", when="score > 0.85", decision="flagged"),))
+)
 
 
 def _job(p: np.ndarray, ids: list[str] | None = None) -> ShadowJob:
     ids = ids or [f"e{i}" for i in range(len(p))]
-    events = [{"event_id": e, "correlation_id": f"c-{e}", "event_time": 1_700_000_000_000} for e in ids]
+    events = [
+        {"event_id": e, "correlation_id": f"c-{e}", "event_time": 1_700_000_000_000} for e in ids
+    ]
     dec = ENGINE.decide(p, {}).decision
-    return ShadowJob({"amount": np.arange(len(p), dtype=np.float64)}, events,
-                     Prediction(p, "fraud", "1", 2.0), list(dec))
+    return ShadowJob(
+        {"amount": np.arange(len(p), dtype=np.float64)},
+        events,
+        Prediction(p, "fraud", "1", 2.0),
+        list(dec),
+    )
 
 
 def test_sampling_is_deterministic_and_close_to_the_fraction() -> None:
@@ -50,8 +58,15 @@ def test_sample_job_keeps_rows_aligned() -> None:
 def test_compare_records_fit_the_evolved_contract() -> None:
     p = np.array([0.1, 0.9, 0.5, 0.86])
     s = np.array([0.12, 0.5, 0.5, 0.95])
-    recs, agree, delta = compare(_job(p), Prediction(s, "fraud", "2", 3.0), ENGINE, "fraud",
-                                 primary_label="champion", shadow_label="challenger", sample_fraction=0.5)
+    recs, agree, delta = compare(
+        _job(p),
+        Prediction(s, "fraud", "2", 3.0),
+        ENGINE,
+        "fraud",
+        primary_label="champion",
+        shadow_label="challenger",
+        sample_fraction=0.5,
+    )
     assert agree == 3 and [r["agreement"] for r in recs] == [True, False, True, True]
     assert np.allclose(delta, np.abs(p - s))
     assert recs[1]["primary_decision"] == "flagged" and recs[1]["shadow_decision"] == "approved"
@@ -62,8 +77,9 @@ def test_compare_records_fit_the_evolved_contract() -> None:
     assert back["abs_delta"] == pytest.approx(0.4) and back["shadow_latency_ms"] == 3.0
 
 
-def _entry(p: list[float], s: list[float], pv: str = "1", sv: str = "2", pl: float = 2.0,
-           sl: float = 3.0) -> dict:
+def _entry(
+    p: list[float], s: list[float], pv: str = "1", sv: str = "2", pl: float = 2.0, sl: float = 3.0
+) -> dict:
     pa, sa = np.asarray(p), np.asarray(s)
     recs, _, _ = compare(_job(pa), Prediction(sa, "fraud", sv, sl), ENGINE, "fraud")
     for r in recs:
@@ -122,6 +138,7 @@ def test_local_window_tracks_the_newest() -> None:
 def test_fraud_shadow_v2_is_backward_and_forward_compatible_with_v1() -> None:
     import avro.schema
     from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
+
     from raylane.contracts import FileSchemaRegistry
 
     reg = FileSchemaRegistry()
@@ -144,8 +161,12 @@ def test_local_window_equals_the_full_aggregate_over_the_same_entries() -> None:
     entries: list[dict[str, Any]] = []
     for i in range(400):
         k = rng.choice([1, 2, 3, 17, 60])
-        e = _entry([rng.random() for _ in range(k)], [rng.random() for _ in range(k)],
-                   pv="1" if i < 250 else "2", sv="3")
+        e = _entry(
+            [rng.random() for _ in range(k)],
+            [rng.random() for _ in range(k)],
+            pv="1" if i < 250 else "2",
+            sv="3",
+        )
         e["pl"], e["sl"], e["t"] = rng.uniform(1, 30), rng.uniform(1, 60), 1000.0 + i
         entries.insert(0, e)
         got = w.add(e)

@@ -19,13 +19,14 @@ from pathlib import Path
 
 import psutil
 import pytest
+from typer.testing import CliRunner
+
 from raylane.errors import StackError
 from raylane.localstack import _process, _state, ensure_topics, status, up
 from raylane.localstack._broker import KafkaBroker, split_bootstrap
 from raylane.localstack._component import Health, env_port
 from raylane.localstack._redis import Redis
 from raylane.settings import Settings
-from typer.testing import CliRunner
 
 
 def _free_port() -> int:

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, start_http_server
+
 from raylane.monitoring.live import scrape
 from raylane.monitoring.metrics import target_files
 
@@ -63,7 +64,9 @@ def _not_http_server() -> tuple[int, threading.Event]:
 
 def test_scrape_skips_a_target_that_does_not_speak_http(tmp_path: Path) -> None:
     reg = CollectorRegistry()
-    Counter("raylane_events_in", "events", ["pipeline"], registry=reg).labels(pipeline="fraud").inc(7)
+    Counter("raylane_events_in", "events", ["pipeline"], registry=reg).labels(pipeline="fraud").inc(
+        7
+    )
     server, _ = start_http_server(0, addr="127.0.0.1", registry=reg)
     port, stop = _not_http_server()
     try:

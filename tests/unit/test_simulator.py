@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 import pytest
+
 from raylane.testing import CONTRACT_FIELDS, World, events_frame, to_ms
 
 END = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -79,12 +80,16 @@ def test_fraud_comes_in_velocity_bursts(history: list) -> None:
     by_user: dict[str, list[int]] = defaultdict(list)
     for user, t in zip(bursts.user_id, bursts.event_time, strict=True):
         by_user[user].append(t)
-    dense = [u for u, ts in by_user.items()
-             if any(sum(1 for x in ts if t0 <= x <= t0 + 35_000) >= 4 for t0 in ts)]
+    dense = [
+        u
+        for u, ts in by_user.items()
+        if any(sum(1 for x in ts if t0 <= x <= t0 + 35_000) >= 4 for t0 in ts)
+    ]
     assert len(dense) >= len(by_user) // 2
     legit = traffic[~traffic.is_fraud]
     profiles = World(seed=5, n_users=300, n_merchants=60).user_profiles(END).set_index("user_id")
-    ratio = lambda d: (d.amount / d.user_id.map(profiles.avg_amount)).median()
+    def ratio(d):
+        return (d.amount / d.user_id.map(profiles.avg_amount)).median()
     assert ratio(traffic[traffic.is_fraud]) > 2.5 * ratio(legit)
 
 
@@ -117,16 +122,28 @@ def test_smaller_world_is_a_prefix_of_a_bigger_one(world: World) -> None:
 
 def test_profile_tables_columns_and_dtypes(world: World) -> None:
     u = world.user_profiles(END)
-    assert list(u.columns) == ["user_id", "risk_score", "avg_amount", "txn_count_30d",
-                               "account_age_days", "event_timestamp", "created"]
+    assert list(u.columns) == [
+        "user_id",
+        "risk_score",
+        "avg_amount",
+        "txn_count_30d",
+        "account_age_days",
+        "event_timestamp",
+        "created",
+    ]
     assert len(u) == 300 and u.user_id.is_unique and isinstance(u.user_id[0], str)
     assert u.risk_score.dtype == np.float64 and u.avg_amount.dtype == np.float64
     assert u.txn_count_30d.dtype == np.int64 and u.account_age_days.dtype == np.int64
     assert str(u.event_timestamp.dtype) == "datetime64[ns, UTC]"
     assert u.event_timestamp[0] == pd.Timestamp(END)
     m = world.merchant_profiles(END)
-    assert list(m.columns) == ["merchant_id", "category_risk", "fraud_rate_90d",
-                               "event_timestamp", "created"]
+    assert list(m.columns) == [
+        "merchant_id",
+        "category_risk",
+        "fraud_rate_90d",
+        "event_timestamp",
+        "created",
+    ]
     assert m.category_risk.dtype == np.float64 and m.fraud_rate_90d.dtype == np.float64
     assert m.category_risk.between(0, 1).all() and str(m.created.dtype) == "datetime64[ns, UTC]"
     assert set(world.merchant_category) >= {"grocery", "crypto", "gift_cards"}

@@ -8,6 +8,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+
 from raylane.config import load_serve_config
 from raylane.features.window import reference_window_features
 from raylane.loading import import_file
@@ -28,8 +29,13 @@ def T() -> ModuleType:
 
 @pytest.fixture(scope="module")
 def result(T: ModuleType):  # type: ignore[no-untyped-def]
-    return T.train(world=World(seed=3, n_users=500, n_merchants=100), hours=1.0, end=END,
-                   log=False, progress=False)
+    return T.train(
+        world=World(seed=3, n_users=500, n_merchants=100),
+        hours=1.0,
+        end=END,
+        log=False,
+        progress=False,
+    )
 
 
 def test_heldout_auc_and_speed(result) -> None:  # type: ignore[no-untyped-def]
@@ -46,12 +52,15 @@ def test_columns_follow_the_serve_config(result) -> None:  # type: ignore[no-unt
     assert result.champion.booster.feature_names == cols
     ch = result.challenger.feature_names
     assert ch == [c for c in cols if not c.startswith("merchant_profile__")] and ch != cols
-    assert result.challenger.booster.num_boosted_rounds() < result.champion.booster.num_boosted_rounds()
+    assert (
+        result.challenger.booster.num_boosted_rounds()
+        < result.champion.booster.num_boosted_rounds()
+    )
 
 
 def test_reference_sample(result) -> None:  # type: ignore[no-untyped-def]
     ref = result.champion.reference
-    assert list(ref.columns) == result.champion.feature_names + ["score", "label"]
+    assert list(ref.columns) == [*result.champion.feature_names, "score", "label"]
     assert 0 < len(ref) <= 5000
     assert ref.score.between(0, 1).all()
     np.testing.assert_allclose(result.champion.predict(ref), ref.score, rtol=1e-6)
@@ -68,13 +77,16 @@ def test_window_features_are_the_reference_semantics(T: ModuleType) -> None:
         np.testing.assert_array_equal(data.frame[w.name].to_numpy(), want[w.name][keep])
     profiles = world.user_profiles(END).set_index("user_id")
     users = [e.event["user_id"] for e in events if e.kind != "prior"]
-    np.testing.assert_array_equal(data.frame["user_risk_profile__risk_score"].to_numpy(),
-                                  profiles.risk_score.loc[users].to_numpy())
+    np.testing.assert_array_equal(
+        data.frame["user_risk_profile__risk_score"].to_numpy(),
+        profiles.risk_score.loc[users].to_numpy(),
+    )
     assert not data.frame.isna().any().any()
 
 
-def test_logging_a_model_leaves_the_process_tracking_uri_alone(monkeypatch: pytest.MonkeyPatch,
-                                                              tmp_path: Path) -> None:
+def test_logging_a_model_leaves_the_process_tracking_uri_alone(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI; training on a scratch store must
     not leave it set, or every Ray replica started later in the process looks there."""
     import mlflow

@@ -8,6 +8,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+
 from raylane.features.window import reference_window_features
 from raylane.loading import import_file
 from raylane.testing import World
@@ -22,8 +23,7 @@ def C() -> ModuleType:
 
 
 def test_churn_models(C: ModuleType) -> None:
-    res = C.train(world=World(seed=3, n_users=500), hours=1.0, end=END, log=False,
-                  progress=False)
+    res = C.train(world=World(seed=3, n_users=500), hours=1.0, end=END, log=False, progress=False)
     assert res.champion.auc >= 0.9, res.champion.auc
     assert res.challenger.auc < res.champion.auc
     feats = C.load_features()

@@ -7,6 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
+
 from raylane.config import WindowFeature
 from raylane.errors import ContractError, DependencyError
 from raylane.features import (
@@ -19,14 +20,21 @@ from raylane.features import (
 
 T0 = 1_700_000_000_000
 COUNT = WindowFeature(name="cnt", kind="count", key_fields=("user_id",), window_s=60)
-SUM = WindowFeature(name="amt", kind="sum", key_fields=("user_id",), value_field="amount", window_s=60)
+SUM = WindowFeature(
+    name="amt", kind="sum", key_fields=("user_id",), value_field="amount", window_s=60
+)
 FIRST = WindowFeature(name="first", kind="first_seen", key_fields=("user_id", "merchant_id"))
 SPECS = [COUNT, SUM, FIRST]
 
 
 def ev(eid: str, t: int, user: str = "u1", merchant: str = "m1", amount: float = 1.0) -> dict:
-    return {"event_id": eid, "event_time": t, "user_id": user, "merchant_id": merchant,
-            "amount": amount}
+    return {
+        "event_id": eid,
+        "event_time": t,
+        "user_id": user,
+        "merchant_id": merchant,
+        "amount": amount,
+    }
 
 
 def run(state: ReferenceWindowState, *events: dict) -> dict[str, list[float]]:
@@ -38,15 +46,21 @@ def test_window_key_joins_key_fields():
 
 
 def test_event_exactly_window_old_is_excluded():
-    out = run(ReferenceWindowState([COUNT, SUM]),
-              ev("a", T0, amount=5.0), ev("b", T0 + 60_000, amount=2.0))
+    out = run(
+        ReferenceWindowState([COUNT, SUM]),
+        ev("a", T0, amount=5.0),
+        ev("b", T0 + 60_000, amount=2.0),
+    )
     assert out["cnt"] == [1.0, 1.0]
     assert out["amt"] == [5.0, 2.0]
 
 
 def test_event_just_inside_window_is_included():
-    out = run(ReferenceWindowState([COUNT, SUM]),
-              ev("a", T0, amount=5.0), ev("b", T0 + 59_999, amount=2.0))
+    out = run(
+        ReferenceWindowState([COUNT, SUM]),
+        ev("a", T0, amount=5.0),
+        ev("b", T0 + 59_999, amount=2.0),
+    )
     assert out["cnt"] == [1.0, 2.0]
     assert out["amt"] == [5.0, 7.0]
 
@@ -76,8 +90,14 @@ def test_out_of_order_within_lateness_is_exact():
 
 def test_first_seen_per_key_and_on_reprocessing():
     state = ReferenceWindowState([FIRST])
-    out = run(state, ev("a", T0), ev("b", T0 + 1), ev("c", T0 + 2, merchant="m2"),
-              ev("a", T0), ev("d", T0 - 5000))
+    out = run(
+        state,
+        ev("a", T0),
+        ev("b", T0 + 1),
+        ev("c", T0 + 2, merchant="m2"),
+        ev("a", T0),
+        ev("d", T0 - 5000),
+    )
     assert out["first"] == [1.0, 0.0, 1.0, 1.0, 0.0]
 
 
@@ -101,6 +121,7 @@ def test_reference_window_features_starts_empty():
 
 
 # -- RedisWindowStore checks that need no server ------------------------------------------
+
 
 def _offline_store() -> RedisWindowStore:
     # Port 1 is never a Redis: any accidental network use fails loudly.

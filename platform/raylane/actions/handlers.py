@@ -103,10 +103,17 @@ class UpdateProfileHandler:
         self.features = [f.name for f in fv.features]
         self.dtypes = {f.name: f.dtype.to_value_type().name for f in fv.features}
         if spec.feature not in self.features:
-            raise RaylaneError(f"actions: feature {spec.feature!r} is not in feature view {spec.view} "
-                               f"(it has {self.features}); fix update_profile.feature", stage="config")
-        view = OnlineFeatureView(view=spec.view, entity_field=spec.entity_field, join_key=self.join_key,
-                                 features=tuple(self.features))
+            raise RaylaneError(
+                f"actions: feature {spec.feature!r} is not in feature view {spec.view} "
+                f"(it has {self.features}); fix update_profile.feature",
+                stage="config",
+            )
+        view = OnlineFeatureView(
+            view=spec.view,
+            entity_field=spec.entity_field,
+            join_key=self.join_key,
+            features=tuple(self.features),
+        )
         self.reader = OnlineFeatureReader(self.store, [view], redis_url=redis_url)
 
     async def current(self, entity: str) -> dict[str, Any]:
@@ -127,12 +134,15 @@ class UpdateProfileHandler:
         now = datetime.now(UTC)
         import pandas as pd
 
-        df = pd.DataFrame([{self.join_key: str(entity), **row, "event_timestamp": now, "created": now}])
+        df = pd.DataFrame(
+            [{self.join_key: str(entity), **row, "event_timestamp": now, "created": now}]
+        )
         try:
             await asyncio.to_thread(self.store.write_to_online_store, self.spec.view, df)
         except Exception as e:
-            raise DependencyError(f"update_profile: writing {self.spec.view} for {entity} failed: {e}",
-                                  stage="action") from e
+            raise DependencyError(
+                f"update_profile: writing {self.spec.view} for {entity} failed: {e}", stage="action"
+            ) from e
 
     async def aclose(self) -> None:
         await self.reader.aclose()
@@ -157,14 +167,18 @@ class _BreakerMetric(pybreaker.CircuitBreakerListener):  # type: ignore[misc]
 class WebhookHandler:
     """POST JSON with retries + exponential backoff, behind a breaker counting failed events."""
 
-    def __init__(self, spec: WebhookAction, pipeline: str, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, spec: WebhookAction, pipeline: str, client: httpx.AsyncClient | None = None
+    ) -> None:
         self.spec = spec
         self.name = spec.name
         self.pipeline = pipeline
         self.client = client or httpx.AsyncClient(timeout=spec.timeout_s)
         self.breaker = pybreaker.CircuitBreaker(
-            fail_max=spec.breaker.fail_max, reset_timeout=spec.breaker.reset_timeout_s,
-            name=f"{pipeline}:{spec.name}", listeners=[_BreakerMetric(pipeline, spec.name)],
+            fail_max=spec.breaker.fail_max,
+            reset_timeout=spec.breaker.reset_timeout_s,
+            name=f"{pipeline}:{spec.name}",
+            listeners=[_BreakerMetric(pipeline, spec.name)],
         )
         self._lab = {"pipeline": pipeline, "handler": spec.name}
 
@@ -179,8 +193,9 @@ class WebhookHandler:
         if r.status_code >= 500 or r.status_code in (408, 429):
             raise _Retryable(f"HTTP {r.status_code}")
         if r.status_code >= 400:
-            raise ActionFailed(f"webhook {self.spec.url} rejected the event: HTTP {r.status_code} "
-                               f"{r.text[:200]}")
+            raise ActionFailed(
+                f"webhook {self.spec.url} rejected the event: HTTP {r.status_code} {r.text[:200]}"
+            )
 
     async def _deliver(self, body: bytes, headers: Mapping[str, str]) -> None:
         retrying = AsyncRetrying(
@@ -195,23 +210,38 @@ class WebhookHandler:
                 await self._attempt(body, headers)
 
     async def run(self, ev: ActionEvent) -> None:
-        payload = {"action": self.name, "pipeline": self.pipeline, "topic": ev.topic,
-                   "correlation_id": ev.correlation_id, "event": ev.event}
+        payload = {
+            "action": self.name,
+            "pipeline": self.pipeline,
+            "topic": ev.topic,
+            "correlation_id": ev.correlation_id,
+            "event": ev.event,
+        }
         body = json.dumps(payload, default=_json_default).encode()
-        headers = {"content-type": "application/json", "x-correlation-id": ev.correlation_id,
-                   "raylane-correlation-id": ev.correlation_id, "idempotency-key": ev.event_id,
-                   **self.spec.headers}
+        headers = {
+            "content-type": "application/json",
+            "x-correlation-id": ev.correlation_id,
+            "raylane-correlation-id": ev.correlation_id,
+            "idempotency-key": ev.event_id,
+            **self.spec.headers,
+        }
         try:
             with self.breaker.calling():
                 await self._deliver(body, headers)
         except pybreaker.CircuitBreakerError as e:
             if isinstance(e.__context__, _Retryable):  # this very failure tripped the breaker
-                raise ActionFailed(f"webhook {self.spec.url} failed after {self.spec.attempts} attempts: "
-                                   f"{e.__context__}; its circuit breaker is now open") from e
-            raise ActionFailed(f"webhook {self.spec.url}: circuit breaker open after repeated failures "
-                               f"(retrying after {self.spec.breaker.reset_timeout_s:g} s)") from e
+                raise ActionFailed(
+                    f"webhook {self.spec.url} failed after {self.spec.attempts} attempts: "
+                    f"{e.__context__}; its circuit breaker is now open"
+                ) from e
+            raise ActionFailed(
+                f"webhook {self.spec.url}: circuit breaker open after repeated failures "
+                f"(retrying after {self.spec.breaker.reset_timeout_s:g} s)"
+            ) from e
         except _Retryable as e:
-            raise ActionFailed(f"webhook {self.spec.url} failed after {self.spec.attempts} attempts: {e}") from e
+            raise ActionFailed(
+                f"webhook {self.spec.url} failed after {self.spec.attempts} attempts: {e}"
+            ) from e
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -239,8 +269,15 @@ class PublishHandler:
         try:
             value = self.codec.encode(rec)
         except ContractError as e:
-            raise ActionFailed(f"publish: the derived {self.spec.output.contract} event is invalid: "
-                               f"{e.message}") from e
+            raise ActionFailed(
+                f"publish: the derived {self.spec.output.contract} event is invalid: {e.message}"
+            ) from e
         cid = ev.correlation_id.encode()
-        headers = [("correlation_id", cid), ("raylane.correlation_id", cid), ("event_id", ev.event_id.encode())]
-        await self.send(self.spec.output.topic, str(ev.event.get(self.key_field, "")).encode(), value, headers)
+        headers = [
+            ("correlation_id", cid),
+            ("raylane.correlation_id", cid),
+            ("event_id", ev.event_id.encode()),
+        ]
+        await self.send(
+            self.spec.output.topic, str(ev.event.get(self.key_field, "")).encode(), value, headers
+        )

@@ -15,13 +15,22 @@ __all__ = ["ACTION_METRICS", "ActionMetrics"]
 
 class ActionMetrics:
     def __init__(self) -> None:
-        self.actions = Counter("raylane_actions_total", "Actions by handler and outcome.",
-                               ["pipeline", "handler", "outcome"])
-        self.retried = Counter("raylane_action_retries_total", "Retried attempts (webhook).",
-                               ["pipeline", "handler"])
-        self.breaker_open = Gauge("raylane_action_breaker_open", "1 while a handler's breaker is open.",
-                                  ["pipeline", "handler"])
-        self.dlq = Counter("raylane_action_dlq_total", "Records sent to an action DLQ.", ["pipeline", "topic"])
+        self.actions = Counter(
+            "raylane_actions_total",
+            "Actions by handler and outcome.",
+            ["pipeline", "handler", "outcome"],
+        )
+        self.retried = Counter(
+            "raylane_action_retries_total", "Retried attempts (webhook).", ["pipeline", "handler"]
+        )
+        self.breaker_open = Gauge(
+            "raylane_action_breaker_open",
+            "1 while a handler's breaker is open.",
+            ["pipeline", "handler"],
+        )
+        self.dlq = Counter(
+            "raylane_action_dlq_total", "Records sent to an action DLQ.", ["pipeline", "topic"]
+        )
 
 
 #: Process-wide action metric families.

@@ -59,10 +59,19 @@ def dedupe_key(pipeline: str, handler: str, event_id: str) -> str:
 class ActionRunner:
     """One consumer-group member running a pipeline's action handlers."""
 
-    def __init__(self, cfg: PipelineConfig, *, bootstrap: str, redis: aioredis.Redis,
-                 redis_url: str, client_id: str | None = None) -> None:
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        *,
+        bootstrap: str,
+        redis: aioredis.Redis,
+        redis_url: str,
+        client_id: str | None = None,
+    ) -> None:
         if cfg.actions is None or not cfg.actions.topics:
-            raise ConfigError(f"pipeline {cfg.name} has no actions.topics; add args.actions", stage="config")
+            raise ConfigError(
+                f"pipeline {cfg.name} has no actions.topics; add args.actions", stage="config"
+            )
         self.cfg = cfg
         self.actions: ActionsConfig = cfg.actions
         self.bootstrap = bootstrap
@@ -71,14 +80,25 @@ class ActionRunner:
         self.client_id = client_id or f"raylane-{cfg.name}-actions"
         self._registry = open_registry(cfg.schema_registry)
         self.topics: dict[str, ActionTopic] = {t.topic: t for t in self.actions.topics}
-        self.codecs = {t.topic: Codec.for_contract(t.contract, self._registry) for t in self.actions.topics}
-        self.handlers: dict[str, list[Handler]] = {t.topic: [self._handler(t, h) for h in t.handlers]
-                                                   for t in self.actions.topics}
+        self.codecs = {
+            t.topic: Codec.for_contract(t.contract, self._registry) for t in self.actions.topics
+        }
+        self.handlers: dict[str, list[Handler]] = {
+            t.topic: [self._handler(t, h) for h in t.handlers] for t in self.actions.topics
+        }
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._stop = asyncio.Event()
-        self.stats: dict[str, Any] = {"events": 0, "done": 0, "failed": 0, "duplicate": 0, "errors": 0,
-                                      "dlq": 0, "batches": 0, "last_error": None}
+        self.stats: dict[str, Any] = {
+            "events": 0,
+            "done": 0,
+            "failed": 0,
+            "duplicate": 0,
+            "errors": 0,
+            "dlq": 0,
+            "batches": 0,
+            "last_error": None,
+        }
 
     @property
     def group_id(self) -> str:
@@ -88,16 +108,26 @@ class ActionRunner:
         if isinstance(spec, WebhookAction):
             return WebhookHandler(spec, self.cfg.name)
         if isinstance(spec, PublishAction):
-            return PublishHandler(spec, Codec.for_contract(spec.output.contract, self._registry), self.send,
-                                  self.cfg.input.key_field)
+            return PublishHandler(
+                spec,
+                Codec.for_contract(spec.output.contract, self._registry),
+                self.send,
+                self.cfg.input.key_field,
+            )
         return UpdateProfileHandler(spec, self.cfg.features.feast_repo, self.redis_url)
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._consumer, self._producer = await open_clients(
-            "action runner", "action", self.bootstrap, list(self.topics), group_id=self.group_id,
-            client_id=self.client_id, fetch_max_wait_ms=10, max_poll_records=self.actions.max_batch_size,
+            "action runner",
+            "action",
+            self.bootstrap,
+            list(self.topics),
+            group_id=self.group_id,
+            client_id=self.client_id,
+            fetch_max_wait_ms=10,
+            max_poll_records=self.actions.max_batch_size,
         )
 
     def stop(self) -> None:
@@ -116,9 +146,22 @@ class ActionRunner:
         """Consume until :meth:`stop`; a batch whose dependency failed is retried, not skipped."""
         assert self._consumer is not None, "call start() first"
         while not self._stop.is_set():
-            got = await self._consumer.getmany(timeout_ms=200, max_records=self.actions.max_batch_size)
-            records = [InRecord(tp.topic, tp.partition, m.offset, m.key, m.value, list(m.headers or ()),
-                                int(m.timestamp or 0)) for tp, msgs in got.items() for m in msgs]
+            got = await self._consumer.getmany(
+                timeout_ms=200, max_records=self.actions.max_batch_size
+            )
+            records = [
+                InRecord(
+                    tp.topic,
+                    tp.partition,
+                    m.offset,
+                    m.key,
+                    m.value,
+                    list(m.headers or ()),
+                    int(m.timestamp or 0),
+                )
+                for tp, msgs in got.items()
+                for m in msgs
+            ]
             if not records:
                 continue
             attempt = 0
@@ -138,7 +181,9 @@ class ActionRunner:
 
     # -- one batch ------------------------------------------------------------------------
 
-    async def send(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
         """Send one record and wait for the broker's acknowledgement."""
         assert self._producer is not None
         try:
@@ -154,18 +199,24 @@ class ActionRunner:
             oks, errs = self.codecs[rec.topic].decode_batch([rec.value or b""])
             cid = _correlation(rec, oks[0][1] if oks else None)
             if errs:
-                await self._dead_letter(topic, rec, dlq_record(rec, errs[0][1], cid, topic.dlq), None)
+                await self._dead_letter(
+                    topic, rec, dlq_record(rec, errs[0][1], cid, topic.dlq), None
+                )
                 continue
             ev = ActionEvent(rec.topic, oks[0][1], cid)
             self.stats["events"] += 1
             for h in self.handlers[rec.topic]:
                 await self._run_one(topic, rec, ev, h)
 
-    async def _run_one(self, topic: ActionTopic, rec: InRecord, ev: ActionEvent, h: Handler) -> None:
+    async def _run_one(
+        self, topic: ActionTopic, rec: InRecord, ev: ActionEvent, h: Handler
+    ) -> None:
         lab = {"pipeline": self.cfg.name, "handler": h.name}
         key = dedupe_key(self.cfg.name, h.name, ev.event_id)
         try:
-            claimed = await self.redis.set(key, ev.correlation_id, nx=True, ex=self.actions.dedupe_ttl_s)
+            claimed = await self.redis.set(
+                key, ev.correlation_id, nx=True, ex=self.actions.dedupe_ttl_s
+            )
         except RedisError as e:
             raise DependencyError(f"action dedupe set in Redis failed: {e}", stage="action") from e
         if not claimed:
@@ -175,10 +226,18 @@ class ActionRunner:
         try:
             await h.run(ev)
         except ActionFailed as e:
-            log.warning("action %s gave up on %s (correlation %s): %s", h.name, rec.where, ev.correlation_id, e)
+            log.warning(
+                "action %s gave up on %s (correlation %s): %s",
+                h.name,
+                rec.where,
+                ev.correlation_id,
+                e,
+            )
             self.stats["failed"] += 1
             ACTION_METRICS.actions.labels(outcome="failed", **lab).inc()
-            await self._dead_letter(topic, rec, dlq_record(rec, e, ev.correlation_id, topic.dlq), h.name)
+            await self._dead_letter(
+                topic, rec, dlq_record(rec, e, ev.correlation_id, topic.dlq), h.name
+            )
             return
         except BaseException:
             ACTION_METRICS.actions.labels(outcome="error", **lab).inc()
@@ -190,7 +249,9 @@ class ActionRunner:
         self.stats["done"] += 1
         ACTION_METRICS.actions.labels(outcome="done", **lab).inc()
 
-    async def _dead_letter(self, topic: ActionTopic, rec: InRecord, out: OutRecord, handler: str | None) -> None:
+    async def _dead_letter(
+        self, topic: ActionTopic, rec: InRecord, out: OutRecord, handler: str | None
+    ) -> None:
         headers = list(out.headers)
         if handler:
             headers.insert(0, ("raylane.action.handler", handler.encode()))
@@ -202,6 +263,7 @@ class ActionRunner:
         assert self._consumer is not None
         await commit_owned(self._consumer, next_offsets(records), "action runner")
 
+
 def _correlation(rec: InRecord, event: Mapping[str, Any] | None) -> str:
     if event and event.get("correlation_id"):
         return str(event["correlation_id"])
@@ -212,10 +274,14 @@ def _correlation(rec: InRecord, event: Mapping[str, Any] | None) -> str:
     return str(uuid.uuid4())
 
 
-def build_runner(cfg: PipelineConfig, *, settings: Any = None, redis: aioredis.Redis | None = None) -> ActionRunner:
+def build_runner(
+    cfg: PipelineConfig, *, settings: Any = None, redis: aioredis.Redis | None = None
+) -> ActionRunner:
     """An action runner (not yet started) from the pipeline config and the environment."""
     from raylane.settings import Settings
 
     settings = settings or Settings.load()
     client = redis or aioredis.from_url(settings.redis_url)
-    return ActionRunner(cfg, bootstrap=settings.kafka_bootstrap, redis=client, redis_url=settings.redis_url)
+    return ActionRunner(
+        cfg, bootstrap=settings.kafka_bootstrap, redis=client, redis_url=settings.redis_url
+    )

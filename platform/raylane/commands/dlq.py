@@ -60,8 +60,9 @@ def register(app: typer.Typer) -> None:
             value = describe_value(d.value, registry, subject)
             if d.truncated:
                 value = f"[truncated from {d.original_size} B] {value}"
-            table.add_row(d.where, d.source, d.error_class, d.correlation_id,
-                          d.message[:300], value)
+            table.add_row(
+                d.where, d.source, d.error_class, d.correlation_id, d.message[:300], value
+            )
         _console.print(table)
 
     @dlq_app.command("replay")
@@ -94,10 +95,18 @@ def register(app: typer.Typer) -> None:
         settings = Settings.load()
         since_ms = parse_since(since) if since else None
         with _console.status(f"replaying {topic}"):
-            rep = asyncio.run(do_replay(
-                settings.kafka_bootstrap, topic, error_class=error_class, since_ms=since_ms,
-                to_topic=to, force=force, dry_run=dry_run, registry=_registry(registry_dir, url),
-            ))
+            rep = asyncio.run(
+                do_replay(
+                    settings.kafka_bootstrap,
+                    topic,
+                    error_class=error_class,
+                    since_ms=since_ms,
+                    to_topic=to,
+                    force=force,
+                    dry_run=dry_run,
+                    registry=_registry(registry_dir, url),
+                )
+            )
         verb = "would replay" if dry_run else "replayed"
         n = len(rep.event_ids) if dry_run else rep.replayed
         targets = ", ".join(f"{t}: {k}" for t, k in rep.by_target.items()) or "-"

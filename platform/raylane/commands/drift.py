@@ -13,7 +13,9 @@ __all__ = ["register"]
 def register(app: typer.Typer) -> None:
     from raylane.cli import friendly_errors
 
-    drift_app = typer.Typer(help="Drift of a pipeline's scored stream (Evidently).", no_args_is_help=True)
+    drift_app = typer.Typer(
+        help="Drift of a pipeline's scored stream (Evidently).", no_args_is_help=True
+    )
 
     @drift_app.command("status")
     @friendly_errors
@@ -34,15 +36,19 @@ def register(app: typer.Typer) -> None:
         settings = Settings.load()
         state = read_state(settings.redis_url, pipeline)
         if state is None:
-            console.print(f"no drift state for pipeline [bold]{pipeline}[/] at {drift_key(pipeline)} "
-                          f"({settings.redis_url}): the drift monitor has not evaluated a window yet; "
-                          f"start the app (`serve run serve_configs/{pipeline}.yaml`) and send traffic")
+            console.print(
+                f"no drift state for pipeline [bold]{pipeline}[/] at {drift_key(pipeline)} "
+                f"({settings.redis_url}): the drift monitor has not evaluated a window yet; "
+                f"start the app (`serve run serve_configs/{pipeline}.yaml`) and send traffic"
+            )
             raise typer.Exit(0)
         if as_json:
             console.print_json(json.dumps(asdict(state)))
             return
         verdict = "[bold red]OPEN[/]" if state.open else "[green]clear[/]"
-        table = Table(title=f"drift of {pipeline}: {verdict}", title_justify="left", show_header=False)
+        table = Table(
+            title=f"drift of {pipeline}: {verdict}", title_justify="left", show_header=False
+        )
         table.add_column("field", style="dim")
         table.add_column("value")
         table.add_row("model", f"{state.model_name} v{state.model_version}")

@@ -25,8 +25,12 @@ __all__ = ["register"]
 PipelineArg = Annotated[str, typer.Argument(help="Pipeline name, e.g. fraud.")]
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-f", help="Serve config (default serve_configs/<pipeline>.yaml).",
-                 dir_okay=False),
+    typer.Option(
+        "--config",
+        "-f",
+        help="Serve config (default serve_configs/<pipeline>.yaml).",
+        dir_okay=False,
+    ),
 ]
 
 
@@ -88,16 +92,22 @@ def _gates_table(gates: list[GateResult]) -> Any:
     for col in ("gate", "threshold", "measured", "result", "detail"):
         t.add_column(col, overflow="fold")
     for g in gates:
-        t.add_row(g.name, _text(g.threshold), _text(g.measured),
-                  "[green]pass[/]" if g.passed else "[red]FAIL[/]", g.detail)
+        t.add_row(
+            g.name,
+            _text(g.threshold),
+            _text(g.measured),
+            "[green]pass[/]" if g.passed else "[red]FAIL[/]",
+            g.detail,
+        )
     return t
 
 
 def register(app: typer.Typer) -> None:
     from raylane.cli import console, friendly_errors
 
-    shadow_app = typer.Typer(help="Shadow models: compare them with the primary on live traffic.",
-                             no_args_is_help=True)
+    shadow_app = typer.Typer(
+        help="Shadow models: compare them with the primary on live traffic.", no_args_is_help=True
+    )
     app.add_typer(shadow_app, name="shadow")
 
     @shadow_app.command("report")
@@ -105,9 +115,12 @@ def register(app: typer.Typer) -> None:
     def shadow_report(
         pipeline: PipelineArg,
         config: ConfigOpt = None,
-        json_path: Annotated[Path | None, typer.Option("--json", help="Also write the figures here.")] = None,
-        window: Annotated[int | None, typer.Option(help="Most recent events (default: promotion.window).",
-                                                   min=1)] = None,
+        json_path: Annotated[
+            Path | None, typer.Option("--json", help="Also write the figures here.")
+        ] = None,
+        window: Annotated[
+            int | None, typer.Option(help="Most recent events (default: promotion.window).", min=1)
+        ] = None,
     ) -> None:
         """Rolling aggregates per shadow: n, agreement, |Δ|, flag rates, latencies."""
         from dataclasses import asdict
@@ -122,23 +135,38 @@ def register(app: typer.Typer) -> None:
             return
         settings = Settings.load()
         store = ShadowStore(settings.redis_url)
-        aggs = [store.aggregate(cfg.name, s.name, window or cfg.promotion.window) for s in cfg.models.shadows]
+        aggs = [
+            store.aggregate(cfg.name, s.name, window or cfg.promotion.window)
+            for s in cfg.models.shadows
+        ]
         console.print(_report_table(cfg.name, aggs))
         drift = read_state(settings.redis_url, cfg.name)  # the promote gate reads the same state
         if drift is None:
             console.print(f"drift: no window evaluated yet (`raylane drift status {cfg.name}`)")
         else:
             verdict = "[bold red]OPEN ALERT[/]" if drift.open else "[green]no alert[/]"
-            console.print(f"drift: {verdict} on {drift.model_name} v{drift.model_version}: share "
-                          f"{drift.drift_share:.2f} (threshold {drift.threshold:.2f}), drifted "
-                          f"{', '.join(drift.drifted_columns) or 'none'}; window end {drift.window_end}")
+            console.print(
+                f"drift: {verdict} on {drift.model_name} v{drift.model_version}: share "
+                f"{drift.drift_share:.2f} (threshold {drift.threshold:.2f}), drifted "
+                f"{', '.join(drift.drifted_columns) or 'none'}; window end {drift.window_end}"
+            )
         if not any(a.n for a in aggs):
-            console.print("[yellow]no comparisons yet[/]: run the pipeline (`serve run "
-                          f"serve_configs/{pipeline}.yaml`) and send traffic")
+            console.print(
+                "[yellow]no comparisons yet[/]: run the pipeline (`serve run "
+                f"serve_configs/{pipeline}.yaml`) and send traffic"
+            )
         if json_path is not None:
-            json_path.write_text(json.dumps({"pipeline": cfg.name, "generated_at": time.time(),
-                                             "shadows": [a.to_dict() for a in aggs],
-                                             "drift": asdict(drift) if drift else None}, indent=2))
+            json_path.write_text(
+                json.dumps(
+                    {
+                        "pipeline": cfg.name,
+                        "generated_at": time.time(),
+                        "shadows": [a.to_dict() for a in aggs],
+                        "drift": asdict(drift) if drift else None,
+                    },
+                    indent=2,
+                )
+            )
             console.print(f"wrote {json_path}")
 
     @app.command("promote")
@@ -146,11 +174,16 @@ def register(app: typer.Typer) -> None:
     def promote_cmd(
         pipeline: PipelineArg,
         config: ConfigOpt = None,
-        version: Annotated[int | None, typer.Option(help="Promote this version instead of the challenger.",
-                                                    min=1)] = None,
-        force: Annotated[bool, typer.Option(help="Promote even if gates fail (needs --reason).")] = False,
+        version: Annotated[
+            int | None, typer.Option(help="Promote this version instead of the challenger.", min=1)
+        ] = None,
+        force: Annotated[
+            bool, typer.Option(help="Promote even if gates fail (needs --reason).")
+        ] = False,
         reason: Annotated[str, typer.Option(help="Why; recorded in the audit trail.")] = "",
-        actor: Annotated[str | None, typer.Option(help="Who (default $RAYLANE_ACTOR or user@host).")] = None,
+        actor: Annotated[
+            str | None, typer.Option(help="Who (default $RAYLANE_ACTOR or user@host).")
+        ] = None,
     ) -> None:
         """Move champion to the challenger (or --version) if the gates pass; audit the move."""
         from raylane.registry.promotion import GatesFailed, promote
@@ -164,10 +197,13 @@ def register(app: typer.Typer) -> None:
         console.print(_gates_table(out.gates))
         ev = out.event
         forced = " [yellow](forced)[/]" if ev["forced"] else ""
-        console.print(f"[bold green]promoted[/]{forced} {ev['model_name']}@{ev['alias']}: "
-                      f"v{ev['from_version']} -> v{ev['to_version']} (v{ev['from_version']} keeps "
-                      f"@{ev['previous_alias']}); running replicas switch within "
-                      f"{cfg.models.primary.reload_poll_s:g} s + load time", highlight=False)
+        console.print(
+            f"[bold green]promoted[/]{forced} {ev['model_name']}@{ev['alias']}: "
+            f"v{ev['from_version']} -> v{ev['to_version']} (v{ev['from_version']} keeps "
+            f"@{ev['previous_alias']}); running replicas switch within "
+            f"{cfg.models.primary.reload_poll_s:g} s + load time",
+            highlight=False,
+        )
 
     @app.command("rollback")
     @friendly_errors
@@ -175,15 +211,20 @@ def register(app: typer.Typer) -> None:
         pipeline: PipelineArg,
         config: ConfigOpt = None,
         reason: Annotated[str, typer.Option(help="Why; recorded in the audit trail.")] = "",
-        actor: Annotated[str | None, typer.Option(help="Who (default $RAYLANE_ACTOR or user@host).")] = None,
+        actor: Annotated[
+            str | None, typer.Option(help="Who (default $RAYLANE_ACTOR or user@host).")
+        ] = None,
     ) -> None:
         """Restore the previous champion (alias `previous`); audited like a promotion."""
         from raylane.registry.promotion import rollback
 
         cfg = _config(pipeline, config)
         ev = rollback(cfg, reason=reason, actor=actor).event
-        console.print(f"[bold green]rolled back[/] {ev['model_name']}@{ev['alias']}: "
-                      f"v{ev['from_version']} -> v{ev['to_version']}", highlight=False)
+        console.print(
+            f"[bold green]rolled back[/] {ev['model_name']}@{ev['alias']}: "
+            f"v{ev['from_version']} -> v{ev['to_version']}",
+            highlight=False,
+        )
 
     @app.command("history")
     @friendly_errors
@@ -191,7 +232,9 @@ def register(app: typer.Typer) -> None:
         pipeline: PipelineArg,
         config: ConfigOpt = None,
         kafka: Annotated[bool, typer.Option(help="Also read the models.promoted topic.")] = True,
-        json_path: Annotated[Path | None, typer.Option("--json", help="Also write the events here.")] = None,
+        json_path: Annotated[
+            Path | None, typer.Option("--json", help="Also write the events here.")
+        ] = None,
     ) -> None:
         """Promotions and rollbacks of the pipeline's model, oldest first."""
         from datetime import UTC, datetime
@@ -204,17 +247,40 @@ def register(app: typer.Typer) -> None:
         cfg = _config(pipeline, config)
         events = history(cfg, bootstrap=Settings.load().kafka_bootstrap if kafka else None)
         t = Table(title=f"model history: {pipeline}", title_justify="left")
-        for col in ("when (UTC)", "action", "model", "from", "to", "who", "gates", "reason", "source"):
+        for col in (
+            "when (UTC)",
+            "action",
+            "model",
+            "from",
+            "to",
+            "who",
+            "gates",
+            "reason",
+            "source",
+        ):
             t.add_column(col, overflow="fold")
         for e in events:
             gates = e.get("gates") or []
             failed = [g["name"] for g in gates if not g["passed"]]
-            gtxt = "-" if not gates else ("all passed" if not failed else "failed: " + ", ".join(failed))
+            gtxt = (
+                "-"
+                if not gates
+                else ("all passed" if not failed else "failed: " + ", ".join(failed))
+            )
             if e.get("forced"):
                 gtxt += " (forced)"
             when = datetime.fromtimestamp(int(e["at"]) / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
-            t.add_row(when, e["action"], f"{e['model_name']}@{e['alias']}", f"v{e.get('from_version')}",
-                      f"v{e['to_version']}", e["actor"], gtxt, e.get("reason") or "", e.get("source", ""))
+            t.add_row(
+                when,
+                e["action"],
+                f"{e['model_name']}@{e['alias']}",
+                f"v{e.get('from_version')}",
+                f"v{e['to_version']}",
+                e["actor"],
+                gtxt,
+                e.get("reason") or "",
+                e.get("source", ""),
+            )
         console.print(t)
         if not events:
             console.print("no promotions or rollbacks recorded yet")

@@ -107,13 +107,18 @@ def register(app: typer.Typer) -> None:
         for c in checks:
             if c.status in ("compatible", "new subject"):
                 _console.print(c.message, highlight=False)
-        pending = {c.subject: load_contract(c.contract, directory)
-                   for c in checks if c.status in ("compatible", "new subject")}
+        pending = {
+            c.subject: load_contract(c.contract, directory)
+            for c in checks
+            if c.status in ("compatible", "new subject")
+        }
         configs = sorted(serve_configs.glob("*.yaml")) if serve_configs.is_dir() else []
         decls = all_declarations(serve_configs=configs, registry=reg)
         violations = check_declarations(reg, decls, pending)
-        _console.print(f"{len(decls)} consumer declarations checked "
-                       f"({', '.join(d.consumer for d in decls)})", highlight=False)
+        _console.print(
+            f"{len(decls)} consumer declarations checked ({', '.join(d.consumer for d in decls)})",
+            highlight=False,
+        )
         bad += [v.message for v in violations]
         for message in bad:
             _err.print(f"[bold red]error[/]: {message}", highlight=False)

@@ -176,7 +176,9 @@ def _avro_record(t: avro.schema.Schema) -> avro.schema.RecordSchema | None:
     return None
 
 
-def _localize(reader: avro.schema.Schema, writer: avro.schema.Schema, prefix: str = "") -> list[str]:
+def _localize(
+    reader: avro.schema.Schema, writer: avro.schema.Schema, prefix: str = ""
+) -> list[str]:
     """Fields of `reader` the checker finds unreadable from `writer`, asked one by one
     (and inside nested records), for when its own locations stop at a union."""
     r_rec, w_rec = _avro_record(reader), _avro_record(writer)
@@ -260,12 +262,17 @@ def check_compatibility(
         # all it reports below a writer union); then ask it about each field on its own
         locations = {loc for loc in result.locations if loc.strip("/")}
         deep = _localize(reader, writer)
-        fields = sorted({
-            path
-            for loc in locations
-            for top in [_field_at(reader_json, loc)]
-            for path in ([d for d in deep if d.startswith(top + ".")] or [top])
-        }) or deep
+        fields = (
+            sorted(
+                {
+                    path
+                    for loc in locations
+                    for top in [_field_at(reader_json, loc)]
+                    for path in ([d for d in deep if d.startswith(top + ".")] or [top])
+                }
+            )
+            or deep
+        )
         for field in fields:
             issues.append(
                 CompatibilityIssue(

@@ -104,8 +104,10 @@ class ConfluentSchemaRegistry:
 
     def versions(self, subject: str) -> list[int]:
         try:
-            return sorted(int(v) for v in self._call(
-                f"versions of {subject}", self._client.get_versions, subject))
+            return sorted(
+                int(v)
+                for v in self._call(f"versions of {subject}", self._client.get_versions, subject)
+            )
         except SchemaNotFound:
             return []
 
@@ -114,15 +116,19 @@ class ConfluentSchemaRegistry:
 
     def compatibility(self, subject: str) -> str:
         try:
-            return str(self._call(
-                f"compatibility of {subject}", self._client.get_compatibility, subject))
+            return str(
+                self._call(f"compatibility of {subject}", self._client.get_compatibility, subject)
+            )
         except SchemaNotFound:  # no subject-level config: the global one applies
             return str(self._call("global compatibility", self._client.get_compatibility))
 
     def set_compatibility(self, subject: str, level: str) -> str:
         level = level.upper()
         if level not in COMPATIBILITY_LEVELS:
-            raise InvalidSchema(f"compatibility {level!r} is not one of {list(COMPATIBILITY_LEVELS)}")
-        self._call(f"setting compatibility of {subject}", self._client.set_compatibility,
-                   subject, level)
+            raise InvalidSchema(
+                f"compatibility {level!r} is not one of {list(COMPATIBILITY_LEVELS)}"
+            )
+        self._call(
+            f"setting compatibility of {subject}", self._client.set_compatibility, subject, level
+        )
         return level

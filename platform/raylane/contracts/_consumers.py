@@ -58,10 +58,21 @@ CONSUMERS_DIR = Path(__file__).resolve().parent / "consumers"
 
 #: Output fields the ingress computes (see ingest/processor.py, _build_outputs);
 #: every other output field is copied from the input event.
-COMPUTED_OUTPUT_FIELDS = frozenset({
-    "pipeline", "score", "decision", "rule", "model_name", "model_version", "features",
-    "latency_ms", "scored_at", "flagged_at", "correlation_id",
-})
+COMPUTED_OUTPUT_FIELDS = frozenset(
+    {
+        "pipeline",
+        "score",
+        "decision",
+        "rule",
+        "model_name",
+        "model_version",
+        "features",
+        "latency_ms",
+        "scored_at",
+        "flagged_at",
+        "correlation_id",
+    }
+)
 
 _PRIMITIVE = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 _KINDS = {"map", "array", "record", "enum", "any"}
@@ -107,10 +118,14 @@ class DeclarationViolation:
     def message(self) -> str:
         where = f"{self.subject} v{self.version}"
         if not self.found:
-            return (f"consumer {self.consumer} reads `{self.field}` ({self.declared}) from "
-                    f"{self.contract}, but {where} has no such field")
-        return (f"consumer {self.consumer} reads `{self.field}` as {self.declared} from "
-                f"{self.contract}, but {where} has it as {self.found}")
+            return (
+                f"consumer {self.consumer} reads `{self.field}` ({self.declared}) from "
+                f"{self.contract}, but {where} has no such field"
+            )
+        return (
+            f"consumer {self.consumer} reads `{self.field}` as {self.declared} from "
+            f"{self.contract}, but {where} has it as {self.found}"
+        )
 
 
 def load_declarations(directory: Path = CONSUMERS_DIR) -> list[ConsumerDeclaration]:
@@ -120,8 +135,9 @@ def load_declarations(directory: Path = CONSUMERS_DIR) -> list[ConsumerDeclarati
         try:
             out.append(ConsumerDeclaration.model_validate(yaml.safe_load(path.read_text())))
         except ValidationError as e:
-            why = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'file'}: {err['msg']}"
-                            for err in e.errors())
+            why = "; ".join(
+                f"{'.'.join(map(str, err['loc'])) or 'file'}: {err['msg']}" for err in e.errors()
+            )
             raise ConfigError(f"{path}: invalid consumer declaration: {why}") from e
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from e
@@ -156,8 +172,9 @@ def _readable(declared: str, field_type: Any) -> bool:
     reader_json: Any = ["null", base] if nullable else base
     reader = avro.schema.parse(json.dumps(reader_json))
     # the writer: the field's own type, with time logical types read as their base type
-    record = avro.schema.parse(json.dumps({"type": "record", "name": "W", "fields": [
-        {"name": "f", "type": field_type}]}))
+    record = avro.schema.parse(
+        json.dumps({"type": "record", "name": "W", "fields": [{"name": "f", "type": field_type}]})
+    )
     assert isinstance(record, avro.schema.RecordSchema)
     writer = record.fields[0].type
     result = ReaderWriterCompatibilityChecker().get_compatibility(reader, writer)
@@ -186,19 +203,34 @@ def check_declarations(
             if subject in pending:
                 schemas.append(((schemas[-1][0] if schemas else 0) + 1, pending[subject]))
             if not schemas:
-                out.append(DeclarationViolation(decl.consumer, contract, subject, 0, "*",
-                                                "a registered schema", ""))
+                out.append(
+                    DeclarationViolation(
+                        decl.consumer, contract, subject, 0, "*", "a registered schema", ""
+                    )
+                )
                 continue
             for v, schema in schemas:
                 by_name = {f["name"]: f for f in schema.get("fields", [])}
                 for name, declared in fields.items():
                     f = by_name.get(name)
                     if f is None:
-                        out.append(DeclarationViolation(decl.consumer, contract, subject, v,
-                                                        name, declared, ""))
+                        out.append(
+                            DeclarationViolation(
+                                decl.consumer, contract, subject, v, name, declared, ""
+                            )
+                        )
                     elif not _readable(declared, f["type"]):
-                        out.append(DeclarationViolation(decl.consumer, contract, subject, v,
-                                                        name, declared, _avro_type(f["type"])))
+                        out.append(
+                            DeclarationViolation(
+                                decl.consumer,
+                                contract,
+                                subject,
+                                v,
+                                name,
+                                declared,
+                                _avro_type(f["type"]),
+                            )
+                        )
     return out
 
 

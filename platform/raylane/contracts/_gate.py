@@ -53,11 +53,15 @@ class SubjectCheck:
         if self.status == "new subject":
             return f"{self.subject}: new subject; `raylane schema register` makes it v1"
         if self.status == "compatible":
-            return (f"{self.subject}: v{(latest or 0) + 1} is {self.level}-compatible with "
-                    f"v{latest}; `raylane schema register` registers it")
+            return (
+                f"{self.subject}: v{(latest or 0) + 1} is {self.level}-compatible with "
+                f"v{latest}; `raylane schema register` registers it"
+            )
         if self.status == "stale":
-            return (f"{self.subject}: the file equals v{self.matches}, but the latest is "
-                    f"v{latest}; restore the latest schema or register a new version")
+            return (
+                f"{self.subject}: the file equals v{self.matches}, but the latest is "
+                f"v{latest}; restore the latest schema or register a new version"
+            )
         return "\n".join(format_issues(self.issues))
 
 
@@ -85,9 +89,7 @@ def check_schema(
             return SubjectCheck(contract, subject, status, level, versions, h.version)
     if not hist:
         return SubjectCheck(contract, subject, "new subject", level)
-    issues = check_compatibility(
-        subject, schema, [h.text for h in hist], level, versions=versions
-    )
+    issues = check_compatibility(subject, schema, [h.text for h in hist], level, versions=versions)
     status = "incompatible" if issues else "compatible"
     return SubjectCheck(contract, subject, status, level, versions, None, issues)
 

@@ -11,7 +11,9 @@ from raylane.errors import ConfigError
 __all__ = ["open_registry"]
 
 
-def open_registry(cfg: FileRegistryConfig | ConfluentRegistryConfig | None = None) -> SchemaRegistry:
+def open_registry(
+    cfg: FileRegistryConfig | ConfluentRegistryConfig | None = None,
+) -> SchemaRegistry:
     """The registry backend for `cfg` (default: the committed file registry)."""
     if cfg is None or isinstance(cfg, FileRegistryConfig):
         return FileSchemaRegistry(cfg.path or None if cfg else None)

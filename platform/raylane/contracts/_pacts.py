@@ -92,8 +92,16 @@ def _sample(t: Any, named: dict[str, Any]) -> Any:
     if isinstance(t, str):
         if t in named:
             return _sample(named[t], named)
-        return {"null": None, "boolean": True, "int": 1, "long": 1_700_000_000_000,
-                "float": 1.5, "double": 1.5, "bytes": b"x", "string": "x"}[t]
+        return {
+            "null": None,
+            "boolean": True,
+            "int": 1,
+            "long": 1_700_000_000_000,
+            "float": 1.5,
+            "double": 1.5,
+            "bytes": b"x",
+            "string": "x",
+        }[t]
     kind = t.get("type")
     if kind == "record":
         named[t["name"]] = t
@@ -127,17 +135,18 @@ def _handler(body: bytes) -> Any:
     return handler
 
 
-def verify_pacts(
-    registry: SchemaRegistry, pact_dir: Path, contracts: Iterable[str]
-) -> list[str]:
+def verify_pacts(registry: SchemaRegistry, pact_dir: Path, contracts: Iterable[str]) -> list[str]:
     """Verify every pact in `pact_dir` against a sample of every registered version; failures."""
     from pact import Verifier
 
     failures = []
     for contract in sorted(set(contracts)):
         subject = subject_for(contract)
-        files = [p for p in pact_dir.glob("*.json")
-                 if json.loads(p.read_text())["provider"]["name"] == contract]
+        files = [
+            p
+            for p in pact_dir.glob("*.json")
+            if json.loads(p.read_text())["provider"]["name"] == contract
+        ]
         for version in registry.versions(subject):
             body = json.dumps(sample_event(registry, subject, version), default=str).encode()
 
@@ -148,7 +157,10 @@ def verify_pacts(
                 verifier.verify()
             except RuntimeError:
                 text = _ANSI.sub("", verifier.output())
-                detail = [ln.strip() for ln in text.splitlines()
-                          if "->" in ln or re.match(r"\s*\d+\) Verifying a pact between", ln)]
+                detail = [
+                    ln.strip()
+                    for ln in text.splitlines()
+                    if "->" in ln or re.match(r"\s*\d+\) Verifying a pact between", ln)
+                ]
                 failures.append(f"{subject} v{version}: " + " | ".join(detail))
     return failures

@@ -42,10 +42,21 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "OnlineFeatureReader": "raylane.features.online",
-    **{name: "raylane.features.feast_repo" for name in (
-        "DEFAULT_REPO", "SOURCE_SCHEMAS", "FeastRepo", "RepoLike", "apply",
-        "feast_connection_string", "feature_store", "materialize", "teardown", "write_sources",
-    )},
+    **{
+        name: "raylane.features.feast_repo"
+        for name in (
+            "DEFAULT_REPO",
+            "SOURCE_SCHEMAS",
+            "FeastRepo",
+            "RepoLike",
+            "apply",
+            "feast_connection_string",
+            "feature_store",
+            "materialize",
+            "teardown",
+            "write_sources",
+        )
+    },
 }
 
 __all__ = [

@@ -114,7 +114,7 @@ async def _bench(iters: int, redis_url: str) -> None:
             events: list[list[dict[str, Any]]] = []
             for b in batches:
                 evs = []
-                for u, m in zip(b["user_id"], b["merchant_id"]):
+                for u, m in zip(b["user_id"], b["merchant_id"], strict=False):
                     seq += 1
                     t_ms += 7
                     evs.append(

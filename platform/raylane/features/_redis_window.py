@@ -52,7 +52,9 @@ class RedisWindowStore:
         specs: the pipeline's ``features.windows``.
     """
 
-    def __init__(self, redis: aioredis.Redis, namespace: str, specs: Sequence[WindowFeature]) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, namespace: str, specs: Sequence[WindowFeature]
+    ) -> None:
         self._redis = redis
         self.namespace = namespace
         self.specs = list(specs)
@@ -72,8 +74,12 @@ class RedisWindowStore:
         header: list[Any] = [len(self._specs)]
         for s in self._specs:
             ttl = s.retention_s if s.kind == "first_seen" else s.window_s + LATENESS_S
-            header += [_KIND[s.kind], int(s.window_s * 1000), int(LATENESS_S * 1000),
-                       max(1, math.ceil(ttl))]
+            header += [
+                _KIND[s.kind],
+                int(s.window_s * 1000),
+                int(LATENESS_S * 1000),
+                max(1, math.ceil(ttl)),
+            ]
         self._header = header
 
     def _command(self, events: Sequence[Mapping[str, Any]], sha: bool) -> bytes:
@@ -94,11 +100,15 @@ class RedisWindowStore:
                         raise ValueError(f"field {f} is {v}; window sums need finite values")
                     argv.append(repr(v))
         except KeyError as e:
-            raise ContractError(f"event {ev.get('event_id')!r} lacks field {e.args[0]!r} "
-                                "needed by the window features", stage="features") from e
+            raise ContractError(
+                f"event {ev.get('event_id')!r} lacks field {e.args[0]!r} "
+                "needed by the window features",
+                stage="features",
+            ) from e
         except (TypeError, ValueError) as e:
-            raise ContractError(f"event {ev.get('event_id')!r} has a bad window field: {e}",
-                                stage="features") from e
+            raise ContractError(
+                f"event {ev.get('event_id')!r} has a bad window field: {e}", stage="features"
+            ) from e
         head = (b"EVALSHA", _SHA) if sha else (b"EVAL", WINDOW_SCRIPT)
         return hiredis.pack_command((*head, len(keys), *keys, *self._header, *argv))
 
@@ -116,7 +126,7 @@ class RedisWindowStore:
                 reply = await roundtrip(self._redis, [self._command(events, sha=True)], 1)
             except NoScriptError:  # first use on this server, or after SCRIPT FLUSH / restart
                 reply = await roundtrip(self._redis, [self._command(events, sha=False)], 1)
-        cols = {s.name: col for s, col in zip(self._specs, reply[0])}
+        cols = {s.name: col for s, col in zip(self._specs, reply[0], strict=False)}
         return {s.name: np.array(cols[s.name].split(b","), dtype=np.float64) for s in self.specs}
 
     async def backfill(self, events: Sequence[Mapping[str, Any]], batch_size: int = 2000) -> int:
@@ -126,7 +136,7 @@ class RedisWindowStore:
         Returns the number of events replayed.
         """
         for i in range(0, len(events), batch_size):
-            await self.update_and_read(events[i:i + batch_size])
+            await self.update_and_read(events[i : i + batch_size])
         return len(events)
 
     async def clear(self) -> int:

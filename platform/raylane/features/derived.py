@@ -15,7 +15,9 @@ from raylane.config import DerivedFeature
 __all__ = ["compute_derived"]
 
 
-def compute_derived(columns: MutableMapping[str, np.ndarray], specs: Sequence[DerivedFeature]) -> Mapping[str, np.ndarray]:
+def compute_derived(
+    columns: MutableMapping[str, np.ndarray], specs: Sequence[DerivedFeature]
+) -> Mapping[str, np.ndarray]:
     """Add each derived column to `columns` (in order, so later ones may use earlier ones)."""
     for d in specs:
         a = np.asarray(columns[d.left], dtype=np.float64)

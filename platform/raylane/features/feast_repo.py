@@ -53,8 +53,12 @@ DEFAULT_REPO = "features"
 SOURCE_SCHEMAS: dict[str, tuple[str, dict[str, str]]] = {
     "user_profiles": (
         "user_id",
-        {"risk_score": "float64", "avg_amount": "float64",
-         "txn_count_30d": "int64", "account_age_days": "int64"},
+        {
+            "risk_score": "float64",
+            "avg_amount": "float64",
+            "txn_count_30d": "int64",
+            "account_age_days": "int64",
+        },
     ),
     "merchant_profiles": ("merchant_id", {"category_risk": "float64", "fraud_rate_90d": "float64"}),
 }
@@ -67,15 +71,19 @@ def feast_connection_string(redis_url: str) -> str:
     if not redis_url.startswith(("redis://", "rediss://")):
         raise ConfigError(
             f"REDIS_URL {redis_url!r} is not usable by Feast's Redis online store; "
-            "use redis://host:port/db or rediss://host:port/db", stage="features")
+            "use redis://host:port/db or rediss://host:port/db",
+            stage="features",
+        )
     kw = parse_url(redis_url)
     parts = [f"{kw.get('host', '127.0.0.1')}:{kw.get('port', 6379)}", f"db={kw.get('db', 0)}"]
     for name in ("username", "password"):
         if kw.get(name):
             if "," in str(kw[name]):
-                raise ConfigError(f"the Redis {name} in REDIS_URL contains ',', which Feast's "
-                                  "connection string cannot carry; choose one without ','",
-                                  stage="features")
+                raise ConfigError(
+                    f"the Redis {name} in REDIS_URL contains ',', which Feast's "
+                    "connection string cannot carry; choose one without ','",
+                    stage="features",
+                )
             parts.append(f"{name}={kw[name]}")
     if redis_url.startswith("rediss://"):
         parts.append("ssl=true")
@@ -104,17 +112,23 @@ class FeastRepo:
         root = Path(path).resolve()
         yaml_file = root / "feature_store.yaml"
         if not yaml_file.is_file():
-            raise ConfigError(f"{yaml_file} does not exist; features.feast_repo must name the "
-                              "Feast repo directory (default `features`)", stage="features")
+            raise ConfigError(
+                f"{yaml_file} does not exist; features.feast_repo must name the "
+                "Feast repo directory (default `features`)",
+                stage="features",
+            )
         proj = project or str(_read_yaml(yaml_file).get("project") or "")
         if not proj:
-            raise ConfigError(f"{yaml_file} names no project; add `project: raylane`",
-                              stage="features")
+            raise ConfigError(
+                f"{yaml_file} names no project; add `project: raylane`", stage="features"
+            )
         return cls(
             path=root,
             project=proj,
             redis_url=redis_url or Settings.load().redis_url,
-            registry_path=Path(registry_path) if registry_path else raylane_home() / "feast" / f"{proj}.db",
+            registry_path=Path(registry_path)
+            if registry_path
+            else raylane_home() / "feast" / f"{proj}.db",
         )
 
     def repo_config(self) -> RepoConfig:
@@ -122,15 +136,21 @@ class FeastRepo:
         raw = _read_yaml(self.path / "feature_store.yaml")
         raw["project"] = self.project
         registry = raw.get("registry")
-        raw["registry"] = {**(registry if isinstance(registry, dict) else {}),
-                           "path": str(self.registry_path)}
-        raw["online_store"] = {**raw.get("online_store", {}), "type": "redis",
-                               "connection_string": feast_connection_string(self.redis_url)}
+        raw["registry"] = {
+            **(registry if isinstance(registry, dict) else {}),
+            "path": str(self.registry_path),
+        }
+        raw["online_store"] = {
+            **raw.get("online_store", {}),
+            "type": "redis",
+            "connection_string": feast_connection_string(self.redis_url),
+        }
         try:
             cfg = RepoConfig(**raw)
         except (ValidationError, FeastError) as e:
-            raise ConfigError(f"{self.path}/feature_store.yaml is not a valid Feast config: {e}",
-                              stage="features") from e
+            raise ConfigError(
+                f"{self.path}/feature_store.yaml is not a valid Feast config: {e}", stage="features"
+            ) from e
         cfg.repo_path = self.path
         return cfg
 
@@ -166,14 +186,21 @@ def _wrap(repo: FeastRepo, action: str) -> Iterator[None]:
     except (ConfigError, DependencyError):
         raise
     except (RedisError, ConnectionError, TimeoutError) as e:
-        raise DependencyError(f"{action}: Redis at {repo.redis_url} failed ({e}); start it "
-                              "(`raylane dev up`) or set REDIS_URL", stage="features") from e
+        raise DependencyError(
+            f"{action}: Redis at {repo.redis_url} failed ({e}); start it "
+            "(`raylane dev up`) or set REDIS_URL",
+            stage="features",
+        ) from e
     except FileNotFoundError as e:
-        raise ConfigError(f"{action}: {e.filename or e} is missing in {repo.path}; {_FIX} "
-                          "(it writes the parquet sources)", stage="features") from e
+        raise ConfigError(
+            f"{action}: {e.filename or e} is missing in {repo.path}; {_FIX} "
+            "(it writes the parquet sources)",
+            stage="features",
+        ) from e
     except FeastError as e:
-        raise ConfigError(f"{action} failed for project {repo.project}: {e}; {_FIX}",
-                          stage="features") from e
+        raise ConfigError(
+            f"{action} failed for project {repo.project}: {e}; {_FIX}", stage="features"
+        ) from e
 
 
 def feature_store(repo: RepoLike = DEFAULT_REPO) -> FeatureStore:
@@ -210,15 +237,19 @@ def _conform(name: str, df: pd.DataFrame) -> pd.DataFrame:
     cols = [key, *features, "event_timestamp", "created"]
     missing = [c for c in cols if c not in df.columns]
     if missing:
-        raise ConfigError(f"{name} DataFrame lacks columns {missing}; it needs {cols}",
-                          stage="features")
+        raise ConfigError(
+            f"{name} DataFrame lacks columns {missing}; it needs {cols}", stage="features"
+        )
     out = pd.DataFrame({key: df[key].astype(str)})
     for col, dtype in features.items():
         try:
             out[col] = df[col].astype(dtype)
         except (TypeError, ValueError) as e:
-            raise ConfigError(f"{name}.{col} cannot be stored as {dtype} ({e}); fill or drop "
-                              "the missing/non-numeric values", stage="features") from e
+            raise ConfigError(
+                f"{name}.{col} cannot be stored as {dtype} ({e}); fill or drop "
+                "the missing/non-numeric values",
+                stage="features",
+            ) from e
     for col in ("event_timestamp", "created"):
         ts = pd.to_datetime(df[col])
         out[col] = ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
@@ -269,9 +300,11 @@ def materialize(repo: RepoLike = DEFAULT_REPO, end: datetime | None = None) -> F
         for fv in views:
             path = getattr(fv.batch_source, "path", None)
             if path and "://" not in path and not (r.path / path).exists():
-                raise ConfigError(f"source {path} of feature view {fv.name} is missing in "
-                                  f"{r.path}; {_FIX} (it writes the parquet sources)",
-                                  stage="features")
+                raise ConfigError(
+                    f"source {path} of feature view {fv.name} is missing in "
+                    f"{r.path}; {_FIX} (it writes the parquet sources)",
+                    stage="features",
+                )
         store.materialize_incremental(end_date=end or datetime.now(UTC))
         return store
 

@@ -200,7 +200,7 @@ class OnlineFeatureReader:
             if len(cache) + len(todo) > self._cache_size:
                 cache.clear()
             protos = python_values_to_proto_values(todo, g.value_type)
-            for u, p in zip(todo, protos):
+            for u, p in zip(todo, protos, strict=False):
                 ek = EntityKeyProto(join_keys=[g.join_key], entity_values=[p])
                 key = _redis_key(self.project, ek, entity_key_serialization_version=self._version)
                 # (hiredis' stub types the argument as a 1-tuple)
@@ -253,14 +253,14 @@ class OnlineFeatureReader:
         now = time.time()
         cols: dict[str, np.ndarray] = {}
         for g, inverse, rows in groups:
-            by_field = list(zip(*rows)) if rows else [() for _ in g.fields]
+            by_field = list(zip(*rows, strict=False)) if rows else [() for _ in g.fields]
             for view in g.views:
                 if self._enforce_ttl and view.ttl_s:
                     keep = [not self._expired(view, row, now) for row in rows]
                 for j, col in enumerate(view.columns):
                     raws: Sequence[bytes | None] = by_field[view.first + j]
                     if self._enforce_ttl and view.ttl_s:
-                        raws = [r if k else None for r, k in zip(raws, keep)]
+                        raws = [r if k else None for r, k in zip(raws, keep, strict=False)]
                     uniq = np.fromiter(map(_as_float, raws), dtype=np.float64, count=len(raws))
                     cols[col] = uniq[inverse]
         return cols
@@ -274,7 +274,7 @@ class OnlineFeatureReader:
         for g, inverse, rows in groups:
             out[g.join_key] = list(entities[g.entity_field])
             for view in g.views:
-                for j, (col, vt) in enumerate(zip(view.columns, view.value_types)):
+                for j, (col, vt) in enumerate(zip(view.columns, view.value_types, strict=False)):
                     uniq = []
                     for row in rows:
                         raw = None if self._expired(view, row, now) else row[view.first + j]

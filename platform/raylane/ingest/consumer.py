@@ -224,8 +224,13 @@ class IngressLoop:
         if not records or len(records) >= ing.max_batch_size:
             return records
         if ing.max_wait_ms == 0:  # take what has already arrived, without waiting
-            records.extend(_flatten(await self._consumer.getmany(
-                timeout_ms=0, max_records=ing.max_batch_size - len(records))))
+            records.extend(
+                _flatten(
+                    await self._consumer.getmany(
+                        timeout_ms=0, max_records=ing.max_batch_size - len(records)
+                    )
+                )
+            )
             return records
         deadline = time.monotonic() + ing.max_wait_ms / 1000.0
         while len(records) < ing.max_batch_size:
@@ -265,7 +270,7 @@ class IngressLoop:
             try:
                 await self._publish(result.outputs + result.dlq)
                 break
-            except Exception as e:  # noqa: BLE001 - retry: the outputs are already computed
+            except Exception as e:
                 attempt += 1
                 await self._back_off(e, attempt)
         result.stage_ms["publish_ms"] = (time.perf_counter() - t0) * 1000
@@ -374,13 +379,19 @@ class IngressLoop:
             if not job.events:
                 return
             try:  # the shadow's own deadline, whatever the client does
-                pred = await asyncio.wait_for(client.predict(job.columns),
-                                              mcfg.timeout_s if mcfg is not None else None)
+                pred = await asyncio.wait_for(
+                    client.predict(job.columns), mcfg.timeout_s if mcfg is not None else None
+                )
             except TimeoutError as e:
                 raise DependencyError(f"shadow {client.name} timed out", stage="shadow") from e
             recs, agree, delta = compare(
-                job, pred, self._engine, self.cfg.name, primary_label=self.cfg.models.primary.name,
-                shadow_label=client.name, sample_fraction=fraction,
+                job,
+                pred,
+                self._engine,
+                self.cfg.name,
+                primary_label=self.cfg.models.primary.name,
+                shadow_label=client.name,
+                sample_fraction=fraction,
             )
             if self.shadow_codec is not None and self.cfg.outputs.shadow is not None:
                 topic = self.cfg.outputs.shadow.topic
@@ -390,9 +401,15 @@ class IngressLoop:
                 reason = "publish"
                 await self._publish(
                     [
-                        OutRecord(topic, str(ev.get(self.cfg.input.key_field, "")).encode(), v,
-                                  [("correlation_id", str(ev["correlation_id"]).encode()),
-                                   ("event_id", str(ev.get("event_id", "")).encode())])
+                        OutRecord(
+                            topic,
+                            str(ev.get(self.cfg.input.key_field, "")).encode(),
+                            v,
+                            [
+                                ("correlation_id", str(ev["correlation_id"]).encode()),
+                                ("event_id", str(ev.get("event_id", "")).encode()),
+                            ],
+                        )
                         for ev, v in zip(job.events, values, strict=True)
                     ]
                 )
@@ -405,8 +422,10 @@ class IngressLoop:
                 h.observe(d)
             if recs:
                 reason = "aggregates"
-                await self._aggregate(client.name, batch_entry(recs, self.cfg.decision.default), lab)
-        except Exception as e:  # noqa: BLE001 - a shadow must never hurt the primary path
+                await self._aggregate(
+                    client.name, batch_entry(recs, self.cfg.decision.default), lab
+                )
+        except Exception as e:
             if isinstance(e, DependencyError) and "timed out" in e.message:
                 reason = "timeout"
                 self.stats.shadow_timeouts += 1
@@ -424,8 +443,18 @@ class IngressLoop:
             m.shadow_abs_delta_stat.labels(stat="mean", **lab).set(agg.mean_abs_delta or 0.0)
             m.shadow_abs_delta_stat.labels(stat="p95", **lab).set(agg.p95_abs_delta or 0.0)
             for role, rate, p50, p99 in (
-                ("primary", agg.primary_flag_rate, agg.primary_latency_p50_ms, agg.primary_latency_p99_ms),
-                ("shadow", agg.shadow_flag_rate, agg.shadow_latency_p50_ms, agg.shadow_latency_p99_ms),
+                (
+                    "primary",
+                    agg.primary_flag_rate,
+                    agg.primary_latency_p50_ms,
+                    agg.primary_latency_p99_ms,
+                ),
+                (
+                    "shadow",
+                    agg.shadow_flag_rate,
+                    agg.shadow_latency_p50_ms,
+                    agg.shadow_latency_p99_ms,
+                ),
             ):
                 m.shadow_flag_rate.labels(role=role, **lab).set(rate or 0.0)
                 m.shadow_latency_ms.labels(role=role, quantile="0.5", **lab).set(p50 or 0.0)
@@ -435,7 +464,7 @@ class IngressLoop:
     async def _count(self, label: str, what: str) -> None:
         try:
             await record_count(self._redis(), self.cfg.name, label, what)
-        except Exception as e:  # noqa: BLE001 - counting is best effort; the metric has it
+        except Exception as e:
             log.warning("could not count a shadow %s in Redis: %s", what, e)
 
     def _redis(self) -> Any:

@@ -150,7 +150,7 @@ def _decode(value: bytes, registry: Any, subject: str | None = None) -> Any:
                     return None
                 schema = registry.latest(subject).schema
             return schemaless_reader(BytesIO(value[5:]), schema, None)
-        except Exception:  # noqa: BLE001 - best effort: whatever made it a dead letter
+        except Exception:
             return None
     return None
 
@@ -189,15 +189,22 @@ async def read_topic(
     for them), then until `idle_s` passes without a new record: the embedded broker's
     end offsets can lag the last record, so the end is confirmed by silence.
     """
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                         auto_offset_reset="earliest", fetch_max_wait_ms=10,
-                         max_partition_fetch_bytes=4 << 20)
+    c = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=10,
+        max_partition_fetch_bytes=4 << 20,
+    )
     try:
         await c.start()
     except Exception as e:
         await c.stop()
-        raise DependencyError(f"cannot reach Kafka at {bootstrap}: {e}; is the broker up "
-                              "(`raylane dev status`)?", stage="dlq") from e
+        raise DependencyError(
+            f"cannot reach Kafka at {bootstrap}: {e}; is the broker up (`raylane dev status`)?",
+            stage="dlq",
+        ) from e
     out: list[Any] = []
     try:
         parts = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
@@ -249,7 +256,8 @@ def parse_since(text: str, now_ms: int | None = None) -> int:
     except ValueError as e:
         raise RaylaneError(
             f"--since {text!r} is neither a duration (30m, 2h, 1d) nor an ISO time "
-            "(2026-11-26T17:00:00Z)", stage="dlq"
+            "(2026-11-26T17:00:00Z)",
+            stage="dlq",
         ) from e
     if t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
@@ -321,8 +329,13 @@ async def replay(
     if dry_run or not picked:
         report.event_ids = [eid for _, eid in picked]
         return report
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2,
-                                enable_idempotence=False, max_request_size=4 << 20)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=2,
+        enable_idempotence=False,
+        max_request_size=4 << 20,
+    )
     try:
         await producer.start()
     except Exception as e:
@@ -334,10 +347,10 @@ async def replay(
         for d, _ in picked:
             target = to_topic or d.source_topic
             if not target:
-                raise RaylaneError(f"{dlq_topic}{d.where} has no {D.H_TOPIC} header; pass --to",
-                                   stage="dlq")
-            hdrs = d.original_headers() + [(REPLAY_OF, f"{dlq_topic}{d.where}".encode()),
-                                           (REPLAYED_AT, str(now).encode())]
+                raise RaylaneError(
+                    f"{dlq_topic}{d.where} has no {D.H_TOPIC} header; pass --to", stage="dlq"
+                )
+            hdrs = [*d.original_headers(), (REPLAY_OF, f"{dlq_topic}{d.where}".encode()), (REPLAYED_AT, str(now).encode())]
             futs.append(await producer.send(target, d.value, key=d.key, headers=hdrs))
             report.by_target[target] = report.by_target.get(target, 0) + 1
         for f in futs:
@@ -345,8 +358,14 @@ async def replay(
         ledger_futs = [
             await producer.send(
                 ledger_topic(dlq_topic),
-                json.dumps({"event_id": eid, "replayed_at": now, "dlq": f"{dlq_topic}{d.where}",
-                            "to": to_topic or d.source_topic}).encode(),
+                json.dumps(
+                    {
+                        "event_id": eid,
+                        "replayed_at": now,
+                        "dlq": f"{dlq_topic}{d.where}",
+                        "to": to_topic or d.source_topic,
+                    }
+                ).encode(),
                 key=eid.encode(),
             )
             for d, eid in picked

@@ -28,7 +28,9 @@ def next_offsets(records: Iterable[InRecord]) -> dict[TopicPartition, int]:
     return offsets
 
 
-async def commit_owned(consumer: AIOKafkaConsumer, offsets: Mapping[TopicPartition, int], who: str) -> bool:
+async def commit_owned(
+    consumer: AIOKafkaConsumer, offsets: Mapping[TopicPartition, int], who: str
+) -> bool:
     """Commit `offsets` of the partitions `consumer` still owns; True when a commit went through."""
     owned = consumer.assignment()
     mine = {tp: o for tp, o in offsets.items() if tp in owned}
@@ -36,7 +38,7 @@ async def commit_owned(consumer: AIOKafkaConsumer, offsets: Mapping[TopicPartiti
         return False  # revoked meanwhile: the new owner re-reads them
     try:
         await consumer.commit(mine)
-    except Exception as e:  # noqa: BLE001 - a rebalance raced the commit: outputs are out, inputs re-read
+    except Exception as e:
         log.warning("%s: offset commit failed (%s); the records may be re-delivered", who, e)
         return False
     return True

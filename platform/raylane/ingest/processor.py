@@ -48,7 +48,9 @@ GENERATED_HEADER = "raylane.correlation_id.generated"
 
 
 class WindowSource(Protocol):
-    async def update_and_read(self, events: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]: ...
+    async def update_and_read(
+        self, events: Sequence[Mapping[str, Any]]
+    ) -> dict[str, np.ndarray]: ...
 
 
 class OnlineSource(Protocol):
@@ -145,10 +147,24 @@ class BatchProcessor:
             cid = self._header_correlation(rec)
             made = cid is None
             cid = cid or str(uuid.uuid4())
-            result.dlq.append(dlq_record(rec, err, cid, self.cfg.input.dlq, generated=made,
-                                         max_bytes=self.cfg.input.max_event_bytes))
-            log.warning("%s -> %s: %s: %s [correlation_id=%s]", rec.where, self.cfg.input.dlq,
-                        err.error_class, err.message[:300], cid)
+            result.dlq.append(
+                dlq_record(
+                    rec,
+                    err,
+                    cid,
+                    self.cfg.input.dlq,
+                    generated=made,
+                    max_bytes=self.cfg.input.max_event_bytes,
+                )
+            )
+            log.warning(
+                "%s -> %s: %s: %s [correlation_id=%s]",
+                rec.where,
+                self.cfg.input.dlq,
+                err.error_class,
+                err.message[:300],
+                cid,
+            )
             result.dlq_by_class[err.error_class] = result.dlq_by_class.get(err.error_class, 0) + 1
         events, good, generated = [], [], []
         for j, ev in oks:
@@ -176,10 +192,14 @@ class BatchProcessor:
         except UnicodeDecodeError:
             return None
 
-    async def _features(self, events: list[dict[str, Any]], result: BatchResult) -> dict[str, np.ndarray]:
+    async def _features(
+        self, events: list[dict[str, Any]], result: BatchResult
+    ) -> dict[str, np.ndarray]:
         cols: dict[str, np.ndarray] = {}
         for f in self.cfg.features.event:
-            cols[f] = np.fromiter((_num(ev.get(f)) for ev in events), dtype=np.float64, count=len(events))
+            cols[f] = np.fromiter(
+                (_num(ev.get(f)) for ev in events), dtype=np.float64, count=len(events)
+            )
 
         async def timed(name: str, coro: Any) -> dict[str, np.ndarray]:
             t0 = time.perf_counter()
@@ -199,7 +219,9 @@ class BatchProcessor:
             compute_derived(cols, self.cfg.features.derived)
         missing = [c for c in self.columns if c not in cols]
         if missing:
-            raise DependencyError(f"feature sources returned no column(s) {missing}", stage="features")
+            raise DependencyError(
+                f"feature sources returned no column(s) {missing}", stage="features"
+            )
         return cols
 
     # -- the batch ------------------------------------------------------------------------
@@ -261,7 +283,10 @@ class BatchProcessor:
         scored_recs: list[dict[str, Any]] = []
         by_rule: dict[int, list[int]] = {}
         for i, ev in enumerate(events):
-            feats = {c: (None if math.isnan(v) else v) for c, v in ((c, col_lists[c][i]) for c in self.columns)}
+            feats = {
+                c: (None if math.isnan(v) else v)
+                for c, v in ((c, col_lists[c][i]) for c in self.columns)
+            }
             lat = dict(latency)
             if good[i].timestamp_ms:
                 lat["e2e_ms"] = float(now_ms - good[i].timestamp_ms)
@@ -288,17 +313,24 @@ class BatchProcessor:
         hdrs = [self._out_headers(ev, g) for ev, g in zip(events, generated, strict=True)]
         values = self._scored.encode_many(_project(scored_recs, self._scored.field_names))
         topic = cfg.outputs.scored.topic
-        result.outputs.extend(OutRecord(topic, k, v, h) for k, v, h in zip(keys, values, hdrs, strict=True))
+        result.outputs.extend(
+            OutRecord(topic, k, v, h) for k, v, h in zip(keys, values, hdrs, strict=True)
+        )
         for r, idxs in by_rule.items():
             pub = rules[r].publish
             assert pub is not None
             codec = self.output_codecs[pub.contract]
             vals = codec.encode_many(_project([scored_recs[i] for i in idxs], codec.field_names))
-            result.outputs.extend(OutRecord(pub.topic, keys[i], v, hdrs[i]) for i, v in zip(idxs, vals, strict=True))
+            result.outputs.extend(
+                OutRecord(pub.topic, keys[i], v, hdrs[i]) for i, v in zip(idxs, vals, strict=True)
+            )
 
     @staticmethod
     def _out_headers(ev: Mapping[str, Any], generated: bool) -> list[tuple[str, bytes]]:
-        h = [(CORRELATION_HEADER, str(ev["correlation_id"]).encode()), ("event_id", str(ev["event_id"]).encode())]
+        h = [
+            (CORRELATION_HEADER, str(ev["correlation_id"]).encode()),
+            ("event_id", str(ev["event_id"]).encode()),
+        ]
         if generated:
             h.append((GENERATED_HEADER, b"true"))
         return h

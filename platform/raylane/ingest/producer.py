@@ -33,14 +33,26 @@ class EventEncoder(Protocol):
 class EventProducer:
     """Async producer of contract events for one topic."""
 
-    def __init__(self, bootstrap: str, topic: str, codec: EventEncoder, *, key_field: str = "user_id",
-                 linger_ms: int = 2, max_request_size: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        codec: EventEncoder,
+        *,
+        key_field: str = "user_id",
+        linger_ms: int = 2,
+        max_request_size: int = 1 << 20,
+    ) -> None:
         self.topic = topic
         self.codec = codec
         self.key_field = key_field
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", linger_ms=linger_ms, max_batch_size=512 << 10,
-            enable_idempotence=False, max_request_size=max_request_size,
+            bootstrap_servers=bootstrap,
+            acks="all",
+            linger_ms=linger_ms,
+            max_batch_size=512 << 10,
+            enable_idempotence=False,
+            max_request_size=max_request_size,
         )
         self.bootstrap = bootstrap
 
@@ -49,7 +61,9 @@ class EventProducer:
             await self._producer.start()
         except Exception as e:
             await self._producer.stop()
-            raise DependencyError(f"cannot reach Kafka at {self.bootstrap}: {e}", stage="publish") from e
+            raise DependencyError(
+                f"cannot reach Kafka at {self.bootstrap}: {e}", stage="publish"
+            ) from e
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -59,8 +73,10 @@ class EventProducer:
         """(key, value, headers) for `event`; raises ContractError before anything is sent."""
         value = self.codec.encode(event)
         cid = event.get("correlation_id")
-        headers = [("correlation_id", str(cid or uuid.uuid4()).encode()),
-                   ("event_id", str(event.get("event_id", "")).encode())]
+        headers = [
+            ("correlation_id", str(cid or uuid.uuid4()).encode()),
+            ("event_id", str(event.get("event_id", "")).encode()),
+        ]
         if not cid:
             headers.append((GENERATED_HEADER, b"true"))
         return str(event.get(self.key_field, "")).encode(), value, headers
@@ -73,12 +89,15 @@ class EventProducer:
             await fut
         return fut
 
-    async def send_raw(self, value: bytes, *, key: bytes | None = None,
-                       headers: Sequence[tuple[str, bytes]] = ()) -> asyncio.Future[Any]:
+    async def send_raw(
+        self, value: bytes, *, key: bytes | None = None, headers: Sequence[tuple[str, bytes]] = ()
+    ) -> asyncio.Future[Any]:
         """Send bytes as they are (tests use this to inject malformed events)."""
         return await self._producer.send(self.topic, value, key=key, headers=list(headers))
 
-    async def send_many(self, events: Sequence[Mapping[str, Any]], *, wait: bool = True) -> list[asyncio.Future[Any]]:
+    async def send_many(
+        self, events: Sequence[Mapping[str, Any]], *, wait: bool = True
+    ) -> list[asyncio.Future[Any]]:
         """Validate all, then send all without awaiting each; optionally await the acks."""
         encoded = [self.encode(e) for e in events]
         futs = [await self._producer.send(self.topic, v, key=k, headers=h) for k, v, h in encoded]

@@ -37,13 +37,25 @@ async def open_clients(
     loops de-duplicate by event_id instead. On failure both clients are closed and a
     retriable `DependencyError` names `who` and the broker.
     """
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=1,
-                                enable_idempotence=False, client_id=f"{client_id}-producer")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=1,
+        enable_idempotence=False,
+        client_id=f"{client_id}-producer",
+    )
     consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=bootstrap, group_id=group_id, client_id=client_id,
-        enable_auto_commit=False, auto_offset_reset=auto_offset_reset,
-        fetch_max_wait_ms=fetch_max_wait_ms, max_poll_records=max_poll_records,
-        session_timeout_ms=30_000, heartbeat_interval_ms=3_000, max_poll_interval_ms=600_000,
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset=auto_offset_reset,
+        fetch_max_wait_ms=fetch_max_wait_ms,
+        max_poll_records=max_poll_records,
+        session_timeout_ms=30_000,
+        heartbeat_interval_ms=3_000,
+        max_poll_interval_ms=600_000,
     )
     try:
         await producer.start()

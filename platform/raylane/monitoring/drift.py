@@ -40,8 +40,13 @@ class ColumnDrift:
     drifted: bool
 
     def as_record(self) -> dict[str, Any]:
-        return {"column": self.column, "test": self.method, "threshold": self.threshold,
-                "score": self.score, "drifted": self.drifted}
+        return {
+            "column": self.column,
+            "test": self.method,
+            "threshold": self.threshold,
+            "score": self.score,
+            "drifted": self.drifted,
+        }
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,9 @@ class DriftResult:
         return [c for c in self.columns if c.drifted]
 
 
-def event_row(event: Mapping[str, Any], columns: Sequence[str], prediction_column: str) -> dict[str, float]:
+def event_row(
+    event: Mapping[str, Any], columns: Sequence[str], prediction_column: str
+) -> dict[str, float]:
     """The numbers a window keeps of one scored event: its features and its prediction.
 
     Features come from the event's ``features`` map (what the model saw), falling back to
@@ -100,7 +107,9 @@ class Window:
 
     def add(self, row: dict[str, float], event_time_ms: int, correlation_id: str) -> None:
         self.rows.append(row)
-        self.start_ms = event_time_ms if self.start_ms is None else min(self.start_ms, event_time_ms)
+        self.start_ms = (
+            event_time_ms if self.start_ms is None else min(self.start_ms, event_time_ms)
+        )
         self.end_ms = event_time_ms if self.end_ms is None else max(self.end_ms, event_time_ms)
         self.last_correlation_id = correlation_id
 
@@ -118,8 +127,15 @@ class WindowBuffer:
     reference of a model that no longer serves).
     """
 
-    def __init__(self, columns: Sequence[str], prediction_column: str, *, size: int,
-                 span_s: float | None = None, min_size: int = 1) -> None:
+    def __init__(
+        self,
+        columns: Sequence[str],
+        prediction_column: str,
+        *,
+        size: int,
+        span_s: float | None = None,
+        min_size: int = 1,
+    ) -> None:
         self.columns = list(columns)
         self.prediction_column = prediction_column
         self.size = size
@@ -141,8 +157,11 @@ class WindowBuffer:
             w = None
         if w is None:
             w = self.current = Window(name, version)
-        w.add(event_row(event, self.columns, self.prediction_column),
-              int(event.get("event_time") or 0), str(event.get("correlation_id", "")))
+        w.add(
+            event_row(event, self.columns, self.prediction_column),
+            int(event.get("event_time") or 0),
+            str(event.get("correlation_id", "")),
+        )
         if w.count >= self.size or (
             self.span_s is not None and w.span_s >= self.span_s and w.count >= self.min_size
         ):
@@ -187,7 +206,9 @@ class DriftDetector:
     def _dataset(self, frame: pd.DataFrame) -> Any:
         from evidently import DataDefinition, Dataset
 
-        return Dataset.from_pandas(frame, data_definition=DataDefinition(numerical_columns=self.compared))
+        return Dataset.from_pandas(
+            frame, data_definition=DataDefinition(numerical_columns=self.compared)
+        )
 
     def evaluate(self, window: pd.DataFrame, *, report: bool = False) -> tuple[DriftResult, Any]:
         """Test every compared column of `window`.
@@ -224,8 +245,15 @@ class DriftDetector:
                 continue
             test = get_stattest(ref, cur, ColumnType.Numerical, self.per_column_method.get(c))
             res = test(ref, cur, ColumnType.Numerical, self.per_column_threshold.get(c))
-            cols.append(ColumnDrift(c, test.display_name, float(res.actual_threshold), float(res.drift_score),
-                                    bool(res.drifted)))
+            cols.append(
+                ColumnDrift(
+                    c,
+                    test.display_name,
+                    float(res.actual_threshold),
+                    float(res.drift_score),
+                    bool(res.drifted),
+                )
+            )
         n = sum(c.drifted for c in cols)
         pred = next((c for c in cols if c.column == self.prediction_column), None)
         return DriftResult(cols, n, n / len(cols) if cols else 0.0, self.drift_share, pred)
@@ -239,22 +267,28 @@ class DriftDetector:
         if self._ref_ds is None:
             self._ref_ds = self._dataset(self.reference)
         preset = Report(
-            [DataDriftPreset(
-                columns=self.compared,
-                drift_share=self.drift_share,
-                per_column_method=self.per_column_method or None,  # type: ignore[arg-type]
-                per_column_threshold=self.per_column_threshold or None,
-            )],
+            [
+                DataDriftPreset(
+                    columns=self.compared,
+                    drift_share=self.drift_share,
+                    per_column_method=self.per_column_method or None,  # type: ignore[arg-type]
+                    per_column_threshold=self.per_column_threshold or None,
+                )
+            ],
             include_tests=True,
         )
         return preset.run(self._dataset(current), self._ref_ds)
 
     @staticmethod
-    def report_result(doc: dict[str, Any], compared: Sequence[str], prediction_column: str,
-                      drift_share: float) -> DriftResult:
+    def report_result(
+        doc: dict[str, Any], compared: Sequence[str], prediction_column: str, drift_share: float
+    ) -> DriftResult:
         """A :class:`DriftResult` read back from a report's ``snapshot.dict()``."""
-        failed = {t["metric_config"]["metric_id"] for t in doc.get("tests", [])
-                  if t.get("id") == "drift" and t.get("status") == "FAIL"}
+        failed = {
+            t["metric_config"]["metric_id"]
+            for t in doc.get("tests", [])
+            if t.get("id") == "drift" and t.get("status") == "FAIL"
+        }
         cols: dict[str, ColumnDrift] = {}
         count = None
         for m in doc.get("metrics", []):
@@ -262,9 +296,11 @@ class DriftDetector:
             kind = str(conf.get("type", ""))
             if kind.endswith(":ValueDrift"):
                 cols[conf["column"]] = ColumnDrift(
-                    column=conf["column"], method=str(conf.get("method")),
+                    column=conf["column"],
+                    method=str(conf.get("method")),
                     threshold=float(conf.get("threshold") or math.nan),
-                    score=float(m["value"]), drifted=m["id"] in failed,
+                    score=float(m["value"]),
+                    drifted=m["id"] in failed,
                 )
             elif kind.endswith(":DriftedColumnsCount"):
                 count = m["value"]

@@ -56,14 +56,24 @@ ReferenceLoader = Callable[[str, str], pd.DataFrame]
 
 class _DriftMetrics:
     def __init__(self) -> None:
-        self.events = Counter("raylane_drift_events_in_total", "Scored events seen by the drift monitor.",
-                              ["pipeline"])
-        self.windows = Counter("raylane_drift_windows_total", "Windows evaluated, by verdict.",
-                               ["pipeline", "verdict"])
-        self.share = Gauge("raylane_drift_share", "Drifted column share of the latest window.", ["pipeline"])
+        self.events = Counter(
+            "raylane_drift_events_in_total",
+            "Scored events seen by the drift monitor.",
+            ["pipeline"],
+        )
+        self.windows = Counter(
+            "raylane_drift_windows_total", "Windows evaluated, by verdict.", ["pipeline", "verdict"]
+        )
+        self.share = Gauge(
+            "raylane_drift_share", "Drifted column share of the latest window.", ["pipeline"]
+        )
         self.open = Gauge("raylane_drift_open", "1 while a drift alert is open.", ["pipeline"])
-        self.eval_s = Histogram("raylane_drift_evaluation_seconds", "Time to evaluate one window.",
-                                ["pipeline"], buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30))
+        self.eval_s = Histogram(
+            "raylane_drift_evaluation_seconds",
+            "Time to evaluate one window.",
+            ["pipeline"],
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+        )
 
 
 #: Process-wide drift metric families (served by raylane.monitoring.metrics.serve_metrics).
@@ -95,18 +105,26 @@ def mlflow_reference(tracking_uri: str | None = None) -> ReferenceLoader:
 class DriftMonitor:
     """Windows, Evidently verdicts, drift events and the open/clear state of one pipeline."""
 
-    def __init__(self, cfg: PipelineConfig, reference: ReferenceLoader, *, report_dir: Path) -> None:
+    def __init__(
+        self, cfg: PipelineConfig, reference: ReferenceLoader, *, report_dir: Path
+    ) -> None:
         if cfg.drift is None:
-            raise ConfigError(f"pipeline {cfg.name} has no drift section; add args.drift", stage="config")
+            raise ConfigError(
+                f"pipeline {cfg.name} has no drift section; add args.drift", stage="config"
+            )
         self.cfg = cfg
         self.drift: DriftConfig = cfg.drift
         self.reference = reference
         self.report_dir = report_dir
         self._detectors: dict[tuple[str, str], DriftDetector] = {}
         self._columns: list[str] = list(self.drift.columns or cfg.features.columns())
-        self.buffer = WindowBuffer(self._columns, self.drift.prediction_column,
-                                   size=self.drift.window_size, span_s=self.drift.window_s,
-                                   min_size=self.drift.min_window_size)
+        self.buffer = WindowBuffer(
+            self._columns,
+            self.drift.prediction_column,
+            size=self.drift.window_size,
+            span_s=self.drift.window_s,
+            min_size=self.drift.min_window_size,
+        )
         self.open = False
         self._clean_run = 0
         self.evaluations = 0
@@ -125,8 +143,12 @@ class DriftMonitor:
             ref = self.reference(name, version)
             cols = list(self.drift.columns) or [c for c in self._columns if c in ref.columns]
             det = DriftDetector(
-                ref, cols, self.drift.prediction_column, drift_share=self.drift.drift_share,
-                per_column_method=self._methods(cols), per_column_threshold=self.drift.per_column_threshold,
+                ref,
+                cols,
+                self.drift.prediction_column,
+                drift_share=self.drift.drift_share,
+                per_column_method=self._methods(cols),
+                per_column_threshold=self.drift.per_column_threshold,
                 source=f"the reference sample of models:/{name}/{version}",
             )
             self._detectors[key] = det
@@ -164,17 +186,24 @@ class DriftMonitor:
             if self._clean_run >= self.drift.clear_after:
                 self.open = False
         state = DriftState(
-            open=self.open, model_name=window.model_name, model_version=window.model_version,
-            drift_share=result.drift_share, threshold=result.threshold,
+            open=self.open,
+            model_name=window.model_name,
+            model_version=window.model_version,
+            drift_share=result.drift_share,
+            threshold=result.threshold,
             drifted_columns=[c.column for c in result.drifted_columns],
-            window_end=iso_ms(window.end_ms or 0), updated_at=now_iso(),
+            window_end=iso_ms(window.end_ms or 0),
+            updated_at=now_iso(),
         )
         if not result.drifted or snapshot is None:
             return Evaluation(window, result, state, None, None)
         event_id = str(uuid.uuid4())
         stamp = iso_ms(window.end_ms or 0).replace(":", "").replace("+0000", "Z")
-        path = det.save_report(snapshot, self.report_dir / f"{window.model_name}-v{window.model_version}-"
-                               f"{stamp}-{event_id[:8]}.html")
+        path = det.save_report(
+            snapshot,
+            self.report_dir / f"{window.model_name}-v{window.model_version}-"
+            f"{stamp}-{event_id[:8]}.html",
+        )
         pred = result.prediction
         event = {
             "event_id": event_id,
@@ -190,7 +219,12 @@ class DriftMonitor:
             "threshold": float(result.threshold),
             "columns_compared": len(result.columns),
             "drifted_columns": [
-                {"column": c.column, "test": c.method, "score": float(c.score), "threshold": float(c.threshold)}
+                {
+                    "column": c.column,
+                    "test": c.method,
+                    "score": float(c.score),
+                    "threshold": float(c.threshold),
+                }
                 for c in result.drifted_columns
             ],
             "prediction_drift": bool(pred is not None and pred.drifted),
@@ -231,8 +265,14 @@ class DriftLoop:
         self._pending: list[Window] = []
         self._current: Evaluation | None = None
         self._published_current = False
-        self.stats: dict[str, Any] = {"events": 0, "windows": 0, "drifted": 0, "undecodable": 0,
-                                      "open": False, "last_error": None}
+        self.stats: dict[str, Any] = {
+            "events": 0,
+            "windows": 0,
+            "drifted": 0,
+            "undecodable": 0,
+            "open": False,
+            "last_error": None,
+        }
         self._lab = {"pipeline": cfg.name}
 
     @property
@@ -241,9 +281,15 @@ class DriftLoop:
 
     async def start(self) -> None:
         self._consumer, self._producer = await open_clients(
-            "drift monitor", "drift", self.bootstrap, [self.cfg.outputs.scored.topic],
-            group_id=self.group_id, client_id=self.client_id, auto_offset_reset=self.auto_offset_reset,
-            fetch_max_wait_ms=50, max_poll_records=2000,
+            "drift monitor",
+            "drift",
+            self.bootstrap,
+            [self.cfg.outputs.scored.topic],
+            group_id=self.group_id,
+            client_id=self.client_id,
+            auto_offset_reset=self.auto_offset_reset,
+            fetch_max_wait_ms=50,
+            max_poll_records=2000,
         )
 
     def stop(self) -> None:
@@ -271,7 +317,9 @@ class DriftLoop:
                 except DependencyError as e:  # Redis or Kafka: the window is kept and retried
                     attempt += 1
                     self.stats["last_error"] = str(e)
-                    log.warning("drift monitor of %s: %s (attempt %d); retrying", self.cfg.name, e, attempt)
+                    log.warning(
+                        "drift monitor of %s: %s (attempt %d); retrying", self.cfg.name, e, attempt
+                    )
                     await asyncio.sleep(min(10.0, 0.2 * 2 ** min(attempt, 6)))
                     if self._stop.is_set():
                         return
@@ -283,10 +331,19 @@ class DriftLoop:
         for msgs in got.values():
             oks, errs = self._in.decode_batch([m.value or b"" for m in msgs])
             events += [ev for _, ev in oks]
-            for j, err in errs:  # our own output: a bad record is a bug upstream, not a reason to stop
+            for (
+                j,
+                err,
+            ) in errs:  # our own output: a bad record is a bug upstream, not a reason to stop
                 self.stats["undecodable"] += 1
                 m = msgs[j]
-                log.error("drift monitor skips undecodable %s[%d]@%d: %s", m.topic, m.partition, m.offset, err)
+                log.error(
+                    "drift monitor skips undecodable %s[%d]@%d: %s",
+                    m.topic,
+                    m.partition,
+                    m.offset,
+                    err,
+                )
         events.sort(key=lambda ev: int(ev.get("event_time") or 0))
         self._pending += self.monitor.add(events)
         self.stats["events"] += len(events)
@@ -305,9 +362,16 @@ class DriftLoop:
                     await self._publish(ev.event)
                     self._published_current = True
                     self.stats["drifted"] += 1
-                    log.warning("drift in %s (model %s v%s): share %.2f >= %.2f, columns %s; report %s",
-                                self.cfg.name, window.model_name, window.model_version, ev.result.drift_share,
-                                ev.result.threshold, ev.state.drifted_columns, ev.report)
+                    log.warning(
+                        "drift in %s (model %s v%s): share %.2f >= %.2f, columns %s; report %s",
+                        self.cfg.name,
+                        window.model_name,
+                        window.model_version,
+                        ev.result.drift_share,
+                        ev.result.threshold,
+                        ev.state.drifted_columns,
+                        ev.report,
+                    )
                 await write_state_async(self.redis, self.cfg.name, ev.state)
             self._pending.pop(0)
             self._current, self._published_current = None, False
@@ -317,8 +381,12 @@ class DriftLoop:
         try:
             ev = await asyncio.to_thread(self._evaluate_nicely, window)
         except Exception as e:  # no reference, a column it lacks, MLflow down: name it, go on
-            log.exception("drift monitor of %s could not evaluate a window of model %s v%s",
-                          self.cfg.name, window.model_name, window.model_version)
+            log.exception(
+                "drift monitor of %s could not evaluate a window of model %s v%s",
+                self.cfg.name,
+                window.model_name,
+                window.model_version,
+            )
             self.stats["last_error"] = f"{type(e).__name__}: {e}"
             return None
         DRIFT_METRICS.eval_s.labels(**self._lab).observe(time.perf_counter() - t0)
@@ -348,12 +416,21 @@ class DriftLoop:
         assert self._producer is not None
         value = self._out.encode(event)
         cid = str(event["correlation_id"]).encode()
-        headers = [("correlation_id", cid), ("raylane.correlation_id", cid), ("event_id", event["event_id"].encode())]
+        headers = [
+            ("correlation_id", cid),
+            ("raylane.correlation_id", cid),
+            ("event_id", event["event_id"].encode()),
+        ]
         try:
-            await (await self._producer.send(self.drift.output.topic, value, key=self.cfg.name.encode(),
-                                             headers=headers))
+            await (
+                await self._producer.send(
+                    self.drift.output.topic, value, key=self.cfg.name.encode(), headers=headers
+                )
+            )
         except Exception as e:
-            raise DependencyError(f"publishing a model.drift event failed: {e}", stage="drift") from e
+            raise DependencyError(
+                f"publishing a model.drift event failed: {e}", stage="drift"
+            ) from e
         self.published.append(event)
 
     async def _commit(self, got: Mapping[TopicPartition, list[Any]]) -> None:

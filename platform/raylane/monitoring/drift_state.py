@@ -55,11 +55,14 @@ class DriftState:
     def from_json(cls, raw: str | bytes) -> DriftState:
         doc: dict[str, Any] = json.loads(raw)
         return cls(
-            open=bool(doc["open"]), model_name=str(doc["model_name"]),
-            model_version=str(doc["model_version"]), drift_share=float(doc["drift_share"]),
+            open=bool(doc["open"]),
+            model_name=str(doc["model_name"]),
+            model_version=str(doc["model_version"]),
+            drift_share=float(doc["drift_share"]),
             threshold=float(doc["threshold"]),
             drifted_columns=[str(c) for c in doc.get("drifted_columns", [])],
-            window_end=str(doc.get("window_end", "")), updated_at=str(doc.get("updated_at", "")),
+            window_end=str(doc.get("window_end", "")),
+            updated_at=str(doc.get("updated_at", "")),
         )
 
 
@@ -76,16 +79,18 @@ async def write_state_async(client: aioredis.Redis, pipeline: str, state: DriftS
     try:
         await client.set(drift_key(pipeline), state.to_json())
     except redis.RedisError as e:
-        raise DependencyError(f"writing the drift state of {pipeline} to Redis failed: {e}",
-                              stage="drift") from e
+        raise DependencyError(
+            f"writing the drift state of {pipeline} to Redis failed: {e}", stage="drift"
+        ) from e
 
 
 async def read_state_async(client: aioredis.Redis, pipeline: str) -> DriftState | None:
     try:
         raw = await client.get(drift_key(pipeline))
     except redis.RedisError as e:
-        raise DependencyError(f"reading the drift state of {pipeline} from Redis failed: {e}",
-                              stage="drift") from e
+        raise DependencyError(
+            f"reading the drift state of {pipeline} from Redis failed: {e}", stage="drift"
+        ) from e
     return DriftState.from_json(raw) if raw else None
 
 
@@ -97,7 +102,9 @@ def read_state(redis_url: str, pipeline: str) -> DriftState | None:
     except redis.RedisError as e:
         raise DependencyError(
             f"reading the drift state of {pipeline} from Redis at {redis_url} failed: {e}; "
-            "is Redis up (`raylane dev status`)?", stage="drift") from e
+            "is Redis up (`raylane dev status`)?",
+            stage="drift",
+        ) from e
     finally:
         client.close()
     return DriftState.from_json(raw) if raw else None  # type: ignore[arg-type]

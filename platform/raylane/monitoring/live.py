@@ -71,8 +71,12 @@ class OutputWatcher:
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
-            *self.topics, bootstrap_servers=self.bootstrap, group_id=None,
-            auto_offset_reset="latest", enable_auto_commit=False, fetch_max_wait_ms=10,
+            *self.topics,
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            auto_offset_reset="latest",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=10,
         )
         await self._consumer.start()
         # Pin the current end of every partition before traffic starts.
@@ -140,7 +144,9 @@ def scrape(home: Path, timeout_s: float = 1.0) -> dict[str, float]:
                     if not fam.name.startswith("raylane_"):
                         continue
                     for smp in fam.samples:
-                        labels = ",".join(f"{k}={v}" for k, v in sorted(smp.labels.items()) if k != "pipeline")
+                        labels = ",".join(
+                            f"{k}={v}" for k, v in sorted(smp.labels.items()) if k != "pipeline"
+                        )
                         key = f"{smp.name}{{{labels}}}"
                         out[key] = out.get(key, 0.0) + float(smp.value)
     return out

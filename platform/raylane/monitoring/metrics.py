@@ -18,7 +18,27 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_se
 
 __all__ = ["METRICS", "PipelineMetrics", "serve_metrics", "target_files", "withdraw_metrics"]
 
-_LATENCY_BUCKETS = (0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 150, 250, 500, 1000, 2500, 5000)
+_LATENCY_BUCKETS = (
+    0.5,
+    1,
+    2,
+    3,
+    5,
+    7.5,
+    10,
+    15,
+    20,
+    30,
+    50,
+    75,
+    100,
+    150,
+    250,
+    500,
+    1000,
+    2500,
+    5000,
+)
 _BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 200, 300, 500, 1000, 2000, 5000)
 
 
@@ -31,74 +51,101 @@ class PipelineMetrics:
             "raylane_events_scored_total", "Events scored, by decision.", ["pipeline", "decision"]
         )
         self.dlq = Counter(
-            "raylane_events_dlq_total", "Records sent to the DLQ, by error class.", ["pipeline", "error_class"]
+            "raylane_events_dlq_total",
+            "Records sent to the DLQ, by error class.",
+            ["pipeline", "error_class"],
         )
         self.batches = Counter("raylane_batches_total", "Batches processed.", ["pipeline"])
         self.batch_size = Histogram(
             "raylane_batch_size", "Records per micro-batch.", ["pipeline"], buckets=_BATCH_BUCKETS
         )
         self.stage_ms = Histogram(
-            "raylane_stage_latency_ms", "Per-batch stage latency in ms.", ["pipeline", "stage"],
+            "raylane_stage_latency_ms",
+            "Per-batch stage latency in ms.",
+            ["pipeline", "stage"],
             buckets=_LATENCY_BUCKETS,
         )
         self.e2e_ms = Histogram(
             "raylane_event_to_scored_latency_ms",
             "From the input record's Kafka timestamp to its outputs being acknowledged, in ms.",
-            ["pipeline"], buckets=_LATENCY_BUCKETS,
+            ["pipeline"],
+            buckets=_LATENCY_BUCKETS,
         )
         self.retries = Counter(
-            "raylane_batch_retries_total", "Batch retries after a dependency failed.", ["pipeline", "stage"]
+            "raylane_batch_retries_total",
+            "Batch retries after a dependency failed.",
+            ["pipeline", "stage"],
         )
-        self.paused = Gauge("raylane_consumer_paused", "1 while consumption is paused.", ["pipeline"])
+        self.paused = Gauge(
+            "raylane_consumer_paused", "1 while consumption is paused.", ["pipeline"]
+        )
         self.breaker_open = Gauge(
-            "raylane_breaker_open", "1 while a dependency's breaker is open.", ["pipeline", "dependency"]
+            "raylane_breaker_open",
+            "1 while a dependency's breaker is open.",
+            ["pipeline", "dependency"],
         )
         self.commits = Counter("raylane_offset_commits_total", "Offset commits.", ["pipeline"])
         self.shadow_compared = Counter(
-            "raylane_shadow_compared_total", "Events compared with a shadow.", ["pipeline", "shadow"]
+            "raylane_shadow_compared_total",
+            "Events compared with a shadow.",
+            ["pipeline", "shadow"],
         )
         self.shadow_agree = Counter(
-            "raylane_shadow_agreements_total", "Shadow decisions equal to the primary's.", ["pipeline", "shadow"]
+            "raylane_shadow_agreements_total",
+            "Shadow decisions equal to the primary's.",
+            ["pipeline", "shadow"],
         )
         self.shadow_errors = Counter(
-            "raylane_shadow_errors_total", "Shadow batches that failed or timed out.",
+            "raylane_shadow_errors_total",
+            "Shadow batches that failed or timed out.",
             ["pipeline", "shadow", "reason"],
         )
         self.shadow_skipped = Counter(
-            "raylane_shadow_skipped_total", "Shadow batches skipped because too many were in flight.",
+            "raylane_shadow_skipped_total",
+            "Shadow batches skipped because too many were in flight.",
             ["pipeline", "shadow"],
         )
         self.shadow_abs_delta = Histogram(
-            "raylane_shadow_abs_delta", "|primary score - shadow score| per event.", ["pipeline", "shadow"],
+            "raylane_shadow_abs_delta",
+            "|primary score - shadow score| per event.",
+            ["pipeline", "shadow"],
             buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
         )
         # rolling shadow aggregates of this replica (the shared ones are in Redis)
         self.shadow_agreement_rate = Gauge(
-            "raylane_shadow_agreement_rate", "Rolling decision agreement rate with a shadow.",
+            "raylane_shadow_agreement_rate",
+            "Rolling decision agreement rate with a shadow.",
             ["pipeline", "shadow"],
         )
         self.shadow_abs_delta_stat = Gauge(
-            "raylane_shadow_abs_delta_rolling", "Rolling mean / p95 of |primary - shadow score|.",
+            "raylane_shadow_abs_delta_rolling",
+            "Rolling mean / p95 of |primary - shadow score|.",
             ["pipeline", "shadow", "stat"],
         )
         self.shadow_flag_rate = Gauge(
-            "raylane_shadow_flag_rate", "Rolling rate of non-default decisions, per model role.",
+            "raylane_shadow_flag_rate",
+            "Rolling rate of non-default decisions, per model role.",
             ["pipeline", "shadow", "role"],
         )
         self.shadow_latency_ms = Gauge(
-            "raylane_shadow_model_latency_ms", "Rolling p50 / p99 batch-call latency, per model role.",
+            "raylane_shadow_model_latency_ms",
+            "Rolling p50 / p99 batch-call latency, per model role.",
             ["pipeline", "shadow", "role", "quantile"],
         )
         self.cache_requests = Counter(
-            "raylane_prediction_cache_requests_total", "Prediction cache lookups, by result.",
+            "raylane_prediction_cache_requests_total",
+            "Prediction cache lookups, by result.",
             ["deployment", "result"],
         )
         self.cache_hit_rate = Gauge(
-            "raylane_prediction_cache_hit_rate", "Hits / lookups of the prediction cache since start.",
+            "raylane_prediction_cache_hit_rate",
+            "Hits / lookups of the prediction cache since start.",
             ["deployment"],
         )
         self.model_swaps = Counter(
-            "raylane_model_swaps_total", "Hot swaps of a model replica to a new version.", ["deployment"]
+            "raylane_model_swaps_total",
+            "Hot swaps of a model replica to a new version.",
+            ["deployment"],
         )
 
 
@@ -124,7 +171,9 @@ def serve_metrics(home: Path, name: str) -> int:
     targets.mkdir(parents=True, exist_ok=True)
     path = targets / f"{name}-{os.getpid()}.json"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps([{"targets": [f"{host}:{port}"], "labels": {"job": "raylane", "process": name}}]))
+    tmp.write_text(
+        json.dumps([{"targets": [f"{host}:{port}"], "labels": {"job": "raylane", "process": name}}])
+    )
     tmp.replace(path)
     _served[name] = port
     return port

@@ -28,8 +28,9 @@ def sample_mask(event_ids: Sequence[str], fraction: float) -> np.ndarray:
     """True for the events a shadow with `fraction` scores (deterministic per event_id)."""
     if fraction >= 1.0:
         return np.ones(len(event_ids), dtype=bool)
-    h = np.fromiter((zlib.crc32(str(e).encode()) for e in event_ids), dtype=np.float64,
-                    count=len(event_ids))
+    h = np.fromiter(
+        (zlib.crc32(str(e).encode()) for e in event_ids), dtype=np.float64, count=len(event_ids)
+    )
     return np.asarray(h / _HASH_SPACE < fraction)
 
 

@@ -104,16 +104,25 @@ class ShadowAggregate:
         return d
 
 
-def aggregate(shadow: str, entries: Iterable[Mapping[str, Any]], *, window: int = 20_000,
-              counts: Mapping[str, int] | None = None) -> ShadowAggregate:
+def aggregate(
+    shadow: str,
+    entries: Iterable[Mapping[str, Any]],
+    *,
+    window: int = 20_000,
+    counts: Mapping[str, int] | None = None,
+) -> ShadowAggregate:
     """Aggregate the newest entries (newest first) of the newest version pair, up to `window` events.
 
     Only entries with the same primary and shadow versions as the newest are used, so a
     promotion starts the figures afresh instead of mixing two pairs of models.
     """
     c = {k: int(v) for k, v in (counts or {}).items()}
-    base = {"errors": c.get("errors", 0), "timeouts": c.get("timeouts", 0),
-            "skipped": c.get("skipped", 0), "counts": c}
+    base = {
+        "errors": c.get("errors", 0),
+        "timeouts": c.get("timeouts", 0),
+        "skipped": c.get("skipped", 0),
+        "counts": c,
+    }
     chosen: list[Mapping[str, Any]] = []
     n = 0
     pair: tuple[str, str] | None = None
@@ -177,18 +186,18 @@ class _Columns:
             size = max(cap, 2 * (live + k))
             for name, b in self._buf.items():
                 nb = b if size == cap else np.empty(size, dtype=np.float64)
-                nb[:live] = b[self.start:self.end]
+                nb[:live] = b[self.start : self.end]
                 self._buf[name] = nb
             self.start, self.end = 0, live
         for name, v in cols.items():
-            self._buf[name][self.end:self.end + k] = v
+            self._buf[name][self.end : self.end + k] = v
         self.end += k
 
     def evict(self, k: int) -> None:
         self.start += k
 
     def __getitem__(self, name: str) -> np.ndarray:
-        return self._buf[name][self.start:self.end]
+        return self._buf[name][self.start : self.end]
 
     def first(self, name: str) -> float:
         return float(self._buf[name][self.start])
@@ -216,7 +225,11 @@ class LocalShadowWindow:
     def add(self, entry: Mapping[str, Any]) -> ShadowAggregate:
         pair = (str(entry["pv"]), str(entry["sv"]))
         if pair != self._pair:
-            self._pair, self._events, self._batches = pair, _Columns(_EVENT_COLS), _Columns(_BATCH_COLS)
+            self._pair, self._events, self._batches = (
+                pair,
+                _Columns(_EVENT_COLS),
+                _Columns(_BATCH_COLS),
+            )
         self._models = (str(entry.get("pm", "")), str(entry.get("sm", "")))
         k = len(entry["p"])
         self._events.append({name: entry[name] for name in _EVENT_COLS}, k)
@@ -272,8 +285,12 @@ class ShadowStore:
         return {k: int(v) for k, v in raw.items()}  # type: ignore[union-attr]
 
     def aggregate(self, pipeline: str, shadow: str, window: int = 20_000) -> ShadowAggregate:
-        return aggregate(shadow, self.entries(pipeline, shadow), window=window,
-                         counts=self.counts(pipeline, shadow))
+        return aggregate(
+            shadow,
+            self.entries(pipeline, shadow),
+            window=window,
+            counts=self.counts(pipeline, shadow),
+        )
 
     def reset(self, pipeline: str, shadows: Sequence[str]) -> None:
         """Forget the aggregates (after a promotion the compared pair changes)."""

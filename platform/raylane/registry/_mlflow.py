@@ -20,7 +20,9 @@ from mlflow.exceptions import MlflowException
 from raylane.errors import DependencyError, ModelError
 from raylane.settings import Settings
 
-_URI = re.compile(r"^models:/(?P<name>[A-Za-z0-9_.-]+)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>[0-9]+))$")
+_URI = re.compile(
+    r"^models:/(?P<name>[A-Za-z0-9_.-]+)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>[0-9]+))$"
+)
 
 _BOOTSTRAP = "run `raylane bootstrap` (or `python models/<name>/train.py`)"
 

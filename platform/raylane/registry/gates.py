@@ -17,7 +17,14 @@ from raylane.errors import DependencyError
 from raylane.monitoring.drift_state import DriftState, drift_key
 from raylane.monitoring.shadow_stats import ShadowAggregate
 
-__all__ = ["DriftCheck", "DriftStatus", "GateResult", "RedisDriftCheck", "drift_key", "evaluate_gates"]
+__all__ = [
+    "DriftCheck",
+    "DriftStatus",
+    "GateResult",
+    "RedisDriftCheck",
+    "drift_key",
+    "evaluate_gates",
+]
 
 
 #: The drift monitor's state of one pipeline (the JSON the monitor keeps in Redis).
@@ -92,8 +99,13 @@ def evaluate_gates(
 ) -> list[GateResult]:
     """Every gate's result, in a fixed order. A missing figure fails its gate."""
     out = [
-        GateResult("min_samples", cfg.min_samples, agg.n, agg.n >= cfg.min_samples,
-                   f"compared events of shadow {agg.shadow}"),
+        GateResult(
+            "min_samples",
+            cfg.min_samples,
+            agg.n,
+            agg.n >= cfg.min_samples,
+            f"compared events of shadow {agg.shadow}",
+        ),
         _at_least("min_agreement", cfg.min_agreement, agg.agreement_rate),
         _at_most("max_p95_abs_delta", cfg.max_p95_abs_delta, agg.p95_abs_delta),
         _at_most("max_latency_p99_ratio", cfg.max_latency_p99_ratio, agg.latency_p99_ratio),
@@ -101,20 +113,35 @@ def evaluate_gates(
     if cfg.require_no_drift_alert:
         status = drift_check(pipeline) if drift_check is not None else None
         if status is None:
-            out.append(GateResult("require_no_drift_alert", "no open alert", "no drift state", True))
+            out.append(
+                GateResult("require_no_drift_alert", "no open alert", "no drift state", True)
+            )
         else:
-            detail = (f"drift_share {status.drift_share:.3g} vs {status.threshold:.3g} on "
-                      f"{status.model_name} v{status.model_version}, columns {list(status.drifted_columns)}")
-            out.append(GateResult("require_no_drift_alert", "no open alert",
-                                  "open alert" if status.open else "no open alert", not status.open, detail))
+            detail = (
+                f"drift_share {status.drift_share:.3g} vs {status.threshold:.3g} on "
+                f"{status.model_name} v{status.model_version}, columns {list(status.drifted_columns)}"
+            )
+            out.append(
+                GateResult(
+                    "require_no_drift_alert",
+                    "no open alert",
+                    "open alert" if status.open else "no open alert",
+                    not status.open,
+                    detail,
+                )
+            )
     return out
 
 
 def _at_least(name: str, threshold: float, measured: float | None) -> GateResult:
     ok = measured is not None and measured >= threshold
-    return GateResult(name, threshold, measured, ok, "" if measured is not None else "no comparisons yet")
+    return GateResult(
+        name, threshold, measured, ok, "" if measured is not None else "no comparisons yet"
+    )
 
 
 def _at_most(name: str, threshold: float, measured: float | None) -> GateResult:
     ok = measured is not None and measured <= threshold
-    return GateResult(name, threshold, measured, ok, "" if measured is not None else "no comparisons yet")
+    return GateResult(
+        name, threshold, measured, ok, "" if measured is not None else "no comparisons yet"
+    )

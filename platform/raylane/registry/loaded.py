@@ -96,7 +96,8 @@ def load_model(
         # registry_uri argument and falls back to the process default (a local sqlite file).
         source = client(tu).get_model_version_download_uri(ref.name, str(ref.version))
         local = mlflow.artifacts.download_artifacts(
-            artifact_uri=source, tracking_uri=tu,
+            artifact_uri=source,
+            tracking_uri=tu,
             dst_path=tempfile.mkdtemp(prefix=f"raylane-{ref.name}-{ref.version}-"),
         )
         meta = Model.load(local)
@@ -108,8 +109,9 @@ def load_model(
     if nthread:
         params["nthread"] = nthread
     booster.set_param(params)
-    return LoadedModel(ref.name, ref.version, ref.uri_pinned, booster, names, ref.alias,
-                       device, ref)
+    return LoadedModel(
+        ref.name, ref.version, ref.uri_pinned, booster, names, ref.alias, device, ref
+    )
 
 
 def _feature_names(meta: Any, booster: xgb.Booster, ref: ModelRef) -> list[str]:
@@ -143,9 +145,13 @@ def load_reference(uri: str, *, tracking_uri: str | None = None) -> pd.DataFrame
         if not run_id:
             raise ModelError(
                 f"model {ref.uri_pinned} has no run, so no {REFERENCE_ARTIFACT}; register "
-                "versions logged by models/<name>/train.py", stage="registry")
+                "versions logged by models/<name>/train.py",
+                stage="registry",
+            )
         path = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path=REFERENCE_ARTIFACT, tracking_uri=tu,
+            run_id=run_id,
+            artifact_path=REFERENCE_ARTIFACT,
+            tracking_uri=tu,
             dst_path=tempfile.mkdtemp(prefix="raylane-ref-"),
         )
     return pd.read_parquet(Path(path))

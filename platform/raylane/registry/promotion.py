@@ -118,8 +118,10 @@ def promote(
     from raylane.settings import Settings
 
     if force and not reason.strip():
-        raise ConfigError("--force needs --reason \"why\"; the reason is recorded in the audit trail",
-                          stage="promotion")
+        raise ConfigError(
+            '--force needs --reason "why"; the reason is recorded in the audit trail',
+            stage="promotion",
+        )
     settings = Settings.load()
     name, champion = _champion(cfg)
     pcfg = cfg.promotion
@@ -130,30 +132,57 @@ def promote(
         if version is None:
             target = _alias_version(c, name, pcfg.challenger_alias)
             if target is None:
-                raise ModelError(f"registered model {name} has no alias {pcfg.challenger_alias}; "
-                                 f"register a challenger or pass --version N", stage="promotion")
+                raise ModelError(
+                    f"registered model {name} has no alias {pcfg.challenger_alias}; "
+                    f"register a challenger or pass --version N",
+                    stage="promotion",
+                )
         else:
             target = str(c.get_model_version(name, str(version)).version)
     if target == current:
-        raise ModelError(f"{name} v{target} is already {champion}; nothing to promote",
-                         stage="promotion")
+        raise ModelError(
+            f"{name} v{target} is already {champion}; nothing to promote", stage="promotion"
+        )
     shadow = cfg.gating_shadow()
     store = store or ShadowStore(settings.redis_url)
     agg = store.aggregate(cfg.name, shadow.name, pcfg.window) if shadow else ShadowAggregate("none")
-    gates = evaluate_gates(cfg.name, agg, pcfg,
-                           drift_check if drift_check is not None else RedisDriftCheck(settings.redis_url))
-    gates.insert(0, GateResult("shadow_is_target", target, agg.shadow_version or None,
-                               agg.shadow_version == target,
-                               f"the gated shadow {agg.shadow} must have scored v{target}"))
+    gates = evaluate_gates(
+        cfg.name,
+        agg,
+        pcfg,
+        drift_check if drift_check is not None else RedisDriftCheck(settings.redis_url),
+    )
+    gates.insert(
+        0,
+        GateResult(
+            "shadow_is_target",
+            target,
+            agg.shadow_version or None,
+            agg.shadow_version == target,
+            f"the gated shadow {agg.shadow} must have scored v{target}",
+        ),
+    )
     failed = [g for g in gates if not g.passed]
     if failed and not force:
         raise GatesFailed(
-            f"promotion of {name} v{target} refused: " + "; ".join(g.describe() for g in failed)
-            + "; collect more shadow traffic, or override with --force --reason \"...\"",
+            f"promotion of {name} v{target} refused: "
+            + "; ".join(g.describe() for g in failed)
+            + '; collect more shadow traffic, or override with --force --reason "..."',
             gates,
         )
-    event = _move(cfg, "promote", name, champion, current, target, gates, bool(failed and force),
-                  reason, actor, tu)
+    event = _move(
+        cfg,
+        "promote",
+        name,
+        champion,
+        current,
+        target,
+        gates,
+        bool(failed and force),
+        reason,
+        actor,
+        tu,
+    )
     if publish:
         publish_audit(cfg, event, settings.kafka_bootstrap)
     if shadow is not None:
@@ -181,8 +210,11 @@ def rollback(
         current = _alias_version(c, name, champion)
         target = _alias_version(c, name, cfg.promotion.previous_alias)
     if target is None:
-        raise ModelError(f"registered model {name} has no alias {cfg.promotion.previous_alias}; "
-                         "nothing to roll back to (promote first)", stage="promotion")
+        raise ModelError(
+            f"registered model {name} has no alias {cfg.promotion.previous_alias}; "
+            "nothing to roll back to (promote first)",
+            stage="promotion",
+        )
     event = _move(cfg, "rollback", name, champion, current, target, [], False, reason, actor, tu)
     if publish:
         publish_audit(cfg, event, settings.kafka_bootstrap)
@@ -190,9 +222,19 @@ def rollback(
     return PromotionOutcome(event)
 
 
-def _move(cfg: PipelineConfig, action: Literal["promote", "rollback"], name: str, champion: str,
-          current: str | None, target: str, gates: list[GateResult], forced: bool, reason: str,
-          actor: str | None, tu: str) -> dict[str, Any]:
+def _move(
+    cfg: PipelineConfig,
+    action: Literal["promote", "rollback"],
+    name: str,
+    champion: str,
+    current: str | None,
+    target: str,
+    gates: list[GateResult],
+    forced: bool,
+    reason: str,
+    actor: str | None,
+    tu: str,
+) -> dict[str, Any]:
     at_ms = int(time.time() * 1000)
     event: dict[str, Any] = {
         "event_id": str(uuid.uuid4()),
@@ -207,8 +249,16 @@ def _move(cfg: PipelineConfig, action: Literal["promote", "rollback"], name: str
         "at": at_ms,
         "forced": forced,
         "reason": reason,
-        "gates": [{"name": g.name, "threshold": _text(g.threshold), "measured": _text(g.measured),
-                   "passed": g.passed, "detail": g.detail} for g in gates],
+        "gates": [
+            {
+                "name": g.name,
+                "threshold": _text(g.threshold),
+                "measured": _text(g.measured),
+                "passed": g.passed,
+                "detail": g.detail,
+            }
+            for g in gates
+        ],
     }
     c = client(tu)
     with boundary(f"moving {name}@{champion} to v{target}", tu, name=name):
@@ -221,7 +271,9 @@ def _move(cfg: PipelineConfig, action: Literal["promote", "rollback"], name: str
             c.set_model_version_tag(name, target, f"raylane.{action}_reason", reason)
         if current is not None:
             c.set_model_version_tag(name, current, "raylane.replaced_at", str(at_ms))
-        c.set_registered_model_tag(name, f"{HISTORY_TAG}{at_ms}", json.dumps(event, separators=(",", ":")))
+        c.set_registered_model_tag(
+            name, f"{HISTORY_TAG}{at_ms}", json.dumps(event, separators=(",", ":"))
+        )
     return event
 
 
@@ -251,7 +303,9 @@ def publish_audit(cfg: PipelineConfig, event: dict[str, Any], bootstrap: str) ->
     run_sync(send())
 
 
-def read_audit_topic(cfg: PipelineConfig, bootstrap: str, idle_s: float = 1.0) -> list[dict[str, Any]]:
+def read_audit_topic(
+    cfg: PipelineConfig, bootstrap: str, idle_s: float = 1.0
+) -> list[dict[str, Any]]:
     """Every models.promoted event of this pipeline on the audit topic, oldest first."""
     from aiokafka import AIOKafkaConsumer
 
@@ -261,8 +315,13 @@ def read_audit_topic(cfg: PipelineConfig, bootstrap: str, idle_s: float = 1.0) -
     codec = Codec.for_contract(AUDIT_CONTRACT, open_registry(cfg.schema_registry))
 
     async def read() -> list[dict[str, Any]]:
-        cons = AIOKafkaConsumer(cfg.promotion.audit_topic, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=10)
+        cons = AIOKafkaConsumer(
+            cfg.promotion.audit_topic,
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=10,
+        )
         await cons.start()
         out: list[dict[str, Any]] = []
         try:
@@ -288,8 +347,9 @@ def _at(e: dict[str, Any]) -> int:
     return int(at or 0)
 
 
-def history(cfg: PipelineConfig, *, tracking_uri: str | None = None,
-            bootstrap: str | None = None) -> list[dict[str, Any]]:
+def history(
+    cfg: PipelineConfig, *, tracking_uri: str | None = None, bootstrap: str | None = None
+) -> list[dict[str, Any]]:
     """Promotions and rollbacks of the pipeline's model, oldest first.
 
     Read from the registered model's MLflow tags (durable) and, when `bootstrap` is

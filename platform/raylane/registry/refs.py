@@ -36,8 +36,9 @@ class ModelRef:
     run_id: str | None = None
 
     @classmethod
-    def of(cls, name: str, version: int | str, alias: str | None = None,
-           run_id: str | None = None) -> ModelRef:
+    def of(
+        cls, name: str, version: int | str, alias: str | None = None, run_id: str | None = None
+    ) -> ModelRef:
         return cls(name, int(version), alias, f"models:/{name}/{int(version)}", run_id)
 
 
@@ -69,15 +70,21 @@ def _missing(c: MlflowClient, tu: str, name: str, alias: str | None, version: in
     except MlflowException as e:
         if not is_not_found(e):
             raise
-        return (f"registered model {name} does not exist in MLflow at {tu}; run "
-                f"`raylane bootstrap` (or `python models/{name}/train.py`)")
+        return (
+            f"registered model {name} does not exist in MLflow at {tu}; run "
+            f"`raylane bootstrap` (or `python models/{name}/train.py`)"
+        )
     aliases = dict(getattr(rm, "aliases", {}) or {})
     if alias is not None:
         known = ", ".join(f"{a}->v{v}" for a, v in sorted(aliases.items())) or "none"
-        return (f"registered model {name} has no alias {alias} (aliases: {known}); run "
-                f"`raylane bootstrap`, or set it with `raylane promote {name}`")
-    return (f"registered model {name} has no version {version}; list versions in the MLflow "
-            f"UI at {tu} or use an alias such as models:/{name}@champion")
+        return (
+            f"registered model {name} has no alias {alias} (aliases: {known}); run "
+            f"`raylane bootstrap`, or set it with `raylane promote {name}`"
+        )
+    return (
+        f"registered model {name} has no version {version}; list versions in the MLflow "
+        f"UI at {tu} or use an alias such as models:/{name}@champion"
+    )
 
 
 def register(
@@ -105,21 +112,26 @@ def register(
         model_id = None
         run_id = None
         if model_uri.startswith("models:/m-"):
-            model_id = model_uri[len("models:/"):]
+            model_id = model_uri[len("models:/") :]
             run_id = c.get_logged_model(model_id).source_run_id
         elif model_uri.startswith("runs:/"):
-            run_id = model_uri[len("runs:/"):].split("/", 1)[0]
+            run_id = model_uri[len("runs:/") :].split("/", 1)[0]
         mv = c.create_model_version(
-            name, source=model_uri, run_id=run_id, tags=dict(tags or {}),
-            description=description, model_id=model_id,
+            name,
+            source=model_uri,
+            run_id=run_id,
+            tags=dict(tags or {}),
+            description=description,
+            model_id=model_id,
         )
         if alias:
             c.set_registered_model_alias(name, alias, mv.version)
     return ModelRef.of(name, mv.version, alias, run_id)
 
 
-def set_alias(name: str, alias: str, version: int | str, *,
-              tracking_uri: str | None = None) -> ModelRef:
+def set_alias(
+    name: str, alias: str, version: int | str, *, tracking_uri: str | None = None
+) -> ModelRef:
     """Point `alias` of registered model `name` at `version`; returns the new reference."""
     tu = resolve_tracking_uri(tracking_uri)
     c = client(tu)

@@ -41,7 +41,9 @@ class ModelServer:
 
     def __init__(self, spec: dict[str, Any], env: dict[str, str], deployment: str = "") -> None:
         os.environ.update(env)
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in replica logs
+        os.environ.setdefault(
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"
+        )  # no bars in replica logs
         from raylane.registry import (  # heavy import (mlflow), inside the replica only
             load_model,
             resolve,
@@ -55,8 +57,13 @@ class ModelServer:
             load=lambda uri: load_model(uri, device=self.device),
             resolve_version=lambda uri: str(resolve(uri).version),
         )
-        log.warning("model %s loaded: %s version %s on %s", self.cfg.name, self.hosted.model.name,
-                    self.hosted.version, self.device)
+        log.warning(
+            "model %s loaded: %s version %s on %s",
+            self.cfg.name,
+            self.hosted.model.name,
+            self.hosted.version,
+            self.device,
+        )
         b = self.cfg.batching
         if b is not None:
             self._batched.set_max_batch_size(b.max_batch_size)  # type: ignore[attr-defined]
@@ -75,8 +82,11 @@ class ModelServer:
             self._metrics_port = serve_metrics(Settings.load().home, self.deployment)
         except OSError:
             log.warning("model %s: no metrics endpoint", self.cfg.name, exc_info=True)
-        self._poller = (asyncio.get_running_loop().create_task(self._poll())
-                        if self.hosted.watches_alias else None)
+        self._poller = (
+            asyncio.get_running_loop().create_task(self._poll())
+            if self.hosted.watches_alias
+            else None
+        )
 
     async def _poll(self) -> None:
         """Check the alias every reload_poll_s; load a moved alias off the event loop."""
@@ -84,10 +94,14 @@ class ModelServer:
             await asyncio.sleep(self.cfg.reload_poll_s)
             try:  # resolve + download + load off the event loop; the old version keeps scoring
                 got = await asyncio.to_thread(self.hosted.fetch)
-            except Exception as e:  # noqa: BLE001 - keep serving the loaded version
+            except Exception as e:
                 self.hosted.poll_errors += 1
-                log.warning("model %s: registry check failed (%s); keeps v%s", self.cfg.name, e,
-                            self.hosted.version)
+                log.warning(
+                    "model %s: registry check failed (%s); keeps v%s",
+                    self.cfg.name,
+                    e,
+                    self.hosted.version,
+                )
                 continue
             if got is not None:
                 self.hosted.swap(*got)  # on the event loop, where batches are scored
@@ -99,9 +113,11 @@ class ModelServer:
         if cache is not None:
             st = cache.stats
             self._metrics.cache_requests.labels(deployment=self.deployment, result="hit").inc(
-                st.hits - self._seen[0])
+                st.hits - self._seen[0]
+            )
             self._metrics.cache_requests.labels(deployment=self.deployment, result="miss").inc(
-                st.misses - self._seen[1])
+                st.misses - self._seen[1]
+            )
             self._seen = (st.hits, st.misses)
             self._metrics.cache_hit_rate.labels(deployment=self.deployment).set(st.hit_rate)
         return out
@@ -123,13 +139,19 @@ class ModelServer:
         m = self.hosted.model
         cache = self.hosted.cache
         return {
-            "label": self.cfg.name, "name": m.name, "version": self.hosted.version,
-            "features": list(m.feature_names), "device": self.device,
-            "replica": ctx.replica_id.unique_id, "node_id": ray.get_runtime_context().get_node_id(),
-            "pid": os.getpid(), "swaps": [asdict(s) for s in self.hosted.swaps],
+            "label": self.cfg.name,
+            "name": m.name,
+            "version": self.hosted.version,
+            "features": list(m.feature_names),
+            "device": self.device,
+            "replica": ctx.replica_id.unique_id,
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "pid": os.getpid(),
+            "swaps": [asdict(s) for s in self.hosted.swaps],
             "poll_errors": self.hosted.poll_errors,
-            "cache": None if cache is None else {**asdict(cache.stats), "hit_rate": cache.stats.hit_rate,
-                                                 "size": len(cache)},
+            "cache": None
+            if cache is None
+            else {**asdict(cache.stats), "hit_rate": cache.stats.hit_rate, "size": len(cache)},
         }
 
 
@@ -146,11 +168,13 @@ class ServeModelClient:
         try:
             out = await asyncio.wait_for(self.handle.predict.remote(columns), self.timeout_s)
         except TimeoutError as e:
-            raise DependencyError(f"model {self.name} timed out after {self.timeout_s:g} s",
-                                  stage="score") from e
+            raise DependencyError(
+                f"model {self.name} timed out after {self.timeout_s:g} s", stage="score"
+            ) from e
         except Exception as e:
-            raise DependencyError(f"model {self.name} failed: {type(e).__name__}: {e}",
-                                  stage="score") from e
+            raise DependencyError(
+                f"model {self.name} failed: {type(e).__name__}: {e}", stage="score"
+            ) from e
         return Prediction(
             scores=np.asarray(out["scores"]),
             model_name=out["model_name"],
@@ -185,5 +209,8 @@ class KafkaIngress(LoopHost):
         return await build_ingress(
             self.cfg,
             ServeModelClient(models.primary.name, primary, models.primary.timeout_s),
-            [ServeModelClient(m.name, h, m.timeout_s) for m, h in zip(models.shadows, shadows, strict=True)],
+            [
+                ServeModelClient(m.name, h, m.timeout_s)
+                for m, h in zip(models.shadows, shadows, strict=True)
+            ],
         )

@@ -43,19 +43,29 @@ class DriftMonitorDeployment(LoopHost):
         from raylane.settings import Settings
 
         s, cfg = Settings.load(), self.cfg
-        self._monitor = DriftMonitor(cfg, mlflow_reference(s.mlflow_tracking_uri),
-                                     report_dir=report_dir_for(cfg, s.home))
+        self._monitor = DriftMonitor(
+            cfg, mlflow_reference(s.mlflow_tracking_uri), report_dir=report_dir_for(cfg, s.home)
+        )
         # Before the replica reports ready: the first window's imports and reference load
         # are paid at deploy time, not beside the scoring path under traffic.
         t0 = time.perf_counter()
         try:
             ref = resolve(cfg.models.primary.uri, tracking_uri=s.mlflow_tracking_uri)
             self._monitor.warm(ref.name, str(ref.version))
-            log.info("drift monitor of %s warmed on %s in %.1f s", cfg.name, ref.uri_pinned,
-                     time.perf_counter() - t0)
-        except Exception as e:  # noqa: BLE001 - the first window loads it (and says why it cannot)
-            log.warning("drift monitor of %s could not warm up (%s: %s); the first window will "
-                        "load the reference", cfg.name, type(e).__name__, e)
+            log.info(
+                "drift monitor of %s warmed on %s in %.1f s",
+                cfg.name,
+                ref.uri_pinned,
+                time.perf_counter() - t0,
+            )
+        except Exception as e:
+            log.warning(
+                "drift monitor of %s could not warm up (%s: %s); the first window will "
+                "load the reference",
+                cfg.name,
+                type(e).__name__,
+                e,
+            )
 
     async def _build(self) -> Any:
         import redis.asyncio as aioredis
@@ -64,8 +74,12 @@ class DriftMonitorDeployment(LoopHost):
         from raylane.settings import Settings
 
         s = Settings.load()
-        return DriftLoop(self.cfg, bootstrap=s.kafka_bootstrap, redis=aioredis.from_url(s.redis_url),
-                         monitor=self._monitor)
+        return DriftLoop(
+            self.cfg,
+            bootstrap=s.kafka_bootstrap,
+            redis=aioredis.from_url(s.redis_url),
+            monitor=self._monitor,
+        )
 
 
 @serve.deployment
@@ -80,19 +94,32 @@ class ActionRunnerDeployment(LoopHost):
         return await asyncio.to_thread(build_runner, self.cfg)  # Feast loads its registry: seconds
 
 
-def monitor_apps(cfg: PipelineConfig, env: dict[str, str],
-                 actor_options: Callable[[ActorOptions], dict[str, Any]]) -> list[Application]:
+def monitor_apps(
+    cfg: PipelineConfig,
+    env: dict[str, str],
+    actor_options: Callable[[ActorOptions], dict[str, Any]],
+) -> list[Application]:
     """The drift monitor and action runner deployments the config asks for (maybe none)."""
     apps: list[Application] = []
     args = cfg.model_dump(mode="json")
     if cfg.drift is not None and cfg.drift.enabled:
-        apps.append(DriftMonitorDeployment.options(  # type: ignore[attr-defined]
-            name=f"{cfg.name}-drift", num_replicas=1, health_check_period_s=5,
-            ray_actor_options=actor_options(cfg.drift.ray_actor_options), graceful_shutdown_timeout_s=15,
-        ).bind(args, env))
+        apps.append(
+            DriftMonitorDeployment.options(  # type: ignore[attr-defined]
+                name=f"{cfg.name}-drift",
+                num_replicas=1,
+                health_check_period_s=5,
+                ray_actor_options=actor_options(cfg.drift.ray_actor_options),
+                graceful_shutdown_timeout_s=15,
+            ).bind(args, env)
+        )
     if cfg.actions is not None and cfg.actions.enabled and cfg.actions.topics:
-        apps.append(ActionRunnerDeployment.options(  # type: ignore[attr-defined]
-            name=f"{cfg.name}-actions", num_replicas=1, health_check_period_s=5,
-            ray_actor_options=actor_options(cfg.actions.ray_actor_options), graceful_shutdown_timeout_s=15,
-        ).bind(args, env))
+        apps.append(
+            ActionRunnerDeployment.options(  # type: ignore[attr-defined]
+                name=f"{cfg.name}-actions",
+                num_replicas=1,
+                health_check_period_s=5,
+                ray_actor_options=actor_options(cfg.actions.ray_actor_options),
+                graceful_shutdown_timeout_s=15,
+            ).bind(args, env)
+        )
     return apps

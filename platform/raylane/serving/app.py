@@ -32,7 +32,10 @@ def _actor_options(opts: Any) -> dict[str, Any]:
 
 
 def deployment_names(cfg: PipelineConfig) -> dict[str, str]:
-    names = {"ingress": f"{cfg.name}-ingress", cfg.models.primary.name: f"{cfg.name}-model-{cfg.models.primary.name}"}
+    names = {
+        "ingress": f"{cfg.name}-ingress",
+        cfg.models.primary.name: f"{cfg.name}-model-{cfg.models.primary.name}",
+    }
     for s in cfg.models.shadows:
         names[s.name] = f"{cfg.name}-model-{s.name}"
     return names
@@ -75,5 +78,10 @@ def build_app(args: dict[str, Any]) -> Application:
         ray_actor_options=_actor_options(cfg.ingress.ray_actor_options),
         health_check_period_s=2,
         graceful_shutdown_timeout_s=20,
-    ).bind(cfg.model_dump(mode="json"), env, primary, shadows,
-           monitors=monitor_apps(cfg, env, _actor_options))  # drift monitor, action runner
+    ).bind(
+        cfg.model_dump(mode="json"),
+        env,
+        primary,
+        shadows,
+        monitors=monitor_apps(cfg, env, _actor_options),
+    )  # drift monitor, action runner

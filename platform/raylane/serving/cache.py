@@ -34,8 +34,9 @@ class CacheStats:
 class PredictionCache:
     """Scores by (version, row of the model's float32 input matrix)."""
 
-    def __init__(self, ttl_s: float, max_entries: int, *,
-                 timer: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self, ttl_s: float, max_entries: int, *, timer: Callable[[], float] | None = None
+    ) -> None:
         self._c: TTLCache[tuple[str, bytes], float] = TTLCache(
             maxsize=max_entries, ttl=ttl_s, timer=timer or time.monotonic
         )

@@ -61,8 +61,11 @@ class HostedModel:
         self._load = load
         self._resolve = resolve_version
         self.model = load(cfg.uri)
-        self.cache = (PredictionCache(cfg.cache.ttl_s, cfg.cache.max_entries, timer=timer)
-                      if cfg.cache is not None else None)
+        self.cache = (
+            PredictionCache(cfg.cache.ttl_s, cfg.cache.max_entries, timer=timer)
+            if cfg.cache is not None
+            else None
+        )
         self.swaps: list[Swap] = []
         self.poll_errors = 0
 
@@ -118,8 +121,14 @@ class HostedModel:
             self.cache.clear()
         swap = Swap(old, str(new.version), time.time(), load_s)
         self.swaps.append(swap)
-        log.warning("model %s hot-swapped %s v%s -> v%s (loaded in %.2f s)", self.cfg.name,
-                    self.cfg.registered_name, old, new.version, load_s)
+        log.warning(
+            "model %s hot-swapped %s v%s -> v%s (loaded in %.2f s)",
+            self.cfg.name,
+            self.cfg.registered_name,
+            old,
+            new.version,
+            load_s,
+        )
         return swap
 
     def check(self) -> Swap | None:
@@ -128,8 +137,9 @@ class HostedModel:
         return None if got is None else self.swap(*got)
 
 
-def score_merged(score: Callable[[Mapping[str, Any]], dict[str, Any]],
-                 calls: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def score_merged(
+    score: Callable[[Mapping[str, Any]], dict[str, Any]], calls: list[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
     """Score several batch calls with one model call (Serve batching), split per call.
 
     Calls whose columns differ are scored one by one. Every part names the same version.

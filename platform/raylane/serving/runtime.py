@@ -75,12 +75,15 @@ class RunningPipeline:
             if not last.get("running", True):
                 break
             time.sleep(0.5)
-        raise RaylaneError(f"ingress of {self.cfg.name} did not get partitions in {timeout_s:g} s: {last}")
+        raise RaylaneError(
+            f"ingress of {self.cfg.name} did not get partitions in {timeout_s:g} s: {last}"
+        )
 
 
 @contextmanager
-def run_pipeline(config_path: str | Path, *, num_cpus: int | None = None,
-                 overrides: dict[str, Any] | None = None) -> Iterator[RunningPipeline]:
+def run_pipeline(
+    config_path: str | Path, *, num_cpus: int | None = None, overrides: dict[str, Any] | None = None
+) -> Iterator[RunningPipeline]:
     """Deploy the pipeline of a serve config on local Ray; tear everything down on exit.
 
     `overrides` are merged into the application's args (shallowly per top-level key),
@@ -90,7 +93,9 @@ def run_pipeline(config_path: str | Path, *, num_cpus: int | None = None,
     app = doc["applications"][0]
     args = dict(app["args"])
     for k, v in (overrides or {}).items():
-        args[k] = {**args.get(k, {}), **v} if isinstance(v, dict) and isinstance(args.get(k), dict) else v
+        args[k] = (
+            {**args.get(k, {}), **v} if isinstance(v, dict) and isinstance(args.get(k), dict) else v
+        )
     cfg = PipelineConfig.from_args(args)
     interrupted = False
     start_ray(num_cpus)
@@ -99,7 +104,9 @@ def run_pipeline(config_path: str | Path, *, num_cpus: int | None = None,
             proxy_location="Disabled",
             logging_config={"enable_access_log": False, "log_level": "WARNING"},
         )
-        serve.run(build_app(args), name=app.get("name", cfg.name), route_prefix=None, blocking=False)
+        serve.run(
+            build_app(args), name=app.get("name", cfg.name), route_prefix=None, blocking=False
+        )
         yield RunningPipeline(cfg, app.get("name", cfg.name))
     except KeyboardInterrupt:
         # Ctrl-C reached Ray's processes too: a graceful Serve shutdown would wait on a

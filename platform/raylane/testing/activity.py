@@ -41,8 +41,15 @@ ACTIVITY_FIELDS: tuple[str, ...] = (
     "event_time",
 )
 PLANS: tuple[tuple[str, float], ...] = (("free", 0.55), ("basic", 0.30), ("pro", 0.15))
-EVENT_TYPES = ("login", "page_view", "search", "purchase", "settings_change", "support_ticket",
-               "cancel_page_view")
+EVENT_TYPES = (
+    "login",
+    "page_view",
+    "search",
+    "purchase",
+    "settings_change",
+    "support_ticket",
+    "cancel_page_view",
+)
 _TYPE_P = {
     False: (0.20, 0.40, 0.18, 0.12, 0.05, 0.04, 0.01),
     True: (0.22, 0.34, 0.12, 0.04, 0.07, 0.12, 0.09),
@@ -85,7 +92,10 @@ class ActivityStream(LabeledStream):
         self._k = 0
         t = churn_traits(world)
         self._plan, self._eng, self._churn, self._shows = (
-            t["plan"].tolist(), t["engagement"].tolist(), t["churn"].tolist(), t["shows"].tolist()
+            t["plan"].tolist(),
+            t["engagement"].tolist(),
+            t["churn"].tolist(),
+            t["shows"].tolist(),
         )
         # Users about to churn are less active.
         weights = world.user_activity * np.where(t["shows"], 0.6, 1.0)

@@ -69,8 +69,13 @@ async def partition_ends(bootstrap: str, topic: str, idle_s: float = 1.0) -> dic
     (The embedded Tansu broker's ListOffsets answers the last batch's base offset + 1,
     not the high watermark, when producers batch records; reading is exact everywhere.)
     """
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                         auto_offset_reset="earliest", fetch_max_wait_ms=10)
+    c = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=10,
+    )
     await c.start()
     ends: dict[int, int] = {p: 0 for p in c.partitions_for_topic(topic) or ()}
     try:

@@ -163,7 +163,6 @@ class PaymentStream(LabeledStream):
             return self._emit(self._single_fraud(), t)
         return self._emit(self._legit(t), t)
 
-
     def inject_burst(
         self,
         user_id: str | None = None,
@@ -178,8 +177,9 @@ class PaymentStream(LabeledStream):
         `within_s` seconds (default 8-30 s, like the bursts the stream makes itself).
         """
         if within_s is not None and not 0 < within_s <= 60:
-            raise ValueError(f"within_s must be in (0, 60] (got {within_s}); window features "
-                             "look back 60 s")
+            raise ValueError(
+                f"within_s must be in (0, 60] (got {within_s}); window features look back 60 s"
+            )
         u = self.world.user_index(user_id) if user_id is not None else None
         start = max(self.next_time_ms, at_ms or 0)
         return self.world.user_ids[self._schedule_burst(start, u, n, within_s)]
@@ -224,8 +224,10 @@ class PaymentStream(LabeledStream):
         if r.random() < 0.015:  # a legitimately big purchase
             amount *= r.uniform(3.0, 6.0)
         if r.random() < 0.03:  # a quick legit repeat at the same merchant
-            self._push(t + int(r.uniform(5_000, 40_000)),
-                       (u, m, amount * r.uniform(0.3, 1.2), False, "legit"))
+            self._push(
+                t + int(r.uniform(5_000, 40_000)),
+                (u, m, amount * r.uniform(0.3, 1.2), False, "legit"),
+            )
         return (u, m, amount, False, "legit")
 
     def _fraud_merchant(self, u: int) -> int:
@@ -251,7 +253,7 @@ class PaymentStream(LabeledStream):
             u = self._pick(self._cum_compromise, self._users)
         n = n or r.randint(4, 10)
         duration = r.uniform(8_000, 30_000) if within_s is None else within_s * 1000.0
-        offsets = [0.0] + sorted(r.uniform(0, duration) for _ in range(n - 1))
+        offsets = [0.0, *sorted(r.uniform(0, duration) for _ in range(n - 1))]
         targets = [self._fraud_merchant(u) for _ in range(r.randint(2, 5))]
         card_test = r.random() < 0.25
         for i, off in enumerate(offsets):

@@ -82,8 +82,13 @@ def schema_registry_app(directory: str | os.PathLike[str]) -> FastAPI:
     def issues(subject: str, text: str, against: list[int] | None = None) -> list[str]:
         hist = [reg.get_version(subject, v) for v in (against or reg.versions(subject))]
         try:
-            found = check_compatibility(subject, text, [h.text for h in hist], level(subject),
-                                        versions=[h.version for h in hist])
+            found = check_compatibility(
+                subject,
+                text,
+                [h.text for h in hist],
+                level(subject),
+                versions=[h.version for h in hist],
+            )
         except RaylaneError as e:
             raise _Err(422, 42201, f"Invalid schema: {e.message}") from e
         return format_issues(found)
@@ -110,8 +115,11 @@ def schema_registry_app(directory: str | os.PathLike[str]) -> FastAPI:
                 return {"id": r.id}
         bad = issues(subject, text)
         if bad:
-            raise _Err(409, 409, "Schema being registered is incompatible with an earlier "
-                                 "schema: " + "; ".join(bad))
+            raise _Err(
+                409,
+                409,
+                "Schema being registered is incompatible with an earlier schema: " + "; ".join(bad),
+            )
         try:
             return {"id": reg.register(subject, text)}
         except RaylaneError as e:
@@ -144,8 +152,11 @@ def schema_registry_app(directory: str | os.PathLike[str]) -> FastAPI:
     @app.get("/config/{subject}")
     def get_config(subject: str) -> dict[str, str]:
         if subject not in config:
-            raise _Err(404, 40408, f"Subject '{subject}' does not have subject-level compatibility "
-                                   "configured")
+            raise _Err(
+                404,
+                40408,
+                f"Subject '{subject}' does not have subject-level compatibility configured",
+            )
         return {"compatibilityLevel": config[subject]}
 
     def put(key: str, body: dict[str, Any]) -> dict[str, str]:
@@ -179,11 +190,17 @@ class LocalSchemaRegistry:
         self.directory = Path(directory)
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cfg = uvicorn.Config(schema_registry_app(directory), host="127.0.0.1", port=self.port,
-                             log_level="warning", lifespan="off")
+        cfg = uvicorn.Config(
+            schema_registry_app(directory),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="off",
+        )
         self._server = uvicorn.Server(cfg)
-        self._thread = threading.Thread(target=self._server.run, name="local-schema-registry",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, name="local-schema-registry", daemon=True
+        )
 
     def __enter__(self) -> Self:
         self._thread.start()

@@ -90,7 +90,10 @@ class World:
         m = self.n_merchants
         # Every category gets at least one merchant; the rest follow legit spend share.
         cat = np.concatenate(
-            [np.arange(len(names)), rng.choice(len(names), size=m - len(names), p=share / share.sum())]
+            [
+                np.arange(len(names)),
+                rng.choice(len(names), size=m - len(names), p=share / share.sum()),
+            ]
         )
         rng.shuffle(cat)
         self.merchant_ids: list[str] = [f"m{i:04d}" for i in range(m)]
@@ -100,9 +103,11 @@ class World:
         self._merchant_fraud_factor = rng.lognormal(0.0, 0.5, size=m)
         self.merchant_fraud_weight = propensity[cat] * self._merchant_fraud_factor
         self._category_risk = propensity[cat] / propensity.max()
-        self.merchant_popularity = rng.lognormal(0.0, 1.0, size=m) * share[cat] / np.bincount(
-            cat, minlength=len(names)
-        )[cat]
+        self.merchant_popularity = (
+            rng.lognormal(0.0, 1.0, size=m)
+            * share[cat]
+            / np.bincount(cat, minlength=len(names))[cat]
+        )
         self.merchant_popularity /= self.merchant_popularity.sum()
 
     def _build_users(self) -> None:
@@ -139,13 +144,18 @@ class World:
             "risk": rng.beta(2.0, 8.0, size=size),
             "age": rng.integers(3, 3650, size=size),
             "noise": rng.normal(0.0, 0.05, size=size),
-            "currency": rng.choice(len(_CURRENCIES), size=size,
-                                   p=np.array([p for _, p in _CURRENCIES])),
+            "currency": rng.choice(
+                len(_CURRENCIES), size=size, p=np.array([p for _, p in _CURRENCIES])
+            ),
             # about 45 a month at the mean activity (E[lognormal(0, 0.6)] = 1.197)
             "txn_count_30d": rng.poisson(activity * 45.0 / 1.197),
             "merchants": [
-                [int(x) for x in rng.choice(self.n_merchants, size=int(k[u]), replace=False,
-                                            p=self.merchant_popularity)]
+                [
+                    int(x)
+                    for x in rng.choice(
+                        self.n_merchants, size=int(k[u]), replace=False, p=self.merchant_popularity
+                    )
+                ]
                 for u in range(size)
             ],
         }
@@ -159,7 +169,9 @@ class World:
         """Row of `user_id` in the population (ids are ``u00000`` ... ``u{n-1}``)."""
         idx = int(user_id[1:])
         if not user_id.startswith("u") or not 0 <= idx < self.n_users:
-            raise KeyError(f"{user_id!r} is not a user of this world (u00000..u{self.n_users - 1:05d})")
+            raise KeyError(
+                f"{user_id!r} is not a user of this world (u00000..u{self.n_users - 1:05d})"
+            )
         return idx
 
     # -- profile tables -----------------------------------------------------------------
@@ -233,8 +245,9 @@ class World:
         They seed first-seen state so that a user's usual merchants are not "new"; they
         are not traffic (kind ``prior``): training drops their rows, backfill processes them.
         """
-        return PaymentStream(self, start_ms=to_ms(before) - 86_400_000, rate=1.0,
-                             fraud_rate=0.0, seed=-1).prior(to_ms(before))
+        return PaymentStream(
+            self, start_ms=to_ms(before) - 86_400_000, rate=1.0, fraud_rate=0.0, seed=-1
+        ).prior(to_ms(before))
 
     def history(
         self,
@@ -255,8 +268,9 @@ class World:
         """
         end_ms = to_ms(end)
         start_ms = end_ms - int(hours * 3_600_000)
-        s = self.stream(start_ms, rate=rate, fraud_rate=fraud_rate, burst_share=burst_share,
-                        seed=seed)
+        s = self.stream(
+            start_ms, rate=rate, fraud_rate=fraud_rate, burst_share=burst_share, seed=seed
+        )
         out = self.prior_events(start_ms) if prior else []
         out.extend(s.until(end_ms))
         return out
@@ -290,4 +304,3 @@ def _utc(ts: datetime) -> pd.Timestamp:
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
     return pd.Timestamp(ts).tz_convert("UTC")
-
