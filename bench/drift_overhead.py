@@ -41,7 +41,7 @@ def _run_once(
 ) -> dict[str, Any]:
     from ray import serve
 
-    from raylane.localstack import ensure_topics
+    from raylane.kafka.admin import ensure_topics
     from raylane.serving.runtime import run_pipeline
     from raylane.testing.kafka import isolated_args, isolated_topics
 

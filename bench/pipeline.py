@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import psutil
-from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.table import Table
 
@@ -53,7 +52,7 @@ async def _produce(
 ) -> float:
     """Produce `events`; paced at `rate`/s with event_time = send time, or flat out."""
     from raylane.contracts import Codec
-    from raylane.ingest.producer import EventProducer
+    from raylane.kafka.producer import EventProducer
 
     codec = Codec.for_contract("payments.initiated")
     t0 = time.perf_counter()
@@ -84,11 +83,11 @@ async def _consume_scored(
 ) -> tuple[list[int], list[float]]:
     """Output timestamps (ms) and receive-minus-event_time latencies of the first n records."""
     from raylane.contracts import Codec
+    from raylane.kafka.client import connection
 
     codec = Codec.for_contract("payments.scored")
-    c = AIOKafkaConsumer(
+    c = connection(bootstrap).consumer(
         topic,
-        bootstrap_servers=bootstrap,
         group_id=None,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=5,
@@ -139,7 +138,7 @@ def _stack_memory() -> dict[str, float]:
 
 
 def bench_pipeline(args: argparse.Namespace, world: Any, bootstrap: str) -> dict[str, Any]:
-    from raylane.localstack import ensure_topics
+    from raylane.kafka.admin import ensure_topics
     from raylane.serving.runtime import run_pipeline
     from raylane.testing.kafka import isolated_topics as all_topics
 

@@ -27,7 +27,7 @@ PARTITIONS = 4
 
 def pipeline_topics(cfg: PipelineConfig) -> list[str]:
     """Every topic the pipeline reads or writes."""
-    from raylane.ingest.deadletter import ledger_topic
+    from raylane.kafka.replay import ledger_topic
 
     # the replay ledger is created up front: brokers without topic auto-creation are common
     topics = {cfg.input.topic, cfg.input.dlq, ledger_topic(cfg.input.dlq), cfg.outputs.scored.topic}
@@ -60,7 +60,7 @@ def bootstrap(
     config_path: str | Path, *, quiet: bool = False, console: Console | None = None, **options: Any
 ) -> dict[str, Any]:
     """Create the pipeline's topics, then run its use case's prepare hook."""
-    from raylane.localstack import ensure_topics
+    from raylane.kafka.admin import ensure_topics
 
     console = console or Console(quiet=quiet)
     path = Path(config_path)

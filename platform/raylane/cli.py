@@ -8,21 +8,19 @@ Errors raylane raises on purpose (`RaylaneError`) are printed without a tracebac
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar
 
 import typer
-from rich.console import Console, Group
+from rich.console import Group
 from rich.live import Live
 from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
 from raylane.commands import register_all
-from raylane.errors import RaylaneError
+from raylane.commands._common import console, friendly_errors
 
 __all__ = ["app"]
 
@@ -37,28 +35,6 @@ dev_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(dev_app, name="dev")
-
-console = Console()
-err_console = Console(stderr=True)
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def friendly_errors(fn: F) -> F:
-    """Print a RaylaneError's message (it says what to do) and exit 1, without a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except RaylaneError as e:
-            err_console.print(
-                f"[bold red]error[/] [dim]({e.stage})[/]: {e.message}", highlight=False
-            )
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
-
 
 def _status_table(rows: list[Any]) -> Table:
     table = Table(title="raylane dev stack", title_justify="left")

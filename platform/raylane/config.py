@@ -140,6 +140,11 @@ class IngressConfig(Frozen):
         default=10_000,
         description="Consumer-group session timeout; a dead replica is evicted after it.",
     )
+    poison_retries: NonNegativeInt = Field(
+        default=2,
+        description="Retries of a batch that failed for a reason other than a dependency "
+        "outage, before it is split to find and dead-letter the failing record(s).",
+    )
     max_shadow_inflight: PositiveInt = Field(
         default=8, description="Shadow batches in flight per replica before new ones are skipped."
     )

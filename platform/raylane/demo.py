@@ -24,7 +24,7 @@ from rich.table import Table
 
 from raylane.config import PipelineConfig
 from raylane.contracts import Codec
-from raylane.ingest.producer import EventProducer
+from raylane.kafka.producer import EventProducer
 from raylane.monitoring.live import OutputWatcher, WatchStats, histogram_quantile, scrape
 from raylane.settings import Settings
 

@@ -14,6 +14,7 @@ __all__ = [
     "ContractError",
     "DependencyError",
     "ModelError",
+    "ProcessingError",
     "RaylaneError",
     "StackError",
 ]
@@ -66,6 +67,13 @@ class ModelError(RaylaneError):
     """A model could not be loaded or scored."""
 
     default_stage = "score"
+
+
+class ProcessingError(RaylaneError):
+    """A record failed the data path for a reason that is not a dependency outage (a poison
+    record): it is isolated from its batch and dead-lettered; the rest is scored."""
+
+    default_stage = "process"
 
 
 class StackError(RaylaneError):

@@ -28,7 +28,7 @@ def bootstrapped(stack):
 @pytest.fixture(scope="module")
 def fraud_app(bootstrapped, request) -> Iterator[tuple[Any, dict[str, Any]]]:
     """The fraud app deployed on local Ray with isolated topics (2 ingress replicas)."""
-    from raylane.localstack import ensure_topics
+    from raylane.kafka.admin import ensure_topics
     from raylane.serving.runtime import run_pipeline
     from raylane.testing.kafka import isolated_args, isolated_topics
 

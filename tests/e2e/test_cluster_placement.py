@@ -18,7 +18,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from raylane.contracts import Codec
-from raylane.ingest.producer import EventProducer
+from raylane.kafka.producer import EventProducer
 from raylane.settings import Settings
 from raylane.testing import World
 
@@ -61,7 +61,7 @@ def test_primary_and_shadow_run_on_the_nodes_the_config_names(bootstrapped) -> N
     import ray
     from ray.cluster_utils import Cluster
 
-    from raylane.localstack import ensure_topics
+    from raylane.kafka.admin import ensure_topics
     from raylane.serving.runtime import run_pipeline
     from raylane.testing.kafka import isolated_args, isolated_topics
 

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer
 from raylane.config import OnlineFeatureView
 from raylane.contracts import Codec
 from raylane.features import FeastRepo, OnlineFeatureReader
-from raylane.ingest.producer import EventProducer
+from raylane.kafka.producer import EventProducer
 from raylane.settings import Settings
 from raylane.testing import World
 

@@ -22,8 +22,15 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from raylane.contracts import Codec
-from raylane.ingest.dlq import H_CLASS, H_CORRELATION, H_OFFSET, H_PARTITION, H_STAGE, H_TOPIC
-from raylane.ingest.producer import EventProducer
+from raylane.kafka.deadletters import (
+    H_CLASS,
+    H_CORRELATION,
+    H_OFFSET,
+    H_PARTITION,
+    H_STAGE,
+    H_TOPIC,
+)
+from raylane.kafka.producer import EventProducer
 from raylane.settings import Settings
 from raylane.testing import World
 from raylane.testing.kafka import partition_ends

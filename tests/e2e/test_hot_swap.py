@@ -22,7 +22,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from raylane.contracts import Codec
-from raylane.ingest.producer import EventProducer
+from raylane.kafka.producer import EventProducer
 from raylane.settings import Settings
 from raylane.testing import World
 
@@ -100,9 +100,9 @@ def _replicas(running: Any, n: int = 2) -> dict[str, dict[str, Any]]:
 
 
 def test_promotion_mid_stream_swaps_every_replica_once_and_loses_nothing(bootstrapped) -> None:
-    from raylane.localstack import ensure_topics
-    from raylane.monitoring.shadow_stats import ShadowStore
-    from raylane.registry.promotion import promote
+    from raylane.kafka.admin import ensure_topics
+    from raylane.lifecycle.promotion import promote
+    from raylane.lifecycle.shadow_stats import ShadowStore
     from raylane.serving.runtime import run_pipeline
     from raylane.testing.kafka import isolated_args, isolated_topics
 
@@ -154,6 +154,7 @@ def test_promotion_mid_stream_swaps_every_replica_once_and_loses_nothing(bootstr
         at_promotion = sent[0]
         t_promote = time.time()
         out = promote(cfg, actor="e2e@test", reason="hot swap test")
+        t_promoted = time.time()
         assert all(g.passed for g in out.gates), [g.describe() for g in out.gates]
         assert (out.event["from_version"], out.event["to_version"]) == (v_old, v_new)
         print(f"promoted v{v_old} -> v{v_new} after {at_promotion} of {N} events were sent")
@@ -182,6 +183,10 @@ def test_promotion_mid_stream_swaps_every_replica_once_and_loses_nothing(bootstr
             rid,
             swaps,
         )
+        # the delay bound: the replica checked the alias before the promotion completed,
+        # saw the old version, and swapped at its very next check (one poll interval + load)
+        assert 0 < swaps[0]["previous_poll_at"] <= t_promoted, (rid, swaps[0], t_promoted)
+        assert swaps[0]["at"] >= t_promote, (rid, swaps[0], t_promote)
         print(
             f"replica {rid}: switched v{v_old} -> v{v_new} {swaps[0]['at'] - t_promote:.2f} s after the "
             f"promotion (load {swaps[0]['load_s']:.2f} s), pid {info['pid']}"

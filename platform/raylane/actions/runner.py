@@ -7,7 +7,7 @@ skipped (``duplicate``). Then the handler runs:
 * success: ``done``; the claim stays.
 * :class:`~raylane.actions.handlers.ActionFailed` (webhook retries exhausted, breaker open,
   invalid derived event): the event goes to the action DLQ (``<topic>.actions.dlq`` by
-  default) with its original bytes and the header standard of :mod:`raylane.ingest.dlq`,
+  default) with its original bytes and the header standard of :mod:`raylane.kafka.deadletters`,
   plus ``raylane.action.handler``; the claim stays (the DLQ owns it now).
 * :class:`~raylane.errors.DependencyError` (Redis or Kafka failed): the claim is released
   and the whole batch is retried after a backoff; handlers that already succeeded find
@@ -42,10 +42,10 @@ from raylane.actions.metrics import ACTION_METRICS
 from raylane.config import ActionsConfig, ActionTopic, PipelineConfig, PublishAction, WebhookAction
 from raylane.contracts import Codec, open_registry
 from raylane.errors import ConfigError, DependencyError
-from raylane.ingest.dlq import dlq_record
-from raylane.ingest.offsets import commit_owned, next_offsets
-from raylane.ingest.records import InRecord, OutRecord, header
-from raylane.ingest.sidecar import close_clients, open_clients
+from raylane.kafka.deadletters import dlq_record
+from raylane.kafka.offsets import commit_owned, next_offsets
+from raylane.kafka.records import InRecord, OutRecord, header
+from raylane.kafka.sidecar import close_clients, open_clients
 
 __all__ = ["ActionRunner", "build_runner", "dedupe_key"]
 

@@ -16,7 +16,7 @@ __all__ = ["register"]
 
 def register(app: typer.Typer) -> None:
     """Add the ``dlq`` command group to the root app."""
-    from raylane.cli import friendly_errors
+    from raylane.commands._common import friendly_errors
 
     dlq_app = typer.Typer(help="Dead-letter topics: inspect and replay.", no_args_is_help=True)
     app.add_typer(dlq_app, name="dlq")
@@ -33,7 +33,8 @@ def register(app: typer.Typer) -> None:
         url: UrlOpt = None,
     ) -> None:
         """Counts by error class and stage, and a few samples decoded as far as possible."""
-        from raylane.ingest.deadletter import describe_value, read_dead_letters, summarize
+        from raylane.kafka.deadletters import describe_value
+        from raylane.kafka.replay import read_dead_letters, summarize
         from raylane.settings import Settings
 
         _console = Console()
@@ -87,8 +88,8 @@ def register(app: typer.Typer) -> None:
         url: UrlOpt = None,
     ) -> None:
         """Re-publish dead letters (original key, bytes, headers) to their source topic, once."""
-        from raylane.ingest.deadletter import ledger_topic, parse_since
-        from raylane.ingest.deadletter import replay as do_replay
+        from raylane.kafka.replay import ledger_topic, parse_since
+        from raylane.kafka.replay import replay as do_replay
         from raylane.settings import Settings
 
         _console = Console()

@@ -11,7 +11,7 @@ __all__ = ["register"]
 
 
 def register(app: typer.Typer) -> None:
-    from raylane.cli import friendly_errors
+    from raylane.commands._common import friendly_errors
 
     drift_app = typer.Typer(
         help="Drift of a pipeline's scored stream (Evidently).", no_args_is_help=True

@@ -17,8 +17,8 @@ import typer
 
 if TYPE_CHECKING:
     from raylane.config import PipelineConfig
-    from raylane.monitoring.shadow_stats import ShadowAggregate
-    from raylane.registry.gates import GateResult
+    from raylane.lifecycle.gates import GateResult
+    from raylane.lifecycle.shadow_stats import ShadowAggregate
 
 __all__ = ["register"]
 
@@ -86,7 +86,7 @@ def _report_table(pipeline: str, aggs: list[ShadowAggregate]) -> Any:
 def _gates_table(gates: list[GateResult]) -> Any:
     from rich.table import Table
 
-    from raylane.registry.promotion import _text
+    from raylane.lifecycle.promotion import _text
 
     t = Table(title="promotion gates", title_justify="left")
     for col in ("gate", "threshold", "measured", "result", "detail"):
@@ -103,7 +103,7 @@ def _gates_table(gates: list[GateResult]) -> Any:
 
 
 def register(app: typer.Typer) -> None:
-    from raylane.cli import console, friendly_errors
+    from raylane.commands._common import console, friendly_errors
 
     shadow_app = typer.Typer(
         help="Shadow models: compare them with the primary on live traffic.", no_args_is_help=True
@@ -125,8 +125,8 @@ def register(app: typer.Typer) -> None:
         """Rolling aggregates per shadow: n, agreement, |Δ|, flag rates, latencies."""
         from dataclasses import asdict
 
+        from raylane.lifecycle.shadow_stats import ShadowStore
         from raylane.monitoring.drift_state import read_state
-        from raylane.monitoring.shadow_stats import ShadowStore
         from raylane.settings import Settings
 
         cfg = _config(pipeline, config)
@@ -186,7 +186,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Move champion to the challenger (or --version) if the gates pass; audit the move."""
-        from raylane.registry.promotion import GatesFailed, promote
+        from raylane.lifecycle.promotion import GatesFailed, promote
 
         cfg = _config(pipeline, config)
         try:
@@ -216,7 +216,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Restore the previous champion (alias `previous`); audited like a promotion."""
-        from raylane.registry.promotion import rollback
+        from raylane.lifecycle.promotion import rollback
 
         cfg = _config(pipeline, config)
         ev = rollback(cfg, reason=reason, actor=actor).event
@@ -241,7 +241,7 @@ def register(app: typer.Typer) -> None:
 
         from rich.table import Table
 
-        from raylane.registry.promotion import history
+        from raylane.lifecycle.promotion import history
         from raylane.settings import Settings
 
         cfg = _config(pipeline, config)

@@ -71,7 +71,7 @@ def _table(checks: list[SubjectCheck]) -> Table:
 
 def register(app: typer.Typer) -> None:
     """Add the ``schema`` command group to the root app."""
-    from raylane.cli import friendly_errors
+    from raylane.commands._common import friendly_errors
 
     schema_app = typer.Typer(
         help="Event contracts: compatibility check and registration.", no_args_is_help=True

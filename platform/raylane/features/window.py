@@ -19,7 +19,7 @@ Semantics (shared by the Redis implementation, the reference below and training)
 
 Training computes features with :func:`reference_window_features`, serving with
 the Redis implementation (:class:`raylane.features.RedisWindowStore`: ``_redis_window.py``
-running ``window.lua``); ``tests/integration/test_window_redis.py`` holds the two equal.
+running ``window.lua``); ``tests/integration/features/test_window_redis.py`` holds the two equal.
 """
 
 from __future__ import annotations

@@ -7,11 +7,16 @@ Delivery is at-least-once end to end:
 * when a dependency fails (Redis, a model) the batch is neither published nor
   committed: the consumer pauses its partitions, waits for the breaker, and
   retries the same batch, instead of scoring on missing data or dropping it;
+* a batch that fails for any other reason holds a poison record: it is retried
+  ``ingress.poison_retries`` times, then split until the failing records stand alone;
+  those are dead-lettered and the rest is scored (nothing a producer sends stops it);
 * on a rebalance the in-flight batch finishes (and commits) before partitions
   are given up.
 
-Plain asyncio + aiokafka; the Ray Serve deployment in :mod:`raylane.serving`
-only hosts it.
+Plain asyncio; its Kafka clients come from :mod:`raylane.kafka` (or are injected: the
+unit tests run it on in-memory fakes), its outputs go through a :class:`~raylane.sinks.Sink`,
+and shadows run in a :class:`~raylane.lifecycle.shadow_runner.ShadowRunner`. The Ray
+Serve deployment in :mod:`raylane.serving` only hosts it.
 """
 
 from __future__ import annotations
@@ -19,32 +24,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 
 from raylane.config import PipelineConfig
-from raylane.decision import DecisionEngine
 from raylane.errors import DependencyError, RaylaneError
-from raylane.ingest.offsets import commit_owned, next_offsets
-from raylane.ingest.processor import (
-    BatchProcessor,
-    BatchResult,
-    ModelClient,
-    OutputCodec,
-    ShadowJob,
-)
-from raylane.ingest.records import InRecord, OutRecord
+from raylane.kafka.client import KafkaConnection, connection
+from raylane.kafka.offsets import commit_owned, next_offsets
+from raylane.kafka.records import InRecord
+from raylane.lifecycle.shadow_runner import ShadowRunner, ShadowStats
 from raylane.monitoring.metrics import METRICS, PipelineMetrics
-from raylane.monitoring.shadow import compare, sample_job
-from raylane.monitoring.shadow_stats import (
-    LocalShadowWindow,
-    batch_entry,
-    record_batch,
-    record_count,
-)
+from raylane.pipeline.processor import BatchProcessor, BatchResult, is_outage
+from raylane.sinks.base import Sink
+from raylane.sinks.kafka import KafkaSink
 
 __all__ = ["IngressLoop", "IngressStats"]
 
@@ -60,12 +54,10 @@ class IngressStats:
     retries: int = 0
     commits: int = 0
     paused: bool = False
+    poison: int = 0
+    isolations: int = 0
     decisions: dict[str, int] = field(default_factory=dict)
-    shadow_compared: int = 0
-    shadow_agreed: int = 0
-    shadow_errors: int = 0
-    shadow_timeouts: int = 0
-    shadow_skipped: int = 0
+    shadow: ShadowStats = field(default_factory=ShadowStats)
     last_error: str | None = None
     assignment: list[str] = field(default_factory=list)
     model_version: str | None = None
@@ -92,73 +84,64 @@ class IngressLoop:
         self,
         cfg: PipelineConfig,
         *,
-        bootstrap: str,
+        kafka: str | KafkaConnection | None = None,
         processor: BatchProcessor,
-        shadows: Sequence[ModelClient] = (),
-        shadow_codec: OutputCodec | None = None,
+        shadows: ShadowRunner | None = None,
         metrics: PipelineMetrics = METRICS,
         client_id: str = "raylane-ingress",
-        shadow_redis: Any = None,
+        consumer: AIOKafkaConsumer | None = None,
+        sink: Sink | None = None,
     ) -> None:
         self.cfg = cfg
-        self.bootstrap = bootstrap
         self.processor = processor
-        self.shadows = list(shadows)
-        self.shadow_codec = shadow_codec
         self.metrics = metrics
         self.client_id = client_id
         self.stats = IngressStats()
         self._inflight = asyncio.Lock()
         self._stop = asyncio.Event()
-        self._shadow_tasks: set[asyncio.Task[None]] = set()
         self._finishing: asyncio.Task[None] | None = None
-        self._engine = DecisionEngine(cfg.decision)
-        self._consumer: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
         self._labels = {"pipeline": cfg.name}
-        # shadows: their config by label, rolling windows (gauges), the shared aggregates' Redis
-        self._shadow_cfg = {m.name: m for m in cfg.models.shadows}
-        self._shadow_windows = {
-            m.name: LocalShadowWindow(m.name, cfg.promotion.window) for m in cfg.models.shadows
-        }
-        self._shadow_redis = shadow_redis
-        self._count_tasks: set[asyncio.Task[None]] = set()
+        fetch_bytes = max(1 << 20, 2 * cfg.input.max_event_bytes + (64 << 10))
+        self._fetch_bytes = fetch_bytes
+        self.kafka = connection(kafka) if consumer is None or sink is None else None
+        self._consumer = consumer
+        self.sink: Sink = sink or KafkaSink(
+            self.kafka,
+            client_id=f"{client_id}-producer",
+            linger_ms=1,
+            max_batch_size=512 << 10,
+            max_request_size=fetch_bytes,
+        )
+        self.shadows = shadows or ShadowRunner(cfg, (), metrics=metrics)
+        self.shadows.sink = self.shadows.sink or self.sink
+        self.shadows.stats = self.stats.shadow
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
         ing = self.cfg.ingress
-        fetch_bytes = max(1 << 20, 2 * self.cfg.input.max_event_bytes + (64 << 10))
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
-            client_id=f"{self.client_id}-producer",
-            acks="all",
-            linger_ms=1,
-            max_batch_size=512 << 10,
-            max_request_size=fetch_bytes,
-            enable_idempotence=False,  # the embedded broker grants no producer ids; consumers dedupe by event_id
-        )
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            client_id=self.client_id,
-            group_id=ing.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset=ing.auto_offset_reset,
-            fetch_max_wait_ms=ing.fetch_max_wait_ms,
-            max_poll_records=ing.max_batch_size,
-            max_partition_fetch_bytes=fetch_bytes,
-            fetch_max_bytes=max(fetch_bytes, 52428800),
-            session_timeout_ms=ing.session_timeout_ms,
-            heartbeat_interval_ms=max(100, ing.session_timeout_ms // 5),
-        )
+        if self._consumer is None:
+            assert self.kafka is not None
+            self._consumer = self.kafka.consumer(
+                client_id=self.client_id,
+                group_id=ing.group_id,
+                auto_offset_reset=ing.auto_offset_reset,
+                fetch_max_wait_ms=ing.fetch_max_wait_ms,
+                max_poll_records=ing.max_batch_size,
+                max_partition_fetch_bytes=self._fetch_bytes,
+                fetch_max_bytes=max(self._fetch_bytes, 52428800),
+                session_timeout_ms=ing.session_timeout_ms,
+                heartbeat_interval_ms=max(100, ing.session_timeout_ms // 5),
+            )
         self._consumer.subscribe([self.cfg.input.topic], listener=_Revoke(self))
         try:
-            await self._producer.start()
+            await self.sink.start()
             await self._consumer.start()
         except Exception as e:
             await self._close_clients()
+            where = self.kafka.bootstrap if self.kafka is not None else "the broker"
             raise DependencyError(
-                f"cannot reach Kafka at {self.bootstrap}: {e}; is the broker up (`raylane dev status`)?",
+                f"cannot reach Kafka at {where}: {e}; is the broker up (`raylane dev status`)?",
                 stage="ingest",
             ) from e
 
@@ -196,22 +179,16 @@ class IngressLoop:
         self.stop()
         async with self._inflight:
             await self._settle()
-        if self._shadow_tasks:
-            await asyncio.wait(self._shadow_tasks, timeout=5)
+        await self.shadows.close()
         await self._close_clients()
-        if self._shadow_redis is not None:
-            try:
-                await self._shadow_redis.aclose()
-            except Exception:
-                log.debug("closing the shadow aggregates' Redis client failed", exc_info=True)
 
     async def _close_clients(self) -> None:
-        for c in (self._consumer, self._producer):
-            if c is not None:
-                try:
-                    await c.stop()
-                except Exception:  # closing is best effort; offsets were committed per batch
-                    log.exception("error closing a Kafka client")
+        if self._consumer is not None:
+            try:
+                await self._consumer.stop()
+            except Exception:  # closing is best effort; offsets were committed per batch
+                log.exception("error closing the Kafka consumer")
+        await self.sink.close()
 
     # -- batches --------------------------------------------------------------------------
 
@@ -246,21 +223,45 @@ class IngressLoop:
         return records
 
     async def _process(self, records: list[InRecord]) -> tuple[BatchResult, float]:
-        """Process a batch, retrying (paused) until its dependencies answer."""
+        """Process a batch: retry (paused) until its dependencies answer; when it fails for
+        another reason, retry it ``poison_retries`` times, then isolate the poison record(s)."""
         attempt = 0
+        failures = 0  # failures that were not dependency outages
         t_start = time.time() * 1000
         while True:
+            isolating = failures > self.cfg.ingress.poison_retries
             try:
-                result = await self.processor.process(records)
+                if isolating:
+                    result = await self.processor.isolate(records)
+                else:
+                    result = await self.processor.process(records)
             except Exception as e:
                 if self._stop.is_set() and attempt > 0:
                     raise
                 attempt += 1
-                await self._back_off(e, attempt)
+                if not is_outage(e):
+                    failures += 1
+                await self._back_off(e, attempt, failures)
                 continue
+            if isolating:
+                self._isolated(records, result)
             if self._finishing is None or self._finishing.done():
                 self._resume()
             return result, t_start
+
+    def _isolated(self, records: list[InRecord], result: BatchResult) -> None:
+        poison = sum(n for c, n in result.dlq_by_class.items())
+        self.stats.isolations += 1
+        self.stats.poison += poison
+        self.metrics.isolations.labels(**self._labels).inc()
+        log.warning(
+            "batch %s..%s: isolated %d dead letter(s) by splitting; %d of %d records scored",
+            records[0].where,
+            records[-1].where,
+            poison,
+            result.n_scored,
+            len(records),
+        )
 
     async def _finish(self, records: list[InRecord], result: BatchResult, t_start: float) -> None:
         """Publish a processed batch (retrying until acknowledged), then commit its offsets."""
@@ -268,9 +269,9 @@ class IngressLoop:
         t0 = time.perf_counter()
         while True:
             try:
-                await self._publish(result.outputs + result.dlq)
+                await self.sink.write(result.outputs + result.dlq)
                 break
-            except Exception as e:
+            except Exception as e:  # retry: the outputs are already computed
                 attempt += 1
                 await self._back_off(e, attempt)
         result.stage_ms["publish_ms"] = (time.perf_counter() - t0) * 1000
@@ -283,7 +284,7 @@ class IngressLoop:
             result.stage_ms["queue_ms"] = max(0.0, t_start - min(stamps))
         self._account(result, records)
         if result.shadow is not None and self.shadows:
-            self._start_shadows(result.shadow)
+            self.shadows.submit(result.shadow)
 
     def _resume(self) -> None:
         if self.stats.paused and self._consumer is not None:
@@ -291,16 +292,23 @@ class IngressLoop:
             self.stats.paused = False
             self.metrics.paused.labels(**self._labels).set(0)
 
-    async def _back_off(self, e: Exception, attempt: int) -> None:
+    async def _back_off(self, e: Exception, attempt: int, failures: int = 0) -> None:
         """Pause consumption and wait before retrying the same batch."""
         assert self._consumer is not None
         stage = e.stage if isinstance(e, RaylaneError) else "process"
-        retriable = isinstance(e, RaylaneError) and e.retriable
         msg = f"batch failed at {stage} (attempt {attempt}): {e}"
-        if retriable:
+        if is_outage(e):
             log.warning("%s; pausing partitions and retrying", msg)
+        elif failures > self.cfg.ingress.poison_retries:
+            log.warning("%s; not an outage: splitting the batch to isolate the record(s)", msg)
         else:
-            log.exception("%s; unexpected, retrying without dropping the batch", msg)
+            log.warning(
+                "%s; not an outage: retry %d of %d, then the batch is split",
+                msg,
+                failures,
+                self.cfg.ingress.poison_retries,
+                exc_info=not isinstance(e, RaylaneError),
+            )
         self.stats.last_error = msg
         self.stats.retries += 1
         self.metrics.retries.labels(stage=stage, **self._labels).inc()
@@ -310,19 +318,6 @@ class IngressLoop:
             self.metrics.paused.labels(**self._labels).set(1)
         delay = min(self.cfg.breaker.reset_timeout_s, 0.05 * 2 ** min(attempt, 10))
         await asyncio.sleep(delay)
-
-    async def _publish(self, outs: list[OutRecord]) -> None:
-        """Send everything without awaiting each send, then await all acknowledgements."""
-        assert self._producer is not None
-        if not outs:
-            return
-        futures = [
-            await self._producer.send(o.topic, o.value, key=o.key, headers=o.headers) for o in outs
-        ]
-        try:
-            await asyncio.gather(*futures)
-        except Exception as e:
-            raise DependencyError(f"publishing to Kafka failed: {e}", stage="publish") from e
 
     async def _commit(self, records: list[InRecord]) -> None:
         assert self._consumer is not None
@@ -353,128 +348,6 @@ class IngressLoop:
         for r in records:
             if r.timestamp_ms:
                 hist.observe(max(0.0, now_ms - r.timestamp_ms))
-
-    # -- shadows: never on the critical path ----------------------------------------------
-
-    def _start_shadows(self, job: ShadowJob) -> None:
-        for client in self.shadows:
-            lab = {"shadow": client.name, **self._labels}
-            if len(self._shadow_tasks) >= self.cfg.ingress.max_shadow_inflight * len(self.shadows):
-                self.stats.shadow_skipped += 1
-                self.metrics.shadow_skipped.labels(**lab).inc()
-                skip = asyncio.get_running_loop().create_task(self._count(client.name, "skipped"))
-                self._count_tasks.add(skip)  # held until done (the loop keeps weak references only)
-                skip.add_done_callback(self._count_tasks.discard)
-                continue
-            task = asyncio.get_running_loop().create_task(self._shadow(client, job, lab))
-            self._shadow_tasks.add(task)
-            task.add_done_callback(self._shadow_tasks.discard)
-
-    async def _shadow(self, client: ModelClient, job: ShadowJob, lab: dict[str, str]) -> None:
-        reason = "error"
-        mcfg = self._shadow_cfg.get(client.name)
-        fraction = mcfg.sample_fraction if mcfg is not None else 1.0
-        try:
-            job = sample_job(job, fraction)
-            if not job.events:
-                return
-            try:  # the shadow's own deadline, whatever the client does
-                pred = await asyncio.wait_for(
-                    client.predict(job.columns), mcfg.timeout_s if mcfg is not None else None
-                )
-            except TimeoutError as e:
-                raise DependencyError(f"shadow {client.name} timed out", stage="shadow") from e
-            recs, agree, delta = compare(
-                job,
-                pred,
-                self._engine,
-                self.cfg.name,
-                primary_label=self.cfg.models.primary.name,
-                shadow_label=client.name,
-                sample_fraction=fraction,
-            )
-            if self.shadow_codec is not None and self.cfg.outputs.shadow is not None:
-                topic = self.cfg.outputs.shadow.topic
-                values = self.shadow_codec.encode_many(
-                    [{f: r.get(f) for f in self.shadow_codec.field_names} for r in recs]
-                )
-                reason = "publish"
-                await self._publish(
-                    [
-                        OutRecord(
-                            topic,
-                            str(ev.get(self.cfg.input.key_field, "")).encode(),
-                            v,
-                            [
-                                ("correlation_id", str(ev["correlation_id"]).encode()),
-                                ("event_id", str(ev.get("event_id", "")).encode()),
-                            ],
-                        )
-                        for ev, v in zip(job.events, values, strict=True)
-                    ]
-                )
-            self.stats.shadow_compared += len(recs)
-            self.stats.shadow_agreed += agree
-            self.metrics.shadow_compared.labels(**lab).inc(len(recs))
-            self.metrics.shadow_agree.labels(**lab).inc(agree)
-            h = self.metrics.shadow_abs_delta.labels(**lab)
-            for d in delta.tolist():
-                h.observe(d)
-            if recs:
-                reason = "aggregates"
-                await self._aggregate(
-                    client.name, batch_entry(recs, self.cfg.decision.default), lab
-                )
-        except Exception as e:
-            if isinstance(e, DependencyError) and "timed out" in e.message:
-                reason = "timeout"
-                self.stats.shadow_timeouts += 1
-            self.stats.shadow_errors += 1
-            self.metrics.shadow_errors.labels(reason=reason, **lab).inc()
-            log.warning("shadow %s failed for a batch (%s): %s", lab["shadow"], reason, e)
-            await self._count(client.name, "timeouts" if reason == "timeout" else "errors")
-
-    async def _aggregate(self, label: str, entry: dict[str, Any], lab: dict[str, str]) -> None:
-        """Update this replica's gauges and the shared aggregates in Redis."""
-        agg = self._shadow_windows[label].add(entry)
-        m = self.metrics
-        if agg.agreement_rate is not None:
-            m.shadow_agreement_rate.labels(**lab).set(agg.agreement_rate)
-            m.shadow_abs_delta_stat.labels(stat="mean", **lab).set(agg.mean_abs_delta or 0.0)
-            m.shadow_abs_delta_stat.labels(stat="p95", **lab).set(agg.p95_abs_delta or 0.0)
-            for role, rate, p50, p99 in (
-                (
-                    "primary",
-                    agg.primary_flag_rate,
-                    agg.primary_latency_p50_ms,
-                    agg.primary_latency_p99_ms,
-                ),
-                (
-                    "shadow",
-                    agg.shadow_flag_rate,
-                    agg.shadow_latency_p50_ms,
-                    agg.shadow_latency_p99_ms,
-                ),
-            ):
-                m.shadow_flag_rate.labels(role=role, **lab).set(rate or 0.0)
-                m.shadow_latency_ms.labels(role=role, quantile="0.5", **lab).set(p50 or 0.0)
-                m.shadow_latency_ms.labels(role=role, quantile="0.99", **lab).set(p99 or 0.0)
-        await record_batch(self._redis(), self.cfg.name, label, entry)
-
-    async def _count(self, label: str, what: str) -> None:
-        try:
-            await record_count(self._redis(), self.cfg.name, label, what)
-        except Exception as e:
-            log.warning("could not count a shadow %s in Redis: %s", what, e)
-
-    def _redis(self) -> Any:
-        if self._shadow_redis is None:
-            import redis.asyncio as aioredis
-
-            from raylane.settings import Settings
-
-            self._shadow_redis = aioredis.from_url(Settings.load().redis_url)
-        return self._shadow_redis
 
 
 def _flatten(got: dict[Any, list[Any]]) -> list[InRecord]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from raylane.kafka.admin import ensure_topics, ensure_topics_async
 from raylane.settings import Settings
 
 from ._session import session_stack
@@ -29,7 +30,6 @@ from ._stack import (
     up_locked,
 )
 from ._stack import status as _status
-from ._topics import ensure_topics, ensure_topics_async
 
 __all__ = [
     "COMPONENT_NAMES",

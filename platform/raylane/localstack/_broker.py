@@ -11,30 +11,18 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
+from raylane._sync import run_sync
 from raylane.errors import StackError
 from raylane.settings import ENV_KAFKA
 
 from ._component import Component, Health
 
-__all__ = ["KafkaBroker", "run_sync", "split_bootstrap"]
+__all__ = ["KafkaBroker", "split_bootstrap"]
 
 T = TypeVar("T")
-
-
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` to completion from sync code, even when called inside a running loop
-    (a notebook, an async test): then it runs on a fresh loop in a helper thread."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="raylane-sync") as pool:
-        return pool.submit(asyncio.run, coro).result()
 
 
 def split_bootstrap(bootstrap: str) -> list[tuple[str, int]]:
@@ -73,11 +61,9 @@ def _tcp_reachable(bootstrap: str, timeout_s: float) -> str | None:
 
 async def _metadata_round_trip(bootstrap: str, timeout_s: float) -> int:
     """Bootstrap a client (one MetadataRequest) and return the number of brokers."""
-    from aiokafka.client import AIOKafkaClient
+    from raylane.kafka.client import connection
 
-    client = AIOKafkaClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=max(100, int(timeout_s * 1000))
-    )
+    client = connection(bootstrap).client(request_timeout_ms=max(100, int(timeout_s * 1000)))
     try:
         await client.bootstrap()
         return len(client.cluster.brokers())

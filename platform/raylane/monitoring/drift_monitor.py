@@ -33,8 +33,8 @@ from prometheus_client import Counter, Gauge, Histogram
 from raylane.config import DriftConfig, PipelineConfig
 from raylane.contracts import Codec, open_registry
 from raylane.errors import ConfigError, DependencyError
-from raylane.ingest.offsets import commit_owned
-from raylane.ingest.sidecar import close_clients, open_clients
+from raylane.kafka.offsets import commit_owned
+from raylane.kafka.sidecar import close_clients, open_clients
 from raylane.monitoring.drift import DriftDetector, DriftResult, Window, WindowBuffer
 from raylane.monitoring.drift_state import DriftState, iso_ms, now_iso, write_state_async
 

@@ -70,13 +70,10 @@ class OutputWatcher:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(
-            *self.topics,
-            bootstrap_servers=self.bootstrap,
-            group_id=None,
-            auto_offset_reset="latest",
-            enable_auto_commit=False,
-            fetch_max_wait_ms=10,
+        from raylane.kafka.client import connection
+
+        self._consumer = connection(self.bootstrap).consumer(
+            *self.topics, group_id=None, auto_offset_reset="latest", fetch_max_wait_ms=10
         )
         await self._consumer.start()
         # Pin the current end of every partition before traffic starts.

@@ -73,8 +73,13 @@ class PipelineMetrics:
         )
         self.retries = Counter(
             "raylane_batch_retries_total",
-            "Batch retries after a dependency failed.",
+            "Batch retries after a failure (a dependency outage, or a poison record before isolation).",
             ["pipeline", "stage"],
+        )
+        self.isolations = Counter(
+            "raylane_poison_isolations_total",
+            "Batches split to isolate poison records (each then dead-lettered with its error class).",
+            ["pipeline"],
         )
         self.paused = Gauge(
             "raylane_consumer_paused", "1 while consumption is paused.", ["pipeline"]

@@ -21,7 +21,7 @@ from ray.serve.handle import DeploymentHandle
 
 from raylane.config import ModelConfig
 from raylane.errors import DependencyError
-from raylane.ingest.processor import Prediction
+from raylane.pipeline.processor import Prediction
 from raylane.serving._host import LoopHost
 from raylane.serving.hosted import HostedModel, score_merged
 
@@ -156,7 +156,7 @@ class ModelServer:
 
 
 class ServeModelClient:
-    """A :class:`~raylane.ingest.processor.ModelClient` over a Serve deployment handle."""
+    """A :class:`~raylane.pipeline.processor.ModelClient` over a Serve deployment handle."""
 
     def __init__(self, name: str, handle: DeploymentHandle, timeout_s: float) -> None:
         self.name = name
@@ -202,7 +202,7 @@ class KafkaIngress(LoopHost):
         super().__init__(args, env)
 
     async def _build(self) -> Any:
-        from raylane.pipeline import build_ingress  # keeps the replica's import graph lazy
+        from raylane.ingest import build_ingress  # keeps the replica's import graph lazy
 
         primary, shadows = self._handles
         models = self.cfg.models

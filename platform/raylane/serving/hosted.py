@@ -42,8 +42,13 @@ class Scorable(Protocol):
 class Swap:
     from_version: str
     to_version: str
+    #: epoch seconds when the new version started scoring
     at: float
     load_s: float
+    #: epoch seconds of the last registry check that still saw the old version (0: none):
+    #: the swap came from the first check after it, so it lags the alias move by at most
+    #: one poll interval plus the load
+    previous_poll_at: float = 0.0
 
 
 class HostedModel:
@@ -68,6 +73,7 @@ class HostedModel:
         )
         self.swaps: list[Swap] = []
         self.poll_errors = 0
+        self.last_unchanged_poll = 0.0
 
     @property
     def version(self) -> str:
@@ -106,8 +112,10 @@ class HostedModel:
         """
         if not self.watches_alias:
             return None
+        checked_at = time.time()
         target = str(self._resolve(self.cfg.uri))
         if target == self.version:
+            self.last_unchanged_poll = checked_at
             return None
         t0 = time.perf_counter()
         new = self._load(f"models:/{self.cfg.registered_name}/{target}")
@@ -119,7 +127,7 @@ class HostedModel:
         self.model = new  # batches already started keep the old object
         if self.cache is not None:
             self.cache.clear()
-        swap = Swap(old, str(new.version), time.time(), load_s)
+        swap = Swap(old, str(new.version), time.time(), load_s, self.last_unchanged_poll)
         self.swaps.append(swap)
         log.warning(
             "model %s hot-swapped %s v%s -> v%s (loaded in %.2f s)",

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from aiokafka import AIOKafkaConsumer
 
 from raylane.bootstrap import pipeline_topics
 from raylane.config import PipelineConfig
+from raylane.kafka.client import connection
 
 __all__ = ["isolated_args", "isolated_topics", "partition_ends"]
 
@@ -69,9 +69,8 @@ async def partition_ends(bootstrap: str, topic: str, idle_s: float = 1.0) -> dic
     (The embedded Tansu broker's ListOffsets answers the last batch's base offset + 1,
     not the high watermark, when producers batch records; reading is exact everywhere.)
     """
-    c = AIOKafkaConsumer(
+    c = connection(bootstrap).consumer(
         topic,
-        bootstrap_servers=bootstrap,
         group_id=None,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=10,

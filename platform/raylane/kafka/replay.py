@@ -1,0 +1,197 @@
+"""Reading, summarising and replaying a dead-letter topic (``raylane dlq inspect|replay``).
+
+Replay re-publishes a DLQ record's original key, bytes and headers to its source
+topic (after a fix: a schema registered, a contract relaxed). It is idempotent by
+``event_id``: every replayed record is written to a ledger topic,
+``<dlq topic>.replayed`` (key = event_id), and a later replay skips a record whose
+event_id was replayed at or after the record was dead-lettered. So replaying the
+same DLQ twice publishes each event once; an event that fails again after its
+replay is dead-lettered anew (later time) and can be replayed again. Records whose
+value was truncated (oversized events) are never replayed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from raylane.errors import DependencyError, RaylaneError
+from raylane.kafka import deadletters as D
+from raylane.kafka.client import KafkaConnection, connection
+from raylane.kafka.deadletters import DeadLetter
+from raylane.kafka.reader import read_topic
+
+__all__ = [
+    "ReplayReport",
+    "ledger_topic",
+    "parse_since",
+    "read_dead_letters",
+    "replay",
+    "summarize",
+]
+
+REPLAY_OF = "raylane.replay.of"
+REPLAYED_AT = "raylane.replay.at"
+
+
+def ledger_topic(dlq_topic: str) -> str:
+    """The topic recording which event ids a replay has re-published."""
+    return f"{dlq_topic}.replayed"
+
+
+async def read_dead_letters(
+    bootstrap: str | KafkaConnection, topic: str, idle_s: float = 1.0
+) -> list[DeadLetter]:
+    """Every record of DLQ `topic`, parsed."""
+    return [
+        DeadLetter(m.partition, m.offset, m.key, m.value or b"", list(m.headers or ()))
+        for m in await read_topic(bootstrap, topic, idle_s, stage="dlq")
+    ]
+
+
+def summarize(letters: Iterable[DeadLetter]) -> Counter[tuple[str, str]]:
+    """Counts by (error class, stage)."""
+    return Counter((d.error_class, d.stage) for d in letters)
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
+
+
+def parse_since(text: str, now_ms: int | None = None) -> int:
+    """Epoch ms from ``30m`` / ``2h`` / ``1d`` (ago) or an ISO time (UTC if no zone)."""
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    m = _DURATION.match(text.strip())
+    if m:
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        return now_ms - int(float(m.group(1)) * unit * 1000)
+    try:
+        t = datetime.fromisoformat(text.strip())
+    except ValueError as e:
+        raise RaylaneError(
+            f"--since {text!r} is neither a duration (30m, 2h, 1d) nor an ISO time "
+            "(2026-11-26T17:00:00Z)",
+            stage="dlq",
+        ) from e
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return int(t.timestamp() * 1000)
+
+
+@dataclass
+class ReplayReport:
+    dlq_topic: str
+    selected: int = 0
+    replayed: int = 0
+    already_replayed: int = 0
+    duplicates: int = 0
+    truncated: int = 0
+    by_target: dict[str, int] = field(default_factory=dict)
+    event_ids: list[str] = field(default_factory=list)
+
+
+async def replay(
+    bootstrap: str | KafkaConnection,
+    dlq_topic: str,
+    *,
+    error_class: str | None = None,
+    since_ms: int | None = None,
+    to_topic: str | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    registry: Any = None,
+    idle_s: float = 1.0,
+) -> ReplayReport:
+    """Re-publish the selected dead letters to their source topic (or `to_topic`).
+
+    Selection: `error_class` (exact), dead-lettered at or after `since_ms`. Skips
+    truncated records and, unless `force`, event ids the ledger shows replayed
+    after they were dead-lettered. Waits for every acknowledgement, then writes
+    the ledger, so a crash in between replays again (consumers de-duplicate).
+    """
+    letters = await read_dead_letters(bootstrap, dlq_topic, idle_s)
+    ledger: dict[str, int] = {}
+    if not force:
+        for m in await read_topic(bootstrap, ledger_topic(dlq_topic), idle_s, stage="dlq"):
+            try:
+                entry = json.loads(m.value)
+                eid, at = str(entry["event_id"]), int(entry["replayed_at"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            ledger[eid] = max(ledger.get(eid, 0), at)
+    report = ReplayReport(dlq_topic)
+    picked: list[tuple[DeadLetter, str]] = []
+    seen: set[str] = set()
+    for d in letters:
+        if error_class is not None and d.error_class != error_class:
+            continue
+        if since_ms is not None and d.time_ms < since_ms:
+            continue
+        report.selected += 1
+        if d.truncated:
+            report.truncated += 1
+            continue
+        eid = d.event_id(registry) or f"{dlq_topic}{d.where}"
+        if eid in seen:
+            report.duplicates += 1
+            continue
+        if ledger.get(eid, -1) >= d.time_ms:
+            report.already_replayed += 1
+            continue
+        seen.add(eid)
+        picked.append((d, eid))
+    if dry_run or not picked:
+        report.event_ids = [eid for _, eid in picked]
+        return report
+    conn = connection(bootstrap)
+    producer = conn.producer(linger_ms=2, max_request_size=4 << 20)
+    try:
+        await producer.start()
+    except Exception as e:
+        await producer.stop()
+        raise DependencyError(f"cannot reach Kafka at {conn.bootstrap}: {e}", stage="dlq") from e
+    try:
+        now = int(time.time() * 1000)
+        futs = []
+        for d, _ in picked:
+            target = to_topic or d.source_topic
+            if not target:
+                raise RaylaneError(
+                    f"{dlq_topic}{d.where} has no {D.H_TOPIC} header; pass --to", stage="dlq"
+                )
+            hdrs = [
+                *d.original_headers(),
+                (REPLAY_OF, f"{dlq_topic}{d.where}".encode()),
+                (REPLAYED_AT, str(now).encode()),
+            ]
+            futs.append(await producer.send(target, d.value, key=d.key, headers=hdrs))
+            report.by_target[target] = report.by_target.get(target, 0) + 1
+        for f in futs:
+            await f
+        ledger_futs = [
+            await producer.send(
+                ledger_topic(dlq_topic),
+                json.dumps(
+                    {
+                        "event_id": eid,
+                        "replayed_at": now,
+                        "dlq": f"{dlq_topic}{d.where}",
+                        "to": to_topic or d.source_topic,
+                    }
+                ).encode(),
+                key=eid.encode(),
+            )
+            for d, eid in picked
+        ]
+        for f in ledger_futs:
+            await f
+    finally:
+        await producer.stop()
+    report.replayed = len(picked)
+    report.event_ids = [eid for _, eid in picked]
+    return report

@@ -1,0 +1,97 @@
+"""Stage 1 of a batch: decode and validate each record, dead-letter the ones that fail.
+
+Size limits, formats and every rejection are the codec's (typed
+:class:`~raylane.errors.ContractError`); this stage turns each rejection into a
+dead-letter record with the original bytes and gives every good event a correlation id
+(from the event, else its header, else a new one marked as generated).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from raylane.config import PipelineConfig
+from raylane.errors import RaylaneError
+from raylane.kafka.deadletters import dlq_record
+from raylane.kafka.records import InRecord, OutRecord, header
+from raylane.pipeline.ports import BatchCodec
+
+__all__ = ["CORRELATION_HEADER", "GENERATED_HEADER", "DecodeStage", "Decoded"]
+
+log = logging.getLogger("raylane.pipeline")
+
+CORRELATION_HEADER = "correlation_id"
+GENERATED_HEADER = "raylane.correlation_id.generated"
+
+
+@dataclass
+class Decoded:
+    """The good events of a batch, each with its record and whether its id was made up."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    records: list[InRecord] = field(default_factory=list)
+    generated: list[bool] = field(default_factory=list)
+
+
+def header_correlation(rec: InRecord) -> str | None:
+    """The record's correlation id header, if it has a UTF-8 one."""
+    raw = header(rec.headers, CORRELATION_HEADER)
+    if not raw:
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def dead_letter(
+    cfg: PipelineConfig, rec: InRecord, err: RaylaneError, correlation_id: str | None = None
+) -> OutRecord:
+    """The DLQ record for `rec` failing with `err`, logged with where it came from."""
+    cid = correlation_id or header_correlation(rec)
+    made = cid is None
+    cid = cid or str(uuid.uuid4())
+    log.warning(
+        "%s -> %s: %s at %s: %s [correlation_id=%s]",
+        rec.where,
+        cfg.input.dlq,
+        err.error_class,
+        err.stage,
+        err.message[:300],
+        cid,
+    )
+    return dlq_record(
+        rec, err, cid, cfg.input.dlq, generated=made, max_bytes=cfg.input.max_event_bytes
+    )
+
+
+class DecodeStage:
+    """Decodes a batch with the input codec; rejected records become dead letters."""
+
+    def __init__(self, cfg: PipelineConfig, codec: BatchCodec) -> None:
+        self.cfg = cfg
+        self.codec = codec
+
+    def __call__(self, records: Sequence[InRecord], dlq: list[OutRecord]) -> Decoded:
+        oks, errs = self.codec.decode_batch([r.value or b"" for r in records])
+        for j, err in errs:
+            dlq.append(dead_letter(self.cfg, records[j], err))
+        out = Decoded()
+        for j, ev in oks:
+            rec = records[j]
+            gen = False
+            if not ev.get("correlation_id"):
+                from_header = header_correlation(rec)
+                if from_header is None:
+                    from_header, gen = str(uuid.uuid4()), True
+                else:  # a replayed event keeps the mark of an id made up on its first pass
+                    gen = header(rec.headers, GENERATED_HEADER) == b"true"
+                ev["correlation_id"] = from_header
+            out.events.append(ev)
+            out.records.append(rec)
+            out.generated.append(gen)
+        return out

@@ -1,0 +1,110 @@
+"""Stage 4 of a batch: the scored records and the decision topics' records, encoded in bulk.
+
+Each output carries the input's ``event_id`` and ``correlation_id`` (body and headers), so
+downstream consumers de-duplicate; only the fields an output contract declares are kept.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from raylane.config import PipelineConfig
+from raylane.kafka.records import InRecord, OutRecord
+from raylane.pipeline.decision import Decisions
+from raylane.pipeline.decode import CORRELATION_HEADER, GENERATED_HEADER, Decoded
+from raylane.pipeline.ports import OutputCodec, Prediction
+
+__all__ = ["OutputStage", "out_headers"]
+
+
+def out_headers(ev: Mapping[str, Any], generated: bool) -> list[tuple[str, bytes]]:
+    """The correlation and event id headers every output of `ev` carries."""
+    h = [
+        (CORRELATION_HEADER, str(ev["correlation_id"]).encode()),
+        ("event_id", str(ev["event_id"]).encode()),
+    ]
+    if generated:
+        h.append((GENERATED_HEADER, b"true"))
+    return h
+
+
+def _project(records: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> list[dict[str, Any]]:
+    """Keep only the fields an output contract declares (the rest would be rejected)."""
+    return [{f: r.get(f) for f in fields} for r in records]
+
+
+class OutputStage:
+    """Encodes a scored batch into output records (scored topic plus rule topics)."""
+
+    def __init__(self, cfg: PipelineConfig, output_codecs: Mapping[str, OutputCodec]) -> None:
+        self.cfg = cfg
+        self.output_codecs = output_codecs
+        self.columns = cfg.features.columns()
+        self._scored = output_codecs[cfg.outputs.scored.contract]
+
+    def __call__(
+        self,
+        batch: Decoded,
+        cols: Mapping[str, np.ndarray],
+        pred: Prediction,
+        decisions: Decisions,
+        stage_ms: Mapping[str, float],
+        batch_ms: float,
+    ) -> list[OutRecord]:
+        cfg = self.cfg
+        events = batch.events
+        now_ms = int(time.time() * 1000)
+        latency = {k: round(v, 3) for k, v in stage_ms.items()}
+        latency["batch_ms"] = round(batch_ms, 3)
+        col_lists = {c: cols[c].tolist() for c in self.columns}
+        scores = pred.scores.astype(np.float64).tolist()
+        rules = cfg.decision.rules
+        scored_recs: list[dict[str, Any]] = []
+        by_rule: dict[int, list[int]] = {}
+        for i, ev in enumerate(events):
+            feats = {
+                c: (None if math.isnan(v) else v)
+                for c, v in ((c, col_lists[c][i]) for c in self.columns)
+            }
+            lat = dict(latency)
+            rec_in: InRecord = batch.records[i]
+            if rec_in.timestamp_ms:
+                lat["e2e_ms"] = float(now_ms - rec_in.timestamp_ms)
+            rec = dict(ev)
+            rec.update(
+                pipeline=cfg.name,
+                score=scores[i],
+                decision=decisions.decision[i],
+                rule=decisions.rule_name(i, rules),
+                model_name=pred.model_name,
+                model_version=pred.model_version,
+                features=feats,
+                latency_ms=lat,
+                scored_at=now_ms,
+                flagged_at=now_ms,
+            )
+            scored_recs.append(rec)
+            r = int(decisions.rule_index[i])
+            if r >= 0 and rules[r].publish is not None:
+                by_rule.setdefault(r, []).append(i)
+
+        key_field = cfg.input.key_field
+        keys = [str(ev.get(key_field, "")).encode() for ev in events]
+        hdrs = [out_headers(ev, g) for ev, g in zip(events, batch.generated, strict=True)]
+        values = self._scored.encode_many(_project(scored_recs, self._scored.field_names))
+        topic = cfg.outputs.scored.topic
+        out = [OutRecord(topic, k, v, h) for k, v, h in zip(keys, values, hdrs, strict=True)]
+        for r, idxs in by_rule.items():
+            pub = rules[r].publish
+            assert pub is not None
+            codec = self.output_codecs[pub.contract]
+            vals = codec.encode_many(_project([scored_recs[i] for i in idxs], codec.field_names))
+            out.extend(
+                OutRecord(pub.topic, keys[i], v, hdrs[i]) for i, v in zip(idxs, vals, strict=True)
+            )
+        return out

@@ -1,0 +1,209 @@
+"""The ingress loop against the real embedded broker and Redis, without Ray.
+
+The model is an in-process client (the loop does not care where scores come
+from); features, codecs, DLQ, breakers and commits are the real ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from raylane.bootstrap import pipeline_topics
+from raylane.config import PipelineConfig
+from raylane.contracts import Codec
+from raylane.errors import DependencyError
+from raylane.ingest import build_ingress
+from raylane.kafka import deadletters as D
+from raylane.kafka.admin import ensure_topics_async
+from raylane.kafka.producer import EventProducer
+from raylane.pipeline.processor import Prediction
+from raylane.testing import World
+from raylane.testing.kafka import partition_ends
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _cfg(unique: str) -> PipelineConfig:
+    """The fraud pipeline on unique topics, windows only (no Feast needed), no shadows."""
+    args = copy.deepcopy(
+        yaml.safe_load((ROOT / "serve_configs/fraud.yaml").read_text())["applications"][0]["args"]
+    )
+    args["name"] = f"it_{unique}"
+    args["input"]["topic"] = f"it.payments.{unique}"
+    args["ingress"]["group_id"] = f"it-{unique}"
+    args["features"]["online"] = []
+    args["features"]["derived"] = []
+    args["models"]["shadows"] = []
+    args["outputs"] = {"scored": {"topic": f"it.scored.{unique}", "contract": "payments.scored"}}
+    args["decision"]["rules"][0]["publish"]["topic"] = f"it.flagged.{unique}"
+    args["breaker"] = {"fail_max": 2, "reset_timeout_s": 0.3}
+    return PipelineConfig.from_args(args)
+
+
+class AmountModel:
+    """Scores by amount, so the test knows which events a rule flags."""
+
+    name = "amount"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def predict(self, columns: Mapping[str, np.ndarray]) -> Prediction:
+        self.calls += 1
+        s = np.clip(columns["amount"] / 1000.0, 0, 1)
+        return Prediction(scores=s, model_name="amount", model_version="1", latency_ms=0.1)
+
+
+async def _read(bootstrap: str, topic: str, n: int, timeout_s: float = 30) -> list[Any]:
+    c = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=10,
+    )
+    await c.start()
+    out: list[Any] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(out) < n and time.monotonic() < deadline:
+            for msgs in (await c.getmany(timeout_ms=200)).values():
+                out.extend(msgs)
+    finally:
+        await c.stop()
+    return out
+
+
+async def _run_until(loop: Any, cond: Any, timeout_s: float = 60) -> None:
+    await loop.start()
+    task = asyncio.create_task(loop.run())
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not cond() and time.monotonic() < deadline:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.05)
+    finally:
+        await loop.close()
+        task.cancel()
+
+
+async def test_dlq_keeps_original_bytes_and_names_the_error(stack, unique: str) -> None:
+    cfg = _cfg(unique)
+    await ensure_topics_async(stack.kafka_bootstrap, pipeline_topics(cfg), partitions=2)
+    codec = Codec.for_contract("payments.initiated", formats=("avro", "json"))
+    events = [le.event for le in World(seed=3, n_users=50).stream(start=0, rate=10).take(30)]
+    bad = {
+        b"\x00\x00\x00\x00\x01\x02": "TruncatedEvent",
+        b"\x07garbage": "BadMagicByte",
+        json.dumps({"event_id": "x"}).encode(): "MissingField",
+        b"": "EmptyEvent",
+    }
+    async with EventProducer(stack.kafka_bootstrap, cfg.input.topic, codec) as prod:
+        await prod.send_many(events[:15])
+        for raw in bad:
+            await prod.send_raw(
+                raw,
+                key=b"user-x",
+                headers=[("correlation_id", b"cid-" + raw[:4].hex().encode()), ("origin", b"test")],
+            )
+        await prod.send_many(events[15:])
+
+    model = AmountModel()
+    loop = await build_ingress(cfg, model, metrics_endpoint=False)
+    await _run_until(loop, lambda: loop.stats.scored + loop.stats.dlq >= 34)
+    assert loop.stats.scored == 30 and loop.stats.dlq == 4
+
+    dlq = await _read(stack.kafka_bootstrap, cfg.input.dlq, 4)
+    assert {m.value for m in dlq} == set(bad)
+    for m in dlq:
+        h = {k: v for k, v in m.headers}
+        assert h[D.H_CLASS].decode() == bad[m.value]
+        assert h[D.H_TOPIC].decode() == cfg.input.topic
+        assert h[D.H_STAGE].decode() in {"decode", "validate"}
+        assert h[D.H_CORRELATION] == b"cid-" + m.value[:4].hex().encode()
+        assert int(h[D.H_PARTITION]) in (0, 1) and int(h[D.H_OFFSET]) >= 0
+        assert h[D.H_MESSAGE] and int(h[D.H_TIME]) > 0
+        assert h["origin"] == b"test" and m.key == b"user-x"
+
+    scored = await _read(stack.kafka_bootstrap, cfg.outputs.scored.topic, 30)
+    out = Codec.for_contract("payments.scored")
+    recs = [out.decode(m.value) for m in scored]
+    assert sorted(r["event_id"] for r in recs) == sorted(e["event_id"] for e in events)
+    assert all(r["features"]["user_txn_count_60s"] >= 1 for r in recs)
+    # offsets: committed at the end of both partitions
+    ends = await partition_ends(stack.kafka_bootstrap, cfg.input.topic)
+    c = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=cfg.ingress.group_id)
+    await c.start()
+    try:
+        assert {
+            tp.partition: await c.committed(tp)
+            for tp in (TopicPartition(cfg.input.topic, p) for p in ends)
+        } == ends
+    finally:
+        await c.stop()
+
+
+class FlakyWindows:
+    """Window source whose dependency is down for the first `down` calls."""
+
+    def __init__(self, inner: Any, down: int) -> None:
+        self.inner, self.down, self.calls = inner, down, 0
+
+    async def update_and_read(self, events: Any) -> dict[str, np.ndarray]:
+        self.calls += 1
+        if self.calls <= self.down:
+            raise DependencyError("redis is down (test)", stage="features")
+        return await self.inner.update_and_read(events)
+
+
+async def test_dead_dependency_pauses_and_loses_nothing(stack, unique: str) -> None:
+    import redis.asyncio as aioredis
+
+    from raylane.features import RedisWindowStore
+    from raylane.pipeline import build_processor
+
+    cfg = _cfg(unique)
+    await ensure_topics_async(stack.kafka_bootstrap, pipeline_topics(cfg), partitions=2)
+    events = [le.event for le in World(seed=4, n_users=50).stream(start=0, rate=10).take(200)]
+    async with EventProducer(
+        stack.kafka_bootstrap, cfg.input.topic, Codec.for_contract("payments.initiated")
+    ) as p:
+        await p.send_many(events)
+
+    client = aioredis.from_url(stack.redis_url)
+    flaky = FlakyWindows(RedisWindowStore(client, cfg.name, cfg.features.windows), down=6)
+    model = AmountModel()
+    from raylane.ingest.consumer import IngressLoop
+
+    processor = build_processor(cfg, model, windows=flaky)
+    loop = IngressLoop(cfg, kafka=stack.kafka_bootstrap, processor=processor)
+    paused_seen: list[bool] = []
+
+    def cond() -> bool:
+        paused_seen.append(loop.stats.paused)
+        return loop.stats.scored >= 200
+
+    await _run_until(loop, cond)
+    await client.aclose()
+    assert any(paused_seen), "the consumer never paused while its dependency was down"
+    assert loop.stats.retries >= 6 and model.calls >= 1
+    scored = await _read(stack.kafka_bootstrap, cfg.outputs.scored.topic, 200)
+    ids = [Codec.for_contract("payments.scored").decode(m.value)["event_id"] for m in scored]
+    assert sorted(set(ids)) == sorted(e["event_id"] for e in events)
+    # nothing was scored without its features: every record has the window values
+    recs = [Codec.for_contract("payments.scored").decode(m.value) for m in scored]
+    assert all(r["features"]["user_txn_count_60s"] is not None for r in recs)
