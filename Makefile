@@ -39,6 +39,8 @@ bench: setup
 
 lint: setup
 	$(BIN)/ruff check platform tests bench models
+	$(BIN)/ruff format --check platform tests bench models
+	$(BIN)/lint-imports
 
 typecheck: setup
 	$(BIN)/mypy platform/raylane

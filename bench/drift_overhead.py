@@ -31,7 +31,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "serve_configs" / "fraud.yaml"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import _consume_scored, _produce  # bench/ helpers: same run conventions
+from pipeline import _consume_scored, _produce  # noqa: E402 - bench/ helpers, after sys.path
 
 console = Console()
 
@@ -128,7 +128,8 @@ def main() -> int:
     p50_off, p99_off = np.mean([x["p50_ms"] for x in off]), np.mean([x["p99_ms"] for x in off])
     p50_on, p99_on = np.mean([x["p50_ms"] for x in on]), np.mean([x["p99_ms"] for x in on])
     t = Table(
-        title=f"bench/drift_overhead.py — {a.rate:g} events/s for {a.seconds:g} s, {a.rounds} round(s)"
+        title=f"bench/drift_overhead.py — {a.rate:g} events/s for {a.seconds:g} s, "
+        f"{a.rounds} round(s)"
     )
     for col in ("measure", "without drift monitor", "with drift monitor", "difference"):
         t.add_column(col, justify="right" if col != "measure" else "left")

@@ -74,9 +74,11 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
             console.print("[yellow]interrupted[/]: summary of what was seen so far")
             stop = (KeyboardInterrupt, e, None)
         summary = _summary(live, console)
-        with console.status("stopping the Serve app and Ray"):
-            with contextlib.suppress(KeyboardInterrupt):
-                ctx.__exit__(*stop)
+        with (
+            console.status("stopping the Serve app and Ray"),
+            contextlib.suppress(KeyboardInterrupt),
+        ):
+            ctx.__exit__(*stop)
         return summary
     finally:
         if started and not opts.keep_stack:

@@ -90,7 +90,8 @@ def test_model_deployment_scales_up_under_load_and_back(bootstrapped) -> None:
         for w in workers:
             w.join(timeout=60)
         print(
-            f"scaled to {peak} replicas {up_s:.1f} s into the load ({calls[0]} batch calls of 20,000 rows)"
+            f"scaled to {peak} replicas {up_s:.1f} s into the load "
+            f"({calls[0]} batch calls of 20,000 rows)"
         )
         assert peak >= 2
 

@@ -113,7 +113,8 @@ def test_primary_and_shadow_run_on_the_nodes_the_config_names(bootstrapped) -> N
             primary = running.model("champion").info.remote().result(timeout_s=60)
             shadow = running.model("challenger").info.remote().result(timeout_s=60)
             print(
-                f"primary on node {primary['node_id'][:12]}, shadow on node {shadow['node_id'][:12]}"
+                f"primary on node {primary['node_id'][:12]}, "
+                f"shadow on node {shadow['node_id'][:12]}"
             )
             assert primary["node_id"] == head_id
             assert shadow["node_id"] == worker.node_id and shadow["node_id"] != primary["node_id"]

@@ -250,7 +250,8 @@ async def test_sigkill_an_ingress_replica_loses_nothing(fraud_app, capsys) -> No
     mine = [r for r in records if r in want]
     with capsys.disabled():  # shown in CI's output, not captured
         print(
-            f"\nkilled ingress pid {killed['pid']}: produced {len(want)}, scored records {len(mine)}, "
+            f"\nkilled ingress pid {killed['pid']}: produced {len(want)}, "
+            f"scored records {len(mine)}, "
             f"distinct {len(set(mine))}, duplicates {len(mine) - len(set(mine))}"
         )
     assert want <= set(mine), f"lost {len(want - set(mine))} events"

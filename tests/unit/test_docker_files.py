@@ -21,11 +21,11 @@ DOCKER = ROOT / "docker"
 FRAUD = ROOT / "serve_configs" / "fraud.yaml"
 sys.path.insert(0, str(DOCKER / "checks"))
 
-import check_compose
-import check_dashboard
-import check_dockerfile
-import check_rayservice
-from _facts import load_compose, raylane_services, settings_env_names
+import check_compose  # noqa: E402 - after the sys.path insert above
+import check_dashboard  # noqa: E402 - after the sys.path insert above
+import check_dockerfile  # noqa: E402 - after the sys.path insert above
+import check_rayservice  # noqa: E402 - after the sys.path insert above
+from _facts import load_compose, raylane_services, settings_env_names  # noqa: E402 - after the sys.path insert above
 
 DASHBOARD = DOCKER / "grafana" / "dashboards" / "raylane.json"
 

@@ -290,7 +290,10 @@ def check_compatibility(
 
 
 def format_issues(issues: Sequence[CompatibilityIssue]) -> list[str]:
-    """One line per distinct change: "<subject>: v3 changes `amount` ...; <LEVEL> forbids it against v1, v2"."""
+    """One line per distinct change.
+
+    Shaped "<subject>: v3 changes `amount` ...; <LEVEL> forbids it against v1, v2".
+    """
     grouped: dict[tuple[str, int, str, str], list[int]] = {}
     for it in issues:
         key = (it.subject, it.new_version, it.change, it.level)

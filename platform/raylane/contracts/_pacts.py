@@ -56,7 +56,7 @@ def _body(fields: Mapping[str, str]) -> dict[str, Any]:
 
 
 def write_pacts(declarations: Iterable[ConsumerDeclaration], out_dir: Path) -> list[Path]:
-    """One pact file per (consumer, contract), verified on the consumer side, written to `out_dir`."""
+    """One pact file per (consumer, contract), verified consumer-side, written to `out_dir`."""
     from pact import Pact
 
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -6,8 +6,10 @@ the package) so a pull request that changes a contract shows the new version and
 id in its diff. Layout::
 
     registry/
-      index.json                          {"schemas": {id: file}, "subjects": {subject: [{version, id}]}}
-      payments.initiated-value.v1.json    the schema text of id 1 (named after where it was first registered)
+      index.json                          {"schemas": {id: file},
+                                           "subjects": {subject: [{version, id}]}}
+      payments.initiated-value.v1.json    the schema text of id 1 (named after where it was
+                                          first registered)
 
 Semantics follow Confluent Schema Registry: subjects are ``<topic>-value``
 (TopicNameStrategy), versions count from 1 per subject, ids are global and the

@@ -110,7 +110,8 @@ class RedisWindowStore:
                 f"event {ev.get('event_id')!r} has a bad window field: {e}", stage="features"
             ) from e
         head = (b"EVALSHA", _SHA) if sha else (b"EVAL", WINDOW_SCRIPT)
-        return hiredis.pack_command((*head, len(keys), *keys, *self._header, *argv))
+        packed: bytes = hiredis.pack_command((*head, len(keys), *keys, *self._header, *argv))
+        return packed
 
     async def update_and_read(self, events: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
         """Add `events` in order and return one float64 column per spec (one round trip).

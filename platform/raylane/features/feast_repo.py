@@ -1,4 +1,4 @@
-"""Feast integration: load the feature repo with raylane's settings, write its sources, apply, materialize.
+"""Feast integration: load the feature repo with raylane's settings, write sources, materialize.
 
 `raylane bootstrap` calls :func:`write_sources` → :func:`apply` → :func:`materialize`;
 serving builds an :class:`~raylane.features.online.OnlineFeatureReader` from

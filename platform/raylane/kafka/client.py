@@ -91,7 +91,7 @@ class KafkaConnection:
 
 
 def connection(target: str | KafkaConnection | None = None) -> KafkaConnection:
-    """`target` as a connection: an existing one, a bootstrap string, or None for the environment's."""
+    """`target` as a connection: a connection, a bootstrap string, or None (the environment's)."""
     if isinstance(target, KafkaConnection):
         return target
     return KafkaConnection.from_env(target)

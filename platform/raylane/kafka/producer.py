@@ -79,7 +79,9 @@ class EventProducer:
     async def send(self, event: Mapping[str, Any], *, wait: bool = True) -> asyncio.Future[Any]:
         """Validate and send one event; raises ContractError (nothing sent) if it is bad."""
         key, value, headers = self.encode(event)
-        fut = await self._producer.send(self.topic, value, key=key, headers=headers)
+        fut: asyncio.Future[Any] = await self._producer.send(
+            self.topic, value, key=key, headers=headers
+        )
         if wait:
             await fut
         return fut
@@ -88,7 +90,10 @@ class EventProducer:
         self, value: bytes, *, key: bytes | None = None, headers: Sequence[tuple[str, bytes]] = ()
     ) -> asyncio.Future[Any]:
         """Send bytes as they are (tests use this to inject malformed events)."""
-        return await self._producer.send(self.topic, value, key=key, headers=list(headers))
+        fut: asyncio.Future[Any] = await self._producer.send(
+            self.topic, value, key=key, headers=list(headers)
+        )
+        return fut
 
     async def send_many(
         self, events: Sequence[Mapping[str, Any]], *, wait: bool = True

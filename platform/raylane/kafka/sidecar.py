@@ -35,7 +35,8 @@ async def open_clients(
     """Start a manual-commit consumer of `topics` and an acks=all producer, or raise.
 
     Idempotence follows the connection (off for the embedded broker, which grants no
-    producer ids); the loops de-duplicate by event_id either way. On failure both clients are closed and a
+    producer ids); the loops de-duplicate by event_id either way. On failure both clients are
+    closed and a
     retriable `DependencyError` names `who` and the broker.
     """
     conn = connection(bootstrap)

@@ -15,7 +15,9 @@ __all__ = ["AUDIT_CONTRACT", "at_ms", "publish_audit", "read_audit_topic"]
 AUDIT_CONTRACT = "models.promoted"
 
 
-def publish_audit(cfg: PipelineConfig, event: dict[str, Any], bootstrap: str | KafkaConnection) -> None:
+def publish_audit(
+    cfg: PipelineConfig, event: dict[str, Any], bootstrap: str | KafkaConnection
+) -> None:
     """Publish one models.promoted event (Avro, Confluent wire format), acknowledged."""
     from raylane.contracts import Codec, open_registry
     from raylane.kafka.admin import ensure_topics

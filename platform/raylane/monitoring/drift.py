@@ -7,7 +7,8 @@ window with the reference sample logged with the serving model version
 picked and applied as Evidently's ``ValueDrift`` does (from the column type and the
 reference size unless the config names one), and the drifted share as its
 ``DriftedColumnsCount`` defines it (drifted / compared). A drifting window also gets
-Evidently's ``DataDriftPreset`` report (HTML) with the same tests. The prediction column (``score``) is one of the compared
+Evidently's ``DataDriftPreset`` report (HTML) with the same tests. The prediction column
+(``score``) is one of the compared
 columns, so prediction drift counts like any feature drift and is also reported on
 its own. :mod:`raylane.monitoring.drift_monitor` runs this over Kafka.
 """
@@ -188,7 +189,8 @@ class DriftDetector:
         missing = [c for c in wanted if c not in reference.columns]
         if missing:
             raise ConfigError(
-                f"{source} has no column(s) {missing} (it has {sorted(map(str, reference.columns))}); "
+                f"{source} has no column(s) {missing} "
+                f"(it has {sorted(map(str, reference.columns))}); "
                 "list only columns the model was trained on in drift.columns, or re-train so the "
                 "reference sample holds them",
                 stage="drift",
@@ -271,7 +273,7 @@ class DriftDetector:
                 DataDriftPreset(
                     columns=self.compared,
                     drift_share=self.drift_share,
-                    per_column_method=self.per_column_method or None,  # type: ignore[arg-type]
+                    per_column_method=self.per_column_method or None,
                     per_column_threshold=self.per_column_threshold or None,
                 )
             ],

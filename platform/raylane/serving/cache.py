@@ -46,7 +46,7 @@ class PredictionCache:
         return len(self._c)
 
     def lookup(self, version: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
-        """Cached scores (NaN where missing), the indices of the misses, and every row's key bytes."""
+        """Cached scores (NaN where missing), the indices of the misses, every row's key bytes."""
         keys = [row.tobytes() for row in np.ascontiguousarray(x)]
         out = np.full(len(keys), np.nan, dtype=np.float64)
         miss: list[int] = []

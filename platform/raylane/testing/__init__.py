@@ -1,4 +1,4 @@
-"""In-package test helpers: the simulated world of users, merchants, labeled payments and activity."""
+"""In-package test helpers: the simulated world of users, merchants, labeled payments, activity."""
 
 from raylane.testing.activity import ACTIVITY_FIELDS, ActivityStream, churn_traits
 from raylane.testing.payments import CONTRACT_FIELDS, LabeledEvent, PaymentStream, to_ms

@@ -1,4 +1,4 @@
-"""OnlineFeatureReader against Feast on a real Redis: same values as get_online_features, one round trip."""
+"""OnlineFeatureReader against Feast on a real Redis: Feast's values, in one round trip."""
 
 from __future__ import annotations
 

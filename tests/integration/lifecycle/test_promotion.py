@@ -124,6 +124,7 @@ def test_gates_refuse_then_promote_audit_and_roll_back(
     set_alias(name, "challenger", v2)
     cfg = PipelineConfig.from_args(_args(name, unique))
     store = ShadowStore(stack.redis_url)
+
     def no_drift(p):
         return None
 
@@ -271,7 +272,7 @@ def test_cli_prints_the_failed_gate_and_exits_non_zero(
 def test_open_drift_alert_from_the_monitor_state_blocks_promote_and_shows_in_the_report(
     stack, logged_model: str, unique: str, tmp_path: Path
 ) -> None:
-    """The state the drift monitor writes (monitoring.drift_state) is what the gate and report read."""
+    """The state the drift monitor writes (monitoring.drift_state) is what gate and report read."""
     import redis
     from typer.testing import CliRunner
 

@@ -84,6 +84,8 @@ async def test_churn_pipeline_scores_activity_events(stack, unique: str) -> None
     assert all(
         r["plan"] == e["plan"]
         for r, e in zip(
-            sorted(recs, key=lambda r: r["event_id"]), sorted(events, key=lambda e: e["event_id"]), strict=False
+            sorted(recs, key=lambda r: r["event_id"]),
+            sorted(events, key=lambda e: e["event_id"]),
+            strict=False,
         )
     )

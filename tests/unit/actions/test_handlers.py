@@ -111,7 +111,7 @@ async def test_publish_with_a_field_the_event_lacks_is_an_action_failure() -> No
     spec = PublishAction(type="publish", output={"topic": "x", "contract": "payments.blocked"})
     ev = _ev()
     del ev.event["score"]
-    with pytest.raises(ActionFailed, match="payments.blocked event is invalid"):
+    with pytest.raises(ActionFailed, match=r"payments.blocked event is invalid"):
         await PublishHandler(spec, Codec.for_contract("payments.blocked"), send, "user_id").run(ev)
 
 

