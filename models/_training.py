@@ -2,10 +2,11 @@
 
 A use case builds a :class:`TrainingSet` (feature columns in the order its serve config's
 ``FeaturesConfig.columns()`` gives), then :func:`fit` fits one :class:`ModelSpec` with
-XGBoost and evaluates it on held-out later rows, and :func:`log_and_register` logs it to
-MLflow (signature in column order, input example, AUC, params, a reference sample for
-the drift monitor) and registers it with the spec's label as alias. Fitting never
-touches MLflow, so tests train without it.
+XGBoost (or :func:`fit_sklearn` one :class:`SklearnSpec`, any scikit-learn binary
+classifier) and evaluates it on held-out later rows, and :func:`log_and_register` logs it
+to MLflow in its own flavor (signature in column order, input example, AUC, params, a
+reference sample for the drift monitor) and registers it with the spec's label as alias.
+Fitting never touches MLflow, so tests train without it.
 """
 
 from __future__ import annotations
@@ -42,6 +43,18 @@ class ModelSpec:
     label: str
     params: dict[str, Any]
     num_boost_round: int
+    drop_views: tuple[str, ...] = ()
+    drop_columns: tuple[str, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class SklearnSpec:
+    """What to fit with scikit-learn: a factory of the unfitted binary classifier, and which
+    views / columns to leave out (e.g. ``lambda: HistGradientBoostingClassifier()``)."""
+
+    label: str
+    make: Callable[[], Any]
     drop_views: tuple[str, ...] = ()
     drop_columns: tuple[str, ...] = ()
     description: str = ""
@@ -88,23 +101,94 @@ class FittedModel:
         x = frame[self.feature_names].to_numpy(dtype=np.float32)
         return np.asarray(self.booster.inplace_predict(x, validate_features=False))
 
+    def params(self) -> dict[str, Any]:
+        return {**self.spec.params, "num_boost_round": self.spec.num_boost_round}
+
+    def log_model(self, *, signature: Any, input_example: pd.DataFrame) -> Any:
+        """Log the booster with MLflow's xgboost flavor; returns MLflow's ModelInfo."""
+        import mlflow.xgboost
+
+        return mlflow.xgboost.log_model(
+            self.booster,
+            name="model",
+            signature=signature,
+            input_example=input_example,
+            model_format="ubj",
+        )
+
+
+@dataclass(frozen=True)
+class FittedSklearnModel:
+    """A fitted scikit-learn binary classifier, its columns and its held-out evaluation.
+
+    It was fitted on a DataFrame of its columns (float64), so it knows their names and
+    order (``feature_names_in_``); its score is ``predict_proba(X)[:, 1]``.
+    """
+
+    spec: SklearnSpec
+    estimator: Any
+    feature_names: list[str]
+    auc: float
+    n_train: int
+    n_test: int
+    fit_seconds: float
+    reference: pd.DataFrame = field(repr=False)
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        x = frame[self.feature_names].astype(np.float64)
+        return np.asarray(self.estimator.predict_proba(x)[:, 1], dtype=np.float64)
+
+    def params(self) -> dict[str, Any]:
+        scalar = (bool, int, float, str, type(None))
+        p = {k: v for k, v in self.estimator.get_params().items() if isinstance(v, scalar)}
+        return {"estimator": type(self.estimator).__name__, **p}
+
+    def skops_trusted_types(self) -> list[str]:
+        """The types of this estimator that skops does not trust by default.
+
+        MLflow 3.17 saves scikit-learn models in the skops format (no pickle) and, when it
+        saves one, loads it straight back with ``skops_trusted_types``: a type outside
+        skops' default allow-list makes ``log_model`` fail ("The saved sklearn model
+        references untrusted types"). HistGradientBoostingClassifier is one such model
+        (its ``TreePredictor`` holds raw node indices). The list is computed from the
+        estimator just fitted here, in this process, so trusting it trusts only our own
+        object; MLflow records it in the MLmodel file, where ``mlflow.sklearn.load_model``
+        (and so raylane's sklearn flavor) reads it back.
+        """
+        import skops.io
+
+        return list(skops.io.get_untrusted_types(data=skops.io.dumps(self.estimator)))
+
+    def log_model(self, *, signature: Any, input_example: pd.DataFrame) -> Any:
+        """Log the estimator with MLflow's sklearn flavor (skops format); returns ModelInfo."""
+        import mlflow.sklearn
+
+        return mlflow.sklearn.log_model(
+            self.estimator,
+            name="model",
+            signature=signature,
+            input_example=input_example,
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+            skops_trusted_types=self.skops_trusted_types() or None,
+        )
+
 
 @dataclass(frozen=True)
 class TrainResult:
     """Fitted models by label, their registry references (if logged) and timings."""
 
-    models: dict[str, FittedModel]
+    models: dict[str, FittedModel | FittedSklearnModel]
     registered: dict[str, Any]
     n_events: int
     positive_rate: float
     seconds: float
 
     @property
-    def champion(self) -> FittedModel:
+    def champion(self) -> FittedModel | FittedSklearnModel:
         return self.models["champion"]
 
     @property
-    def challenger(self) -> FittedModel:
+    def challenger(self) -> FittedModel | FittedSklearnModel:
         return self.models["challenger"]
 
     @property
@@ -149,8 +233,52 @@ def fit(
     )
 
 
+def fit_sklearn(
+    data: TrainingSet,
+    spec: SklearnSpec,
+    *,
+    test_fraction: float = 0.25,
+    reference_rows: int = REFERENCE_ROWS,
+) -> FittedSklearnModel:
+    """Fit `spec`'s classifier on the earlier rows, evaluate ROC AUC on the later ones.
+
+    The same split and reference sample as :func:`fit` (so the drift monitor compares the
+    same kind of window), with the classifier's ``predict_proba[:, 1]`` as the score.
+    """
+    t0 = time.perf_counter()
+    names = data.columns_for(spec)
+    tr, te = data.split(test_fraction)
+    frame = data.frame[names].astype(np.float64)
+    est = spec.make()
+    est.fit(frame.iloc[tr], data.label[tr])
+    if list(getattr(est, "classes_", [])) != [0, 1]:
+        raise ValueError(
+            f"{spec.label}: {type(est).__name__} learned classes "
+            f"{list(getattr(est, 'classes_', []))}; raylane scores binary classifiers (0/1)"
+        )
+    scores = est.predict_proba(frame.iloc[te])[:, 1]
+    auc = float(roc_auc_score(data.label[te], scores))
+    rng = np.random.default_rng(0)
+    sample = np.sort(rng.choice(tr, size=min(reference_rows, len(tr)), replace=False))
+    reference = data.frame.iloc[sample][names].reset_index(drop=True)
+    reference["score"] = np.asarray(est.predict_proba(frame.iloc[sample])[:, 1], dtype=np.float64)
+    reference["label"] = data.label[sample].astype(bool)
+    return FittedSklearnModel(
+        spec, est, names, auc, len(tr), len(te), time.perf_counter() - t0, reference
+    )
+
+
+def fit_any(
+    data: TrainingSet, spec: ModelSpec | SklearnSpec, *, nthread: int | None = 1
+) -> FittedModel | FittedSklearnModel:
+    """:func:`fit_sklearn` for a :class:`SklearnSpec`, :func:`fit` (XGBoost) otherwise."""
+    if isinstance(spec, SklearnSpec):
+        return fit_sklearn(data, spec)
+    return fit(data, spec, nthread=nthread)
+
+
 def log_and_register(
-    model: FittedModel,
+    model: FittedModel | FittedSklearnModel,
     *,
     registered_name: str,
     tracking_uri: str,
@@ -160,12 +288,12 @@ def log_and_register(
 ) -> Any:
     """Log `model` to MLflow (signature, example, AUC, reference sample) and register it.
 
+    The model is logged in its own flavor (xgboost or sklearn, see ``log_model``).
     Registers a new version of `registered_name` with the spec's label as alias and
     returns its :class:`raylane.registry.ModelRef`. `artifact_location` applies when the
     experiment is created (default for sqlite URIs: ``artifacts/`` beside the database).
     """
     import mlflow
-    import mlflow.xgboost
     from mlflow.models import infer_signature
 
     from raylane.registry import REFERENCE_ARTIFACT, register
@@ -176,8 +304,7 @@ def log_and_register(
         with mlflow.start_run(run_name=f"{registered_name}-{model.spec.label}") as run:
             mlflow.log_params(
                 {
-                    **model.spec.params,
-                    "num_boost_round": model.spec.num_boost_round,
+                    **model.params(),
                     "dropped": ",".join(model.spec.drop_views + model.spec.drop_columns) or "-",
                     "n_features": len(model.feature_names),
                     **(extra_params or {}),
@@ -185,13 +312,7 @@ def log_and_register(
             )
             mlflow.log_metrics({"auc": model.auc, "n_train": model.n_train, "n_test": model.n_test})
             signature = infer_signature(features.head(100), model.reference["score"].head(100))
-            info = mlflow.xgboost.log_model(
-                model.booster,
-                name="model",
-                signature=signature,
-                input_example=features.head(5),
-                model_format="ubj",
-            )
+            info = model.log_model(signature=signature, input_example=features.head(5))
             with tempfile.TemporaryDirectory() as d:
                 path = Path(d) / Path(REFERENCE_ARTIFACT).name
                 model.reference.to_parquet(path, index=False)
@@ -240,7 +361,7 @@ def _ensure_experiment(name: str, tracking_uri: str, artifact_location: str | No
 
 def fit_and_register(
     data: TrainingSet,
-    specs: Sequence[ModelSpec],
+    specs: Sequence[ModelSpec | SklearnSpec],
     *,
     registered_name: str,
     log: bool,
@@ -249,13 +370,13 @@ def fit_and_register(
     extra_params: dict[str, Any] | None = None,
     nthread: int | None = 1,
     status: Callable[[str], None] = lambda _: None,
-) -> tuple[dict[str, FittedModel], dict[str, Any]]:
+) -> tuple[dict[str, FittedModel | FittedSklearnModel], dict[str, Any]]:
     """Fit every spec; when `log`, log and register each under `registered_name`."""
-    models: dict[str, FittedModel] = {}
+    models: dict[str, FittedModel | FittedSklearnModel] = {}
     registered: dict[str, Any] = {}
     for spec in specs:
         status(f"fitting {spec.label} ({spec.description})")
-        models[spec.label] = fit(data, spec, nthread=nthread)
+        models[spec.label] = fit_any(data, spec, nthread=nthread)
     if log:
         from raylane.registry._mlflow import resolve_tracking_uri
 
@@ -309,7 +430,7 @@ def simulate_fit_register(
     what: str,
     simulate: Callable[[], Sequence[Any]],
     build: Callable[[Sequence[Any]], TrainingSet],
-    specs: Sequence[ModelSpec],
+    specs: Sequence[ModelSpec | SklearnSpec],
     *,
     registered_name: str,
     extra_params: dict[str, Any],
@@ -319,7 +440,7 @@ def simulate_fit_register(
     nthread: int | None = 1,
     progress: bool = True,
 ) -> TrainResult:
-    """Simulate events, build the training set, fit (and log + register) every spec, with a spinner."""
+    """Simulate events, build the training set, fit (and log + register) every spec (spinner)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     t0 = time.perf_counter()

@@ -188,7 +188,8 @@ def test_promotion_mid_stream_swaps_every_replica_once_and_loses_nothing(bootstr
         assert 0 < swaps[0]["previous_poll_at"] <= t_promoted, (rid, swaps[0], t_promoted)
         assert swaps[0]["at"] >= t_promote, (rid, swaps[0], t_promote)
         print(
-            f"replica {rid}: switched v{v_old} -> v{v_new} {swaps[0]['at'] - t_promote:.2f} s after the "
+            f"replica {rid}: switched v{v_old} -> v{v_new} "
+            f"{swaps[0]['at'] - t_promote:.2f} s after the "
             f"promotion (load {swaps[0]['load_s']:.2f} s), pid {info['pid']}"
         )
     # no restart: the same replicas (same processes) that served v_old now serve v_new

@@ -4,7 +4,7 @@ for notebooks, tests and the bench's baseline (no Ray)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -15,13 +15,25 @@ __all__ = ["LocalModelClient"]
 
 
 class LocalModelClient:
-    """A model from the registry scored in this process (notebooks, tests, no Ray)."""
+    """A model from the registry scored in this process (notebooks, tests, no Ray).
 
-    def __init__(self, name: str, uri: str, **load_kw: Any) -> None:
+    `flavor` and `required_columns` are :func:`raylane.registry.load_model`'s: pass the
+    pipeline's ``cfg.features.columns()`` to refuse a model needing a column it lacks.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        uri: str,
+        *,
+        flavor: str | None = None,
+        required_columns: Collection[str] | None = None,
+        **load_kw: Any,
+    ) -> None:
         from raylane.registry.loaded import load_model
 
         self.name = name
-        self.model = load_model(uri, **load_kw)
+        self.model = load_model(uri, flavor=flavor, required_columns=required_columns, **load_kw)
 
     async def predict(self, columns: Mapping[str, np.ndarray]) -> Prediction:
         t0 = time.perf_counter()

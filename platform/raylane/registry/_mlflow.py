@@ -59,8 +59,23 @@ def check_reachable(uri: str, timeout_s: float = 3.0) -> None:
         ) from e
 
 
+_MISSING_FLAVOR = re.compile(r'does not have the "(?P<flavor>[^"]+)" flavor')
+
+
+def missing_flavor(e: MlflowException) -> str | None:
+    """The flavor MLflow says a model lacks, if that is the error.
+
+    MLflow reports it with RESOURCE_DOES_NOT_EXIST, the code of a missing model, so it is
+    told apart by its message: the model exists, it was logged with other flavors.
+    """
+    m = _MISSING_FLAVOR.search(str(e))
+    return m.group("flavor") if m else None
+
+
 def is_not_found(e: MlflowException) -> bool:
     """Whether MLflow says the thing asked for does not exist (vs. any other failure)."""
+    if missing_flavor(e) is not None:
+        return False
     code = getattr(e, "error_code", "")
     if code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
         return True
@@ -83,30 +98,48 @@ def parse_uri(uri: str) -> tuple[str, str | None, int | None]:
 
 @contextmanager
 def boundary(what: str, uri: str, *, name: str | None = None) -> Iterator[None]:
-    """Wrap MLflow errors raised while doing `what` into a ModelError that names the fix."""
+    """Wrap MLflow errors raised while doing `what` into a ModelError that names the fix.
+
+    An unreachable server is a DependencyError (retriable: a hot swap tries again at its
+    next poll instead of refusing the version).
+    """
     try:
         yield
     except (ModelError, DependencyError):
         raise
     except MlflowException as e:
-        raise ModelError(_message(what, uri, name, e), stage="registry") from e
+        cls = DependencyError if _connection_failed(e) else ModelError
+        raise cls(_message(what, uri, name, e), stage="registry") from e
     except (OSError, ConnectionError) as e:
-        raise ModelError(
+        raise DependencyError(
             f"{what} failed: MLflow at {uri} is unreachable ({e}); run `raylane dev up` or "
             "set MLFLOW_TRACKING_URI to a running tracking server",
             stage="registry",
         ) from e
 
 
+def _connection_failed(e: MlflowException) -> bool:
+    text = str(e).lower()
+    return "max retries" in text or "connection" in text
+
+
 def _message(what: str, uri: str, name: str | None, e: MlflowException) -> str:
     code = getattr(e, "error_code", "")
     text = str(e)
+    flavor = missing_flavor(e)
+    if flavor is not None:
+        thing = f"model {name}" if name else "the model"
+        return (
+            f"{what} failed: {thing} has no {flavor} flavor (it was logged with another); set "
+            "`flavor:` in the model config to one of its flavors (see its MLmodel file), or "
+            f"register a {flavor} model"
+        )
     if is_not_found(e):
         thing = f"registered model {name}" if name else "the model"
         return f"{what} failed: {thing} was not found in MLflow at {uri}; " + _BOOTSTRAP.replace(
             "<name>", name or "<name>"
         )
-    if "max retries" in text.lower() or "connection" in text.lower():
+    if _connection_failed(e):
         return (
             f"{what} failed: MLflow at {uri} is unreachable ({text.splitlines()[0]}); run "
             "`raylane dev up` or set MLFLOW_TRACKING_URI to a running tracking server"

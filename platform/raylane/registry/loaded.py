@@ -1,25 +1,25 @@
-"""Load a registered XGBoost model for serving and score columnar batches with it.
+"""Load a registered model for serving, whatever its MLflow flavor, and score columnar batches.
 
-:func:`load_model` resolves the URI to one version, downloads it once, reads the input
-column order from its MLflow signature and returns a :class:`LoadedModel` whose
-``predict`` stacks the model's own columns into one float32 array and makes a single
-``Booster.inplace_predict`` call per batch (missing columns become NaN, which XGBoost
-treats as missing values).
+:func:`load_model` resolves the URI to one version, downloads it once, picks the flavor
+(the config's ``flavor:``, else the model's own, see :mod:`raylane.flavors`) and returns a
+:class:`LoadedModel` whose ``predict`` stacks the model's own columns into one matrix and
+makes one library call per batch. A model that needs a column the pipeline does not
+produce is refused at load (and at score time), never scored on NaN-filled columns.
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import xgboost as xgb
 
-from raylane.errors import ModelError
+from raylane.errors import ModelError, RaylaneError
+from raylane.flavors import Scorer, model_flavors, pick_flavor, require_columns
 from raylane.registry._mlflow import boundary, client, resolve_tracking_uri
 from raylane.registry.refs import ModelRef, resolve
 
@@ -36,35 +36,50 @@ class LoadedModel:
     name: str
     version: int
     uri: str
-    booster: xgb.Booster
-    feature_names: list[str]
+    scorer: Scorer = field(repr=False)
     alias: str | None = None
-    device: str = "cpu"
     ref: ModelRef | None = field(default=None, repr=False)
+    #: the serve config whose features feed it (named when a column is missing)
+    config: str = ""
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.scorer.feature_names
+
+    @property
+    def device(self) -> str:
+        return self.scorer.device
+
+    @property
+    def flavor(self) -> str:
+        return self.scorer.flavor
+
+    @property
+    def label(self) -> str:
+        return f"model {self.name} v{self.version}"
 
     def stack(self, columns: Mapping[str, Any]) -> np.ndarray:
-        """The model's input matrix: its columns in order, float32, NaN where missing."""
+        """The model's input matrix: its columns in order, in the flavor's dtype.
+
+        Raises MissingColumnsError when `columns` lacks one of them.
+        """
+        require_columns(self.label, self.feature_names, columns.keys(), self.config)
         n = _length(columns)
-        x = np.full((n, len(self.feature_names)), np.nan, dtype=np.float32)
+        x = np.empty((n, len(self.feature_names)), dtype=self.scorer.dtype)
         for j, name in enumerate(self.feature_names):
-            col = columns.get(name)
-            if col is not None:
-                x[:, j] = col
+            x[:, j] = columns[name]
         return x
 
     def predict(self, columns: Mapping[str, Any]) -> np.ndarray:
-        """Scores for a batch given as column name -> 1-d array (one inplace_predict call)."""
+        """Scores for a batch given as column name -> 1-d array (one model call)."""
         return self.predict_matrix(self.stack(columns))
 
     def predict_matrix(self, x: np.ndarray) -> np.ndarray:
-        """Scores for an input matrix built by :meth:`stack` (one inplace_predict call)."""
-        if x.shape[0] == 0:
-            return np.zeros(0, dtype=np.float32)
-        out = self.booster.inplace_predict(x, validate_features=False)
-        return np.asarray(out)
+        """Scores for an input matrix built by :meth:`stack` (one model call)."""
+        return self.scorer.predict_matrix(x)
 
-    def missing_columns(self, columns: Mapping[str, Any]) -> list[str]:
-        """The model's columns that `columns` lacks (they would be scored as missing)."""
+    def missing_columns(self, columns: Collection[str] | Mapping[str, Any]) -> list[str]:
+        """The model's columns that `columns` lacks (it refuses to score without them)."""
         return [c for c in self.feature_names if c not in columns]
 
 
@@ -78,19 +93,27 @@ def load_model(
     uri: str,
     *,
     device: Literal["cpu", "cuda"] | str = "cpu",
+    flavor: str | None = None,
+    required_columns: Collection[str] | None = None,
+    config: str = "",
     nthread: int | None = None,
     tracking_uri: str | None = None,
 ) -> LoadedModel:
     """Resolve `uri` (``models:/name@alias`` or ``models:/name/version``) and load it.
 
-    `device` sets the booster's ``device`` parameter (``cpu``, ``cuda`` or ``cuda:<n>``).
+    `device`: ``cpu``, ``cuda`` or ``cuda:<n>`` (XGBoost scores there; CPU-only flavors say
+    so and use the CPU). `flavor`: the loader to use (a key of
+    :data:`raylane.flavors.FLAVORS`); None picks from the model's own flavors.
+    `required_columns`: the columns the pipeline produces (``FeaturesConfig.columns()``);
+    every input column of the model must be one of them, or loading fails with a
+    MissingColumnsError naming the columns, the model and `config` (the serve config file
+    to fix). None skips the check (notebooks, scoring a frame of the model's own columns).
     """
     import mlflow.artifacts
-    import mlflow.xgboost
-    from mlflow.models import Model
 
     tu = resolve_tracking_uri(tracking_uri)
     ref = resolve(uri, tracking_uri=tu)
+    label = f"model {ref.name} v{ref.version}"
     with boundary(f"loading {ref.uri_pinned}", tu, name=ref.name):
         # Download the version's own source: MLflow's models:/ resolution ignores the
         # registry_uri argument and falls back to the process default (a local sqlite file).
@@ -100,38 +123,37 @@ def load_model(
             tracking_uri=tu,
             dst_path=tempfile.mkdtemp(prefix=f"raylane-{ref.name}-{ref.version}-"),
         )
-        meta = Model.load(local)
-        booster = mlflow.xgboost.load_model(local)
-    if not isinstance(booster, xgb.Booster):
-        booster = booster.get_booster()
-    names = _feature_names(meta, booster, ref)
-    params: dict[str, Any] = {"device": device}
-    if nthread:
-        params["nthread"] = nthread
-    booster.set_param(params)
-    return LoadedModel(
-        ref.name, ref.version, ref.uri_pinned, booster, names, ref.alias, device, ref
-    )
+    flavors = _flavors(local, label, ref)
+    loader = pick_flavor(flavors, flavor, label=label)
+    try:
+        scorer = loader.load(local, device=device, nthread=nthread, label=label)
+    except RaylaneError:
+        raise
+    except Exception as e:  # the library's own error, wrapped once here
+        raise ModelError(
+            f"{label} ({ref.uri_pinned}) could not be loaded with the {loader.name} flavor "
+            f"({_first_line(e)}); it has flavors [{', '.join(flavors)}]: set `flavor:` in the "
+            "model config to another of them, or log the model again",
+            stage="registry",
+        ) from e
+    if required_columns is not None:
+        require_columns(label, scorer.feature_names, required_columns, config)
+    return LoadedModel(ref.name, ref.version, ref.uri_pinned, scorer, ref.alias, ref, config)
 
 
-def _feature_names(meta: Any, booster: xgb.Booster, ref: ModelRef) -> list[str]:
-    sig = meta.signature
-    names = list(sig.inputs.input_names()) if sig is not None and sig.inputs else []
-    if not names:
-        names = list(booster.feature_names or [])
-    if not names:
+def _flavors(local: str, label: str, ref: ModelRef) -> list[str]:
+    try:
+        return model_flavors(local)
+    except Exception as e:
         raise ModelError(
-            f"model {ref.uri_pinned} has neither a signature nor booster feature names, so its "
-            "input columns are unknown; log it with signature=infer_signature(X, y)",
+            f"{label} ({ref.uri_pinned}) has no readable MLmodel file ({_first_line(e)}); "
+            "register a model logged with mlflow.<flavor>.log_model",
             stage="registry",
-        )
-    if booster.num_features() != len(names):
-        raise ModelError(
-            f"model {ref.uri_pinned}: signature lists {len(names)} columns but the booster "
-            f"expects {booster.num_features()}; re-log it with a matching signature",
-            stage="registry",
-        )
-    return names
+        ) from e
+
+
+def _first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
 
 
 def load_reference(uri: str, *, tracking_uri: str | None = None) -> pd.DataFrame:

@@ -37,9 +37,19 @@ class ModelServer:
     For an alias URI a background task polls the registry and hot-swaps the version
     without a restart (:class:`~raylane.serving.hosted.HostedModel`). With
     ``batching`` set, concurrent batch calls are merged into one model call.
+    `columns` are the columns the pipeline produces: a version (the first, or one the
+    alias moves to) that needs another column is refused; `config` names the serve
+    config to fix in that message.
     """
 
-    def __init__(self, spec: dict[str, Any], env: dict[str, str], deployment: str = "") -> None:
+    def __init__(
+        self,
+        spec: dict[str, Any],
+        env: dict[str, str],
+        deployment: str = "",
+        columns: Sequence[str] | None = None,
+        config: str = "",
+    ) -> None:
         os.environ.update(env)
         os.environ.setdefault(
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"
@@ -52,16 +62,24 @@ class ModelServer:
         self.cfg = ModelConfig.model_validate(spec)
         self.deployment = deployment or self.cfg.name
         self.device = "cuda" if self.cfg.ray_actor_options.num_gpus > 0 else "cpu"
+        produced = None if columns is None else list(columns)
         self.hosted = HostedModel(
             self.cfg,
-            load=lambda uri: load_model(uri, device=self.device),
+            load=lambda uri: load_model(
+                uri,
+                device=self.device,
+                flavor=self.cfg.flavor,
+                required_columns=produced,
+                config=config,
+            ),
             resolve_version=lambda uri: str(resolve(uri).version),
         )
         log.warning(
-            "model %s loaded: %s version %s on %s",
+            "model %s loaded: %s version %s (%s) on %s",
             self.cfg.name,
             self.hosted.model.name,
             self.hosted.version,
+            getattr(self.hosted.model, "flavor", "?"),
             self.device,
         )
         b = self.cfg.batching
@@ -92,6 +110,7 @@ class ModelServer:
         """Check the alias every reload_poll_s; load a moved alias off the event loop."""
         while True:
             await asyncio.sleep(self.cfg.reload_poll_s)
+            refused = len(self.hosted.refusals)
             try:  # resolve + download + load off the event loop; the old version keeps scoring
                 got = await asyncio.to_thread(self.hosted.fetch)
             except Exception as e:
@@ -103,6 +122,8 @@ class ModelServer:
                     self.hosted.version,
                 )
                 continue
+            if len(self.hosted.refusals) > refused:
+                self._metrics.model_swaps_refused.labels(deployment=self.deployment).inc()
             if got is not None:
                 self.hosted.swap(*got)  # on the event loop, where batches are scored
                 self._metrics.model_swaps.labels(deployment=self.deployment).inc()
@@ -143,12 +164,14 @@ class ModelServer:
             "name": m.name,
             "version": self.hosted.version,
             "features": list(m.feature_names),
-            "device": self.device,
+            "device": getattr(m, "device", self.device),
             "replica": ctx.replica_id.unique_id,
             "node_id": ray.get_runtime_context().get_node_id(),
             "pid": os.getpid(),
             "swaps": [asdict(s) for s in self.hosted.swaps],
             "poll_errors": self.hosted.poll_errors,
+            "refusals": [asdict(r) for r in self.hosted.refusals],
+            "flavor": getattr(m, "flavor", None),
             "cache": None
             if cache is None
             else {**asdict(cache.stats), "hit_rate": cache.stats.hit_rate, "size": len(cache)},
@@ -158,7 +181,7 @@ class ModelServer:
 class ServeModelClient:
     """A :class:`~raylane.pipeline.processor.ModelClient` over a Serve deployment handle."""
 
-    def __init__(self, name: str, handle: DeploymentHandle, timeout_s: float) -> None:
+    def __init__(self, name: str, handle: DeploymentHandle[Any], timeout_s: float) -> None:
         self.name = name
         self.handle = handle
         self.timeout_s = timeout_s
@@ -194,9 +217,9 @@ class KafkaIngress(LoopHost):
         self,
         args: dict[str, Any],
         env: dict[str, str],
-        primary: DeploymentHandle,
-        shadows: Sequence[DeploymentHandle],
-        monitors: Sequence[DeploymentHandle] = (),  # bound here only so they deploy with the app
+        primary: DeploymentHandle[Any],
+        shadows: Sequence[DeploymentHandle[Any]],
+        monitors: Sequence[DeploymentHandle[Any]] = (),  # bound only to deploy with the app
     ) -> None:
         self._handles = (primary, list(shadows))
         super().__init__(args, env)

@@ -2,7 +2,8 @@
 
 ``serve run serve_configs/fraud.yaml`` calls :func:`build_app` with the
 application's ``args``; it validates them (errors name the YAML path) and binds
-one model deployment per model plus the Kafka ingress. Connection settings come
+one model deployment per model (given the columns the pipeline produces, so a model
+needing another one is refused) plus the Kafka ingress. Connection settings come
 from the environment and are handed to every replica, so the same config runs
 locally and on a cluster.
 """
@@ -55,10 +56,17 @@ def model_options(m: ModelConfig) -> dict[str, Any]:
 
 
 def _model(cfg: PipelineConfig, m: ModelConfig, env: dict[str, str]) -> Application:
+    """One model deployment; it refuses a version needing a column the pipeline lacks."""
     name = deployment_names(cfg)[m.name]
-    return ModelServer.options(  # type: ignore[attr-defined]
+    return ModelServer.options(  # type: ignore[attr-defined,no-any-return]
         name=name, **model_options(m)
-    ).bind(m.model_dump(mode="json"), env, name)
+    ).bind(
+        m.model_dump(mode="json"),
+        env,
+        name,
+        columns=cfg.features.columns(),
+        config=f"the serve config of pipeline {cfg.name} (serve_configs/{cfg.name}.yaml)",
+    )
 
 
 def build_app(args: dict[str, Any]) -> Application:
@@ -72,7 +80,7 @@ def build_app(args: dict[str, Any]) -> Application:
     env = Settings.load().as_env()
     primary = _model(cfg, cfg.models.primary, env)
     shadows = [_model(cfg, s, env) for s in cfg.models.shadows]
-    return KafkaIngress.options(  # type: ignore[attr-defined]
+    return KafkaIngress.options(  # type: ignore[attr-defined,no-any-return]
         name=deployment_names(cfg)["ingress"],
         num_replicas=cfg.ingress.num_replicas,
         ray_actor_options=_actor_options(cfg.ingress.ray_actor_options),

@@ -6,6 +6,12 @@ registry every ``reload_poll_s``: when the alias has moved it loads the new vers
 *beside* the old one (the old keeps scoring meanwhile), then swaps in one assignment
 and clears the cache. Every batch is scored by exactly one version, which the result
 names; every swap is recorded (``swaps``) for tests and the operator.
+
+A new version that cannot be loaded (it needs a column the pipeline does not produce, it
+lacks the configured flavor, its artifact is broken) is *refused*: the old version keeps
+scoring, the refusal is recorded (``refusals``) and logged, and that version is not tried
+again until the alias moves. A dependency outage (retriable) is not a refusal: the caller
+counts it and the next poll tries again.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import numpy as np
 from raylane.config import ModelConfig
 from raylane.serving.cache import PredictionCache
 
-__all__ = ["HostedModel", "Scorable", "Swap", "score_merged"]
+__all__ = ["HostedModel", "Refusal", "Scorable", "Swap", "score_merged"]
 
 log = logging.getLogger("raylane.serving")
 
@@ -31,7 +37,9 @@ class Scorable(Protocol):
 
     name: str
     version: int
-    feature_names: list[str]
+
+    @property
+    def feature_names(self) -> list[str]: ...
 
     def stack(self, columns: Mapping[str, Any]) -> np.ndarray: ...
 
@@ -49,6 +57,16 @@ class Swap:
     #: the swap came from the first check after it, so it lags the alias move by at most
     #: one poll interval plus the load
     previous_poll_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A version the alias moved to that this replica refused to swap to."""
+
+    version: str
+    #: epoch seconds of the refusal
+    at: float
+    reason: str
 
 
 class HostedModel:
@@ -72,6 +90,8 @@ class HostedModel:
             else None
         )
         self.swaps: list[Swap] = []
+        self.refusals: list[Refusal] = []
+        self._refused: str | None = None  # the version the alias points at, refused
         self.poll_errors = 0
         self.last_unchanged_poll = 0.0
 
@@ -108,18 +128,43 @@ class HostedModel:
     def fetch(self) -> tuple[Scorable, float] | None:
         """Resolve the alias; if it moved, load the new version (blocking: run it in a thread).
 
-        Returns the loaded version and its load time, or None when nothing changed.
+        Returns the loaded version and its load time, or None when nothing changed or the
+        new version was refused (see :attr:`refusals`). Retriable errors (the registry is
+        unreachable) propagate: the caller counts them and polls again.
         """
         if not self.watches_alias:
             return None
         checked_at = time.time()
         target = str(self._resolve(self.cfg.uri))
+        if target == self._refused:
+            return None  # refused already: tried again only after the alias moves
+        self._refused = None
         if target == self.version:
             self.last_unchanged_poll = checked_at
             return None
         t0 = time.perf_counter()
-        new = self._load(f"models:/{self.cfg.registered_name}/{target}")
+        try:
+            new = self._load(f"models:/{self.cfg.registered_name}/{target}")
+        except Exception as e:
+            if getattr(e, "retriable", False):
+                raise
+            self._refuse(target, e)
+            return None
         return new, time.perf_counter() - t0
+
+    def _refuse(self, version: str, e: Exception) -> None:
+        reason = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
+        self._refused = version
+        self.refusals.append(Refusal(version, time.time(), reason))
+        log.error(
+            "model %s: refused to swap %s v%s -> v%s, v%s keeps serving: %s",
+            self.cfg.name,
+            self.cfg.registered_name,
+            self.version,
+            version,
+            self.version,
+            reason,
+        )
 
     def swap(self, new: Scorable, load_s: float = 0.0) -> Swap:
         """Switch to `new` (call it on the thread that scores: the cache is not thread-safe)."""

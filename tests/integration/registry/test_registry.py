@@ -13,6 +13,7 @@ from raylane.errors import ModelError
 from raylane.loading import import_file
 from raylane.registry import (
     LoadedModel,
+    MissingColumnsError,
     ModelRef,
     load_model,
     load_reference,
@@ -91,12 +92,21 @@ def test_challenger_scores_its_own_columns(trained, batch, tracking_uri: str) ->
     assert not any(c.startswith("merchant_profile__") for c in m.feature_names)
     x = np.column_stack([batch[c] for c in m.feature_names]).astype(np.float32)
     np.testing.assert_array_equal(m.predict(batch), trained.challenger.booster.inplace_predict(x))
-    # A missing column is scored as missing (NaN), not as an error.
+    # A missing column is refused, never scored as missing (NaN).
     partial = {c: v for c, v in batch.items() if c != "amount"}
     assert m.missing_columns(partial) == ["amount"]
-    nan_x = x.copy()
-    nan_x[:, m.feature_names.index("amount")] = np.nan
-    np.testing.assert_array_equal(m.predict(partial), m.booster.inplace_predict(nan_x))
+    with pytest.raises(
+        MissingColumnsError,
+        match=r"model fraud v2 needs column 'amount', which the pipeline does not produce; "
+        r"add it under features \(event / online / windows / derived\)",
+    ):
+        m.predict(partial)
+    with pytest.raises(MissingColumnsError, match=r"model fraud v2 needs column 'amount'"):
+        load_model(
+            "models:/fraud@challenger",
+            tracking_uri=tracking_uri,
+            required_columns=[c for c in batch if c != "amount"],
+        )
 
 
 def test_reference_sample_is_logged(trained, tracking_uri: str) -> None:  # type: ignore[no-untyped-def]
@@ -134,7 +144,7 @@ def test_missing_model_or_version(trained, tracking_uri: str) -> None:  # type: 
         resolve("models:/churn@champion", tracking_uri=tracking_uri)
     with pytest.raises(ModelError, match="has no version 99"):
         resolve("models:/fraud/99", tracking_uri=tracking_uri)
-    with pytest.raises(ModelError, match="not found|does not exist"):
+    with pytest.raises(ModelError, match=r"not found|does not exist"):
         set_alias("fraud", "x", 99, tracking_uri=tracking_uri)
 
 
