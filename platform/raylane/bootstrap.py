@@ -50,7 +50,8 @@ def prepare_hook(config_path: Path, cfg: PipelineConfig) -> Path:
     path = root / "models" / cfg.name / "prepare.py"
     if not path.is_file():
         raise ConfigError(
-            f"{path} does not exist; a pipeline named {cfg.name!r} needs models/{cfg.name}/prepare.py "
+            f"{path} does not exist; a pipeline named {cfg.name!r} needs "
+            f"models/{cfg.name}/prepare.py "
             "defining prepare(cfg, settings, *, console, quiet, **options)"
         )
     return path
@@ -104,11 +105,10 @@ def backfill_windows(
     import asyncio
 
     async def run() -> int:
-        import redis.asyncio as aioredis
-
         from raylane.features import RedisWindowStore
+        from raylane.redis_clients import connect
 
-        client = aioredis.from_url(settings.redis_url)
+        client = connect(settings.redis_url)
         try:
             store = RedisWindowStore(client, cfg.name, cfg.features.windows)
             await store.clear()

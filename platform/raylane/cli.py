@@ -36,6 +36,7 @@ dev_app = typer.Typer(
 )
 app.add_typer(dev_app, name="dev")
 
+
 def _status_table(rows: list[Any]) -> Table:
     table = Table(title="raylane dev stack", title_justify="left")
     for col in ("component", "address", "pid", "healthy", "owner", "detail"):

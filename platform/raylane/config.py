@@ -100,6 +100,18 @@ class InputConfig(Frozen):
     max_event_bytes: PositiveInt = Field(
         default=1 << 20, description="Events larger than this go to the DLQ (default 1 MiB)."
     )
+    max_future_skew_s: PositiveFloat | None = Field(
+        default=300.0,
+        description="An event whose `event_time` is more than this ahead of its record's broker "
+        "timestamp goes to the DLQ (EventTimeOutOfRange): one far-future event would otherwise "
+        "move its key's window forward and drop the real events from it. null turns it off.",
+    )
+    max_event_age_s: PositiveFloat | None = Field(
+        default=None,
+        description="An event whose `event_time` is more than this behind its broker timestamp "
+        "goes to the DLQ (EventTimeOutOfRange). Off by default: replays and backfills carry old "
+        "event times.",
+    )
 
     @property
     def dlq(self) -> str:
@@ -139,6 +151,12 @@ class IngressConfig(Frozen):
     session_timeout_ms: PositiveInt = Field(
         default=10_000,
         description="Consumer-group session timeout; a dead replica is evicted after it.",
+    )
+    stall_timeout_s: PositiveFloat = Field(
+        default=120.0,
+        description="Liveness: a replica that owns partitions with pending input and has "
+        "committed nothing for this long (while not waiting out a dependency outage) fails "
+        "its health check, and Serve restarts it.",
     )
     poison_retries: NonNegativeInt = Field(
         default=2,
@@ -325,6 +343,12 @@ class ModelConfig(Frozen):
         pattern=_MODEL_URI,
         description="MLflow registry URI: models:/<name>@<alias> or models:/<name>/<version>.",
     )
+    flavor: Literal["xgboost", "sklearn", "lightgbm", "python_function"] | None = Field(
+        default=None,
+        description="MLflow flavor to load the model with (raylane.flavors); unset: the first "
+        "of xgboost, lightgbm, sklearn, python_function that the model was logged with. A "
+        "version without this flavor is refused.",
+    )
     num_replicas: PositiveInt = Field(
         default=1, description="Replicas of the model deployment (ignored with autoscaling_config)."
     )
@@ -510,7 +534,8 @@ class FileRegistryConfig(Frozen):
 
 class ConfluentRegistryConfig(Frozen):
     type: Literal["confluent"] = Field(
-        description="A Confluent Schema Registry REST API (Confluent, Karapace, Redpanda, Apicurio)."
+        description="A Confluent Schema Registry REST API (Confluent, Karapace, Redpanda, "
+        "Apicurio)."
     )
     url: str = Field(
         pattern=r"^https?://",
@@ -690,6 +715,12 @@ class ActionsConfig(Frozen):
     )
     dedupe_ttl_s: PositiveInt = Field(
         default=7 * 86400, description="How long an event_id is remembered as handled, per handler."
+    )
+    claim_ttl_s: PositiveInt = Field(
+        default=60,
+        description="How long a handler's in-progress claim lives: a runner that dies mid-handler "
+        "leaves it, and the event is run again once it expires (handlers are idempotent by "
+        "event_id).",
     )
     max_batch_size: PositiveInt = Field(default=200, le=10_000, description="Events per poll.")
     ray_actor_options: ActorOptions = Field(

@@ -51,6 +51,16 @@ __all__ = [
 Sender = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[None]]
 
 
+def header_safe(value: str) -> str:
+    """`value` as an HTTP header value: printable ASCII kept, anything else percent-encoded
+    (an id is data from a producer; a non-ASCII or control character must not break the call)."""
+    if value.isascii() and value.isprintable():
+        return value
+    from urllib.parse import quote
+
+    return quote(value, safe="")
+
+
 class ActionFailed(RaylaneError):
     """An action gave up on an event (retries exhausted, breaker open, rejected): action DLQ."""
 
@@ -155,7 +165,7 @@ class _Retryable(Exception):
     """A failed attempt worth retrying (connection error, timeout, 5xx, 408, 429)."""
 
 
-class _BreakerMetric(pybreaker.CircuitBreakerListener):  # type: ignore[misc]
+class _BreakerMetric(pybreaker.CircuitBreakerListener):
     def __init__(self, pipeline: str, handler: str) -> None:
         self.gauge = ACTION_METRICS.breaker_open.labels(pipeline=pipeline, handler=handler)
         self.gauge.set(0)
@@ -220,9 +230,9 @@ class WebhookHandler:
         body = json.dumps(payload, default=_json_default).encode()
         headers = {
             "content-type": "application/json",
-            "x-correlation-id": ev.correlation_id,
-            "raylane-correlation-id": ev.correlation_id,
-            "idempotency-key": ev.event_id,
+            "x-correlation-id": header_safe(ev.correlation_id),
+            "raylane-correlation-id": header_safe(ev.correlation_id),
+            "idempotency-key": header_safe(ev.event_id),
             **self.spec.headers,
         }
         try:

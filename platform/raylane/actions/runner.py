@@ -1,14 +1,20 @@
 """The action runner: consume action topics, run each topic's handlers once per event_id.
 
-Per (event, handler) the runner first claims ``raylane:actions:<pipeline>:<handler>:<event_id>``
-with ``SET NX EX <dedupe_ttl_s>``: a replayed or re-delivered event finds the claim and is
-skipped (``duplicate``). Then the handler runs:
+Per (event, handler) the runner claims ``raylane:actions:<pipeline>:<handler>:<event_id>`` in
+two phases: ``SET NX EX <claim_ttl_s>`` with the value ``pending``, then, once the handler has
+succeeded, ``SET ... EX <dedupe_ttl_s>`` with ``done``. A re-delivered event that finds
+``done`` is skipped (``duplicate``); one that finds ``pending`` (another runner is on it, or one
+died mid-handler) makes the batch wait and retry: when a runner dies, its claim expires after
+``claim_ttl_s`` and the event runs again, so a crash never loses an action (handlers are
+idempotent by event_id: the webhook sends it as ``idempotency-key``). Then:
 
-* success: ``done``; the claim stays.
+* success: ``done``.
 * :class:`~raylane.actions.handlers.ActionFailed` (webhook retries exhausted, breaker open,
-  invalid derived event): the event goes to the action DLQ (``<topic>.actions.dlq`` by
-  default) with its original bytes and the header standard of :mod:`raylane.kafka.deadletters`,
-  plus ``raylane.action.handler``; the claim stays (the DLQ owns it now).
+  invalid derived event), or any other error of the handler (``ProcessingError``, with its
+  type): the event goes to the action DLQ (``<topic>.actions.dlq`` by default) with its
+  original bytes and the header standard of :mod:`raylane.kafka.deadletters`, plus
+  ``raylane.action.handler``; the claim is marked done (the DLQ owns it now) and the loop
+  goes on.
 * :class:`~raylane.errors.DependencyError` (Redis or Kafka failed): the claim is released
   and the whole batch is retried after a backoff; handlers that already succeeded find
   their claims and are not run twice.
@@ -32,7 +38,6 @@ from redis.exceptions import RedisError
 
 from raylane.actions.handlers import (
     ActionEvent,
-    ActionFailed,
     Handler,
     PublishHandler,
     UpdateProfileHandler,
@@ -41,7 +46,7 @@ from raylane.actions.handlers import (
 from raylane.actions.metrics import ACTION_METRICS
 from raylane.config import ActionsConfig, ActionTopic, PipelineConfig, PublishAction, WebhookAction
 from raylane.contracts import Codec, open_registry
-from raylane.errors import ConfigError, DependencyError
+from raylane.errors import ConfigError, DependencyError, ProcessingError, RaylaneError
 from raylane.kafka.deadletters import dlq_record
 from raylane.kafka.offsets import commit_owned, next_offsets
 from raylane.kafka.records import InRecord, OutRecord, header
@@ -50,6 +55,10 @@ from raylane.kafka.sidecar import close_clients, open_clients
 __all__ = ["ActionRunner", "build_runner", "dedupe_key"]
 
 log = logging.getLogger("raylane.actions")
+
+#: claim values: a handler is running (or died running), or it finished (ran or dead-lettered)
+PENDING = b"pending"
+DONE = b"done"
 
 
 def dedupe_key(pipeline: str, handler: str, event_id: str) -> str:
@@ -214,40 +223,70 @@ class ActionRunner:
         lab = {"pipeline": self.cfg.name, "handler": h.name}
         key = dedupe_key(self.cfg.name, h.name, ev.event_id)
         try:
-            claimed = await self.redis.set(
-                key, ev.correlation_id, nx=True, ex=self.actions.dedupe_ttl_s
-            )
+            claimed = await self.redis.set(key, PENDING, nx=True, ex=self.actions.claim_ttl_s)
+            held = None if claimed else await self.redis.get(key)
+            if isinstance(held, str):
+                held = held.encode()
         except RedisError as e:
             raise DependencyError(f"action dedupe set in Redis failed: {e}", stage="action") from e
         if not claimed:
+            if held == PENDING:  # another runner is on it, or one died mid-handler
+                raise DependencyError(
+                    f"action {h.name} of event {ev.event_id} is claimed but not done; "
+                    f"waiting for the claim to finish or expire ({self.actions.claim_ttl_s} s)",
+                    stage="action",
+                )
             self.stats["duplicate"] += 1
             ACTION_METRICS.actions.labels(outcome="duplicate", **lab).inc()
             return
         try:
             await h.run(ev)
-        except ActionFailed as e:
+        except DependencyError:
+            ACTION_METRICS.actions.labels(outcome="error", **lab).inc()
+            await self._release(key)  # not done: the batch's retry must run it again
+            raise
+        except Exception as e:
+            err = (
+                e
+                if isinstance(e, RaylaneError)
+                else ProcessingError(f"{type(e).__name__}: {e}", stage="action")
+            )
             log.warning(
-                "action %s gave up on %s (correlation %s): %s",
+                "action %s gave up on %s (correlation %s): %s: %s",
                 h.name,
                 rec.where,
                 ev.correlation_id,
-                e,
+                err.error_class,
+                err,
+                exc_info=not isinstance(e, RaylaneError),
             )
             self.stats["failed"] += 1
             ACTION_METRICS.actions.labels(outcome="failed", **lab).inc()
             await self._dead_letter(
-                topic, rec, dlq_record(rec, e, ev.correlation_id, topic.dlq), h.name
+                topic, rec, dlq_record(rec, err, ev.correlation_id, topic.dlq), h.name
             )
+            await self._mark_done(key)
             return
-        except BaseException:
-            ACTION_METRICS.actions.labels(outcome="error", **lab).inc()
-            try:
-                await self.redis.delete(key)  # not done: a retry must run it again
-            except RedisError:
-                log.exception("could not release the action claim %s", key)
+        except BaseException:  # cancelled: not done, release for the next run
+            await self._release(key)
             raise
+        await self._mark_done(key)
         self.stats["done"] += 1
         ACTION_METRICS.actions.labels(outcome="done", **lab).inc()
+
+    async def _mark_done(self, key: str) -> None:
+        try:
+            await self.redis.set(key, DONE, ex=self.actions.dedupe_ttl_s)
+        except RedisError as e:  # the effect happened; the batch retry finds PENDING and waits
+            raise DependencyError(
+                f"action claim update in Redis failed: {e}", stage="action"
+            ) from e
+
+    async def _release(self, key: str) -> None:
+        try:
+            await self.redis.delete(key)
+        except RedisError:
+            log.exception("could not release the action claim %s (it expires by itself)", key)
 
     async def _dead_letter(
         self, topic: ActionTopic, rec: InRecord, out: OutRecord, handler: str | None
@@ -278,10 +317,11 @@ def build_runner(
     cfg: PipelineConfig, *, settings: Any = None, redis: aioredis.Redis | None = None
 ) -> ActionRunner:
     """An action runner (not yet started) from the pipeline config and the environment."""
+    from raylane.redis_clients import connect
     from raylane.settings import Settings
 
     settings = settings or Settings.load()
-    client = redis or aioredis.from_url(settings.redis_url)
+    client = redis or connect(settings.redis_url)
     return ActionRunner(
         cfg, bootstrap=settings.kafka_bootstrap, redis=client, redis_url=settings.redis_url
     )

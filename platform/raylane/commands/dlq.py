@@ -1,8 +1,9 @@
-"""``raylane dlq inspect|replay``: see what is in a dead-letter topic, and re-publish it after a fix."""
+"""``raylane dlq inspect|replay``: what is in a dead-letter topic; re-publish it after a fix."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,6 +13,33 @@ from rich.table import Table
 from raylane.commands.schema import RegistryOpt, UrlOpt, _registry
 
 __all__ = ["register"]
+
+
+def _inputs_for(dlq_topic: str, configs: list[Path] | None) -> set[str]:
+    """The input topics of the pipelines (from `configs`, else serve_configs/*.yaml) that
+    dead-letter to `dlq_topic`; raises when none does."""
+    from raylane.config import load_serve_config
+    from raylane.errors import ConfigError
+
+    paths = configs or sorted(Path("serve_configs").glob("*.yaml"))
+    inputs: set[str] = set()
+    for p in paths:
+        try:
+            _, cfg = load_serve_config(p)
+        except ConfigError:
+            if configs:
+                raise
+            continue  # another kind of Serve config in the folder
+        if cfg.input.dlq == dlq_topic:
+            inputs.add(cfg.input.topic)
+    if not inputs:
+        where = ", ".join(map(str, paths)) or "serve_configs/ (no files)"
+        raise ConfigError(
+            f"no pipeline in {where} dead-letters to {dlq_topic}, so there is no input topic "
+            "to replay to; pass the pipeline's config with -f, or a target with --to TOPIC",
+            stage="dlq",
+        )
+    return inputs
 
 
 def register(app: typer.Typer) -> None:
@@ -84,10 +112,23 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option(help="Replay event ids the ledger shows replayed already.")
         ] = False,
         dry_run: Annotated[bool, typer.Option(help="Only say what would be replayed.")] = False,
+        config: Annotated[
+            list[Path] | None,
+            typer.Option(
+                "--config",
+                "-f",
+                help="Serve configs whose input topics a record may go back to "
+                "(default: every serve_configs/*.yaml whose DLQ is TOPIC).",
+                dir_okay=False,
+            ),
+        ] = None,
         registry_dir: RegistryOpt = None,
         url: UrlOpt = None,
     ) -> None:
-        """Re-publish dead letters (original key, bytes, headers) to their source topic, once."""
+        """Re-publish dead letters (original key, bytes, headers) to their source topic, once.
+
+        Only to the input topic of a pipeline whose DLQ this is, unless --to names a topic.
+        """
         from raylane.kafka.replay import ledger_topic, parse_since
         from raylane.kafka.replay import replay as do_replay
         from raylane.settings import Settings
@@ -95,6 +136,7 @@ def register(app: typer.Typer) -> None:
         _console = Console()
         settings = Settings.load()
         since_ms = parse_since(since) if since else None
+        allowed = None if to else _inputs_for(topic, config)
         with _console.status(f"replaying {topic}"):
             rep = asyncio.run(
                 do_replay(
@@ -106,14 +148,16 @@ def register(app: typer.Typer) -> None:
                     force=force,
                     dry_run=dry_run,
                     registry=_registry(registry_dir, url),
+                    allowed_topics=allowed,
                 )
             )
         verb = "would replay" if dry_run else "replayed"
         n = len(rep.event_ids) if dry_run else rep.replayed
         targets = ", ".join(f"{t}: {k}" for t, k in rep.by_target.items()) or "-"
         _console.print(
-            f"{rep.selected} selected; {verb} {n} ({targets}); skipped {rep.already_replayed} "
-            f"already replayed (ledger {ledger_topic(topic)}), {rep.duplicates} duplicate event "
-            f"ids, {rep.truncated} truncated",
+            f"read {rep.read} dead letters, {rep.selected} selected; {verb} {n} ({targets}); "
+            f"skipped {rep.already_replayed} already replayed (ledger {ledger_topic(topic)}), "
+            f"{rep.duplicates} duplicate event ids, {rep.truncated} truncated, {rep.foreign} "
+            f"whose source is not an input of {sorted(allowed) if allowed else 'the --to topic'}",
             highlight=False,
         )

@@ -1,4 +1,4 @@
-"""Confluent wire-format codec for one subject: magic byte 0, 4-byte big-endian schema id, Avro body.
+"""Confluent wire-format codec for one subject: magic byte 0, 4-byte big-endian schema id, Avro.
 
 Decoding reads against the subject's latest (reader) schema and resolves older
 writer schemas by id, so a v1 event is read by a v2 reader. JSON objects are
@@ -24,7 +24,7 @@ from fastavro.read import SchemaResolutionError
 from fastavro.validation import ValidationError
 from fastavro.validation import validate as _validate
 
-from raylane.contracts._conform import conform, reading_schema
+from raylane.contracts._conform import conform, find_non_finite, reading_schema
 from raylane.contracts._errors import (
     BadMagicByte,
     ContractViolation,
@@ -136,6 +136,9 @@ class Codec:
         # non-null optional value; the path-naming message is built only on failure.
         if not _validate(record, self.schema, raise_errors=False):
             raise self._violation(record, None)
+        bad = find_non_finite(record)
+        if bad is not None:
+            raise type(bad)(f"{bad.message} ({self.subject} v{self.version})", path=bad.path)
         buf = BytesIO()
         buf.write(self._header)
         try:
@@ -201,7 +204,7 @@ class Codec:
     # -- decode ----------------------------------------------------------------
 
     def decode(self, raw: Payload) -> dict[str, Any]:
-        """One event (Confluent Avro, or a JSON object if enabled) as a dict of the reader schema."""
+        """One event (Confluent Avro, or JSON if enabled) as a dict of the reader schema."""
         if raw is None:
             raise EmptyEvent(f"empty payload (a tombstone) for {self.subject}")
         if not isinstance(raw, (bytes, bytearray, memoryview)):
@@ -209,7 +212,8 @@ class Codec:
         n = len(raw)
         if n > self.max_event_bytes:
             raise EventTooLarge(
-                f"event of {n} bytes exceeds max_event_bytes={self.max_event_bytes} for {self.subject}"
+                f"event of {n} bytes exceeds max_event_bytes={self.max_event_bytes} "
+                f"for {self.subject}"
             )
         if n == 0:
             raise EmptyEvent(f"empty payload for {self.subject}")
@@ -283,6 +287,9 @@ class Codec:
                 f"{n - end} bytes left after the record; schema id {sid} consumed {end - 5} of "
                 f"{n - 5} body bytes ({self.subject})"
             )
+        bad = find_non_finite(record)
+        if bad is not None:
+            raise type(bad)(f"{bad.message} (schema id {sid} of {self.subject})", path=bad.path)
         return record
 
     def _resolve_writer(self, sid: int) -> tuple[dict[str, Any], dict[str, Any] | None]:

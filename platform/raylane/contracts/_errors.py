@@ -16,10 +16,12 @@ __all__ = [
     "ContractViolation",
     "CorruptEvent",
     "EmptyEvent",
+    "EventTimeOutOfRange",
     "EventTooLarge",
     "InvalidJson",
     "InvalidSchema",
     "MissingField",
+    "NonFiniteNumber",
     "SchemaMismatch",
     "SchemaNotFound",
     "SchemaRegistryError",
@@ -106,6 +108,16 @@ class MissingField(ContractViolation):
 
 class WrongType(ContractViolation):
     """A field holds a value of the wrong type (or out of range for it)."""
+
+
+class EventTimeOutOfRange(ContractViolation):
+    """An event's ``event_time`` is too far from its record's broker timestamp (the pipeline's
+    ``input.max_future_skew_s`` / ``input.max_event_age_s``)."""
+
+
+class NonFiniteNumber(WrongType):
+    """A float or double field holds NaN or an infinity (JSON ``NaN``/``1e999``, an Avro
+    double's bit pattern): no window sum or model can use it, so it is rejected at validation."""
 
 
 class SchemaRegistryError(ContractError):

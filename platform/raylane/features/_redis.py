@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -22,20 +21,9 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from raylane.errors import DependencyError
-from raylane.settings import Settings
+from raylane.redis_clients import connect, mask_url
 
 __all__ = ["client_url", "connect", "mask_url", "redis_errors", "roundtrip"]
-
-
-def mask_url(url: str) -> str:
-    """`url` with any password replaced by ``***`` (safe for logs and error messages)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def client_url(client: aioredis.Redis) -> str:
@@ -44,11 +32,6 @@ def client_url(client: aioredis.Redis) -> str:
     if "path" in kw:
         return f"unix://{kw['path']}"
     return f"redis://{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
-
-
-def connect(url: str | None = None) -> aioredis.Redis:
-    """An asyncio Redis client (hiredis parser when installed) for `url` or REDIS_URL."""
-    return aioredis.Redis.from_url(url or Settings.load().redis_url, health_check_interval=30)
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""Build an ingress loop for a pipeline config: batch core, shadow runner, Kafka clients, metrics."""
+"""Build an ingress loop for a pipeline config: batch core, shadow runner, Kafka, metrics."""
 
 from __future__ import annotations
 

@@ -63,7 +63,7 @@ class IngressStats:
     model_version: str | None = None
 
 
-class _Revoke(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Revoke(ConsumerRebalanceListener):
     """Lets the in-flight batch finish and commit before partitions move elsewhere."""
 
     def __init__(self, loop: IngressLoop) -> None:
@@ -112,6 +112,10 @@ class IngressLoop:
             max_batch_size=512 << 10,
             max_request_size=fetch_bytes,
         )
+        self._last_commit = time.monotonic()
+        self._committed: dict[tuple[str, int], int] = {}
+        self._fetched_from: dict[tuple[str, int], int] = {}  # first offset fetched, per partition
+        self._outage = False  # the last failure was a dependency outage
         self.shadows = shadows or ShadowRunner(cfg, (), metrics=metrics)
         self.shadows.sink = self.shadows.sink or self.sink
         self.shadows.stats = self.stats.shadow
@@ -155,10 +159,14 @@ class IngressLoop:
         assert self._consumer is not None, "call start() first"
         while not self._stop.is_set():
             records = await self._next_batch()
+            for r in records:
+                self._fetched_from.setdefault((r.topic, r.partition), r.offset)
             if not records:
                 await self._settle()
                 continue
             async with self._inflight:
+                if self._stop.is_set():
+                    break  # closed while the batch filled: not processed, not committed
                 result, t_start = await self._process(records)
                 await self._settle()  # batch N is out and committed before N+1 is published
                 self._finishing = asyncio.get_running_loop().create_task(
@@ -250,12 +258,12 @@ class IngressLoop:
             return result, t_start
 
     def _isolated(self, records: list[InRecord], result: BatchResult) -> None:
-        poison = sum(n for c, n in result.dlq_by_class.items())
+        poison = result.poison
         self.stats.isolations += 1
         self.stats.poison += poison
         self.metrics.isolations.labels(**self._labels).inc()
         log.warning(
-            "batch %s..%s: isolated %d dead letter(s) by splitting; %d of %d records scored",
+            "batch %s..%s: isolated %d poison record(s) by splitting; %d of %d records scored",
             records[0].where,
             records[-1].where,
             poison,
@@ -273,7 +281,7 @@ class IngressLoop:
                 break
             except Exception as e:  # retry: the outputs are already computed
                 attempt += 1
-                await self._back_off(e, attempt)
+                await self._back_off(e, attempt, publishing=True)
         result.stage_ms["publish_ms"] = (time.perf_counter() - t0) * 1000
         self._resume()
         t0 = time.perf_counter()
@@ -292,12 +300,16 @@ class IngressLoop:
             self.stats.paused = False
             self.metrics.paused.labels(**self._labels).set(0)
 
-    async def _back_off(self, e: Exception, attempt: int, failures: int = 0) -> None:
-        """Pause consumption and wait before retrying the same batch."""
+    async def _back_off(
+        self, e: Exception, attempt: int, failures: int = 0, *, publishing: bool = False
+    ) -> None:
+        """Pause consumption and wait before retrying the same batch (or its publishing)."""
         assert self._consumer is not None
         stage = e.stage if isinstance(e, RaylaneError) else "process"
         msg = f"batch failed at {stage} (attempt {attempt}): {e}"
-        if is_outage(e):
+        if publishing:
+            log.warning("%s; retrying the publish of the computed outputs", msg)
+        elif is_outage(e):
             log.warning("%s; pausing partitions and retrying", msg)
         elif failures > self.cfg.ingress.poison_retries:
             log.warning("%s; not an outage: splitting the batch to isolate the record(s)", msg)
@@ -310,6 +322,7 @@ class IngressLoop:
                 exc_info=not isinstance(e, RaylaneError),
             )
         self.stats.last_error = msg
+        self._outage = is_outage(e)
         self.stats.retries += 1
         self.metrics.retries.labels(stage=stage, **self._labels).inc()
         if not self.stats.paused:
@@ -321,10 +334,58 @@ class IngressLoop:
 
     async def _commit(self, records: list[InRecord]) -> None:
         assert self._consumer is not None
-        if not await commit_owned(self._consumer, next_offsets(records), "ingress"):
+        offsets = next_offsets(records)
+        if not await commit_owned(self._consumer, offsets, "ingress"):
             return
+        self._last_commit = time.monotonic()
+        for tp, off in offsets.items():
+            self._committed[(tp.topic, tp.partition)] = off
         self.stats.commits += 1
         self.metrics.commits.labels(**self._labels).inc()
+
+    # -- liveness -------------------------------------------------------------------------
+
+    def lag(self) -> dict[str, int]:
+        """Records not yet committed per owned partition (from the last fetch's high
+        watermark); partitions whose high watermark is not known yet are left out."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        out: dict[str, int] = {}
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            key = (tp.topic, tp.partition)
+            done = self._committed.get(key, self._fetched_from.get(key))
+            if done is None:
+                continue  # nothing fetched from it yet: its lag is not ours to judge
+            out[f"{tp.topic}[{tp.partition}]"] = max(0, high - done)
+        return out
+
+    def check_health(self) -> None:
+        """Raise when the loop owns pending input and has committed nothing for
+        ``ingress.stall_timeout_s``, unless it is waiting out a dependency outage."""
+        now = time.monotonic()
+        since = now - self._last_commit
+        lag = self.lag()
+        pending = sum(lag.values())
+        m, lab = self.metrics, self._labels
+        m.seconds_since_commit.labels(**lab).set(since)
+        for where, n in lag.items():
+            m.consumer_lag.labels(partition=where, **lab).set(n)
+        if pending == 0:
+            self._last_commit = now  # idle is not stuck
+            return
+        if self.stats.paused and self._outage:
+            return  # paused on purpose: the breaker and the retry loop own this
+        if since > self.cfg.ingress.stall_timeout_s:
+            raise RuntimeError(
+                f"ingress of {self.cfg.name} is stuck: {pending} records pending on "
+                f"{sorted(lag)} and no commit for {since:.0f} s "
+                f"(ingress.stall_timeout_s = {self.cfg.ingress.stall_timeout_s:g}); "
+                f"last error: {self.stats.last_error}"
+            )
 
     def _account(self, result: BatchResult, records: list[InRecord]) -> None:
         m, lab, s = self.metrics, self._labels, self.stats

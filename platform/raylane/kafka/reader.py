@@ -25,7 +25,9 @@ async def read_topic(
 
     Reads at least up to the end offsets the broker reports (waiting up to `timeout_s`
     for them), then until `idle_s` passes without a new record: the embedded broker's
-    end offsets can lag the last record, so the end is confirmed by silence.
+    end offsets can lag the last record, so the end is confirmed by silence. Raises a
+    retriable :class:`~raylane.errors.DependencyError` naming the partitions that did not
+    reach their end offset within `timeout_s`: a partial read is never returned as whole.
     """
     conn = connection(bootstrap)
     c = conn.consumer(
@@ -40,7 +42,8 @@ async def read_topic(
     except Exception as e:
         await c.stop()
         raise DependencyError(
-            f"cannot reach Kafka at {conn.bootstrap}: {e}; is the broker up (`raylane dev status`)?",
+            f"cannot reach Kafka at {conn.bootstrap}: {e}; "
+            "is the broker up (`raylane dev status`)?",
             stage=stage,
         ) from e
     out: list[Any] = []
@@ -60,6 +63,19 @@ async def read_topic(
             reached = all(last.get(tp.partition, 0) >= end for tp, end in ends.items())
             if reached and time.monotonic() >= idle_until:
                 break
+        else:
+            short = {
+                tp.partition: (last.get(tp.partition, 0), end)
+                for tp, end in ends.items()
+                if last.get(tp.partition, 0) < end
+            }
+            if short:
+                where = ", ".join(f"[{p}] at {got} of {end}" for p, (got, end) in short.items())
+                raise DependencyError(
+                    f"read of {topic} incomplete after {timeout_s:g} s: {where}; "
+                    "nothing was done with the partial read, run it again",
+                    stage=stage,
+                )
     finally:
         await c.stop()
     out.sort(key=lambda m: (m.partition, m.offset))

@@ -16,7 +16,7 @@ import json
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -91,6 +91,10 @@ class ReplayReport:
     already_replayed: int = 0
     duplicates: int = 0
     truncated: int = 0
+    #: dead letters read from the DLQ topic (all of it, or the command fails)
+    read: int = 0
+    #: skipped: their source topic is not an input of the given pipelines (and no `to_topic`)
+    foreign: int = 0
     by_target: dict[str, int] = field(default_factory=dict)
     event_ids: list[str] = field(default_factory=list)
 
@@ -106,14 +110,25 @@ async def replay(
     dry_run: bool = False,
     registry: Any = None,
     idle_s: float = 1.0,
+    allowed_topics: Collection[str] | None = None,
 ) -> ReplayReport:
     """Re-publish the selected dead letters to their source topic (or `to_topic`).
 
     Selection: `error_class` (exact), dead-lettered at or after `since_ms`. Skips
     truncated records and, unless `force`, event ids the ledger shows replayed
-    after they were dead-lettered. Waits for every acknowledgement, then writes
-    the ledger, so a crash in between replays again (consumers de-duplicate).
+    after they were dead-lettered. Without `to_topic`, a record goes back only to a
+    source topic in `allowed_topics` (the pipelines' configured inputs; a DLQ record's
+    header is data and must not pick any topic it likes): the others are counted as
+    `foreign` and skipped. Waits for every acknowledgement, then writes the ledger, so a
+    crash in between replays again (consumers de-duplicate). Reading the DLQ or its
+    ledger short of their end raises instead of replaying part of it.
     """
+    if to_topic is None and allowed_topics is None:
+        raise RaylaneError(
+            f"replaying {dlq_topic} needs the topics its records may go back to "
+            "(allowed_topics: the pipeline's inputs) or one target (to_topic)",
+            stage="dlq",
+        )
     letters = await read_dead_letters(bootstrap, dlq_topic, idle_s)
     ledger: dict[str, int] = {}
     if not force:
@@ -124,7 +139,7 @@ async def replay(
             except (ValueError, KeyError, TypeError):
                 continue
             ledger[eid] = max(ledger.get(eid, 0), at)
-    report = ReplayReport(dlq_topic)
+    report = ReplayReport(dlq_topic, read=len(letters))
     picked: list[tuple[DeadLetter, str]] = []
     seen: set[str] = set()
     for d in letters:
@@ -133,6 +148,9 @@ async def replay(
         if since_ms is not None and d.time_ms < since_ms:
             continue
         report.selected += 1
+        if to_topic is None and allowed_topics is not None and d.source_topic not in allowed_topics:
+            report.foreign += 1
+            continue
         if d.truncated:
             report.truncated += 1
             continue

@@ -16,6 +16,7 @@ from raylane.config import PromotionConfig
 from raylane.errors import DependencyError
 from raylane.lifecycle.shadow_stats import ShadowAggregate
 from raylane.monitoring.drift_state import DriftState, drift_key
+from raylane.redis_clients import connect_sync
 
 __all__ = [
     "DriftCheck",
@@ -42,9 +43,7 @@ class RedisDriftCheck:
 
     def __init__(self, redis_url: str, *, client: Any = None) -> None:
         if client is None:
-            import redis
-
-            client = redis.Redis.from_url(redis_url)
+            client = connect_sync(redis_url)
         self._r = client
         self.redis_url = redis_url
 
@@ -53,7 +52,8 @@ class RedisDriftCheck:
             raw = self._r.get(drift_key(pipeline))
         except Exception as e:
             raise DependencyError(
-                f"cannot read the drift state {drift_key(pipeline)} from Redis at {self.redis_url}: "
+                f"cannot read the drift state {drift_key(pipeline)} "
+                f"from Redis at {self.redis_url}: "
                 f"{e}; is Redis up (`raylane dev status`)? Or pass --force --reason to skip gates",
                 stage="promotion",
             ) from e
@@ -82,7 +82,10 @@ class GateResult:
     def describe(self) -> str:
         verdict = "passed" if self.passed else "FAILED"
         extra = f" ({self.detail})" if self.detail else ""
-        return f"gate {self.name} {verdict}: measured {_fmt(self.measured)}, threshold {_fmt(self.threshold)}{extra}"
+        return (
+            f"gate {self.name} {verdict}: measured {_fmt(self.measured)}, "
+            f"threshold {_fmt(self.threshold)}{extra}"
+        )
 
 
 def _fmt(v: Any) -> str:
@@ -119,7 +122,8 @@ def evaluate_gates(
         else:
             detail = (
                 f"drift_share {status.drift_share:.3g} vs {status.threshold:.3g} on "
-                f"{status.model_name} v{status.model_version}, columns {list(status.drifted_columns)}"
+                f"{status.model_name} v{status.model_version}, "
+                f"columns {list(status.drifted_columns)}"
             )
             out.append(
                 GateResult(

@@ -220,9 +220,7 @@ class ShadowRunner:
 
     def redis(self) -> Any:
         if self._redis is None:
-            import redis.asyncio as aioredis
+            from raylane.redis_clients import connect
 
-            from raylane.settings import Settings
-
-            self._redis = aioredis.from_url(Settings.load().redis_url)
+            self._redis = connect()
         return self._redis

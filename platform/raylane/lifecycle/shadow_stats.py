@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from raylane.redis_clients import connect_sync
+
 __all__ = [
     "MAX_BATCHES",
     "LocalShadowWindow",
@@ -111,7 +113,8 @@ def aggregate(
     window: int = 20_000,
     counts: Mapping[str, int] | None = None,
 ) -> ShadowAggregate:
-    """Aggregate the newest entries (newest first) of the newest version pair, up to `window` events.
+    """Aggregate the newest entries (newest first) of the newest version pair, up to `window`
+    events.
 
     Only entries with the same primary and shadow versions as the newest are used, so a
     promotion starts the figures afresh instead of mixing two pairs of models.
@@ -272,9 +275,8 @@ class ShadowStore:
     """Synchronous reads of the shared aggregates (CLI, promotion gates)."""
 
     def __init__(self, redis_url: str) -> None:
-        import redis
 
-        self._r = redis.Redis.from_url(redis_url, decode_responses=True)
+        self._r = connect_sync(redis_url, decode_responses=True)
 
     def entries(self, pipeline: str, shadow: str, limit: int = MAX_BATCHES) -> list[dict[str, Any]]:
         raw = self._r.lrange(entries_key(pipeline, shadow), 0, limit - 1)

@@ -24,6 +24,7 @@ import redis
 import redis.asyncio as aioredis
 
 from raylane.errors import DependencyError
+from raylane.redis_clients import connect_sync
 
 __all__ = ["DriftState", "drift_key", "read_state", "read_state_async", "write_state_async"]
 
@@ -96,7 +97,7 @@ async def read_state_async(client: aioredis.Redis, pipeline: str) -> DriftState 
 
 def read_state(redis_url: str, pipeline: str) -> DriftState | None:
     """The pipeline's drift state, or None when no window has been evaluated yet."""
-    client = redis.Redis.from_url(redis_url)
+    client = connect_sync(redis_url)
     try:
         raw = client.get(drift_key(pipeline))
     except redis.RedisError as e:

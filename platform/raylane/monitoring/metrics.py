@@ -73,12 +73,14 @@ class PipelineMetrics:
         )
         self.retries = Counter(
             "raylane_batch_retries_total",
-            "Batch retries after a failure (a dependency outage, or a poison record before isolation).",
+            "Batch retries after a failure (a dependency outage, or a poison record before "
+            "isolation).",
             ["pipeline", "stage"],
         )
         self.isolations = Counter(
             "raylane_poison_isolations_total",
-            "Batches split to isolate poison records (each then dead-lettered with its error class).",
+            "Batches split to isolate poison records (each then dead-lettered with its error "
+            "class).",
             ["pipeline"],
         )
         self.paused = Gauge(
@@ -90,6 +92,16 @@ class PipelineMetrics:
             ["pipeline", "dependency"],
         )
         self.commits = Counter("raylane_offset_commits_total", "Offset commits.", ["pipeline"])
+        self.seconds_since_commit = Gauge(
+            "raylane_seconds_since_commit",
+            "Seconds since the ingress replica last committed offsets (set by its health check).",
+            ["pipeline"],
+        )
+        self.consumer_lag = Gauge(
+            "raylane_consumer_lag",
+            "Records not yet committed per owned partition (high watermark of the last fetch).",
+            ["pipeline", "partition"],
+        )
         self.shadow_compared = Counter(
             "raylane_shadow_compared_total",
             "Events compared with a shadow.",
@@ -150,6 +162,11 @@ class PipelineMetrics:
         self.model_swaps = Counter(
             "raylane_model_swaps_total",
             "Hot swaps of a model replica to a new version.",
+            ["deployment"],
+        )
+        self.model_swaps_refused = Counter(
+            "raylane_model_swaps_refused_total",
+            "New versions a model replica refused to swap to (missing column, flavor, load error).",
             ["deployment"],
         )
 

@@ -5,9 +5,12 @@ consecutive failures the breaker opens: calls fail fast with a retriable
 :class:`~raylane.errors.DependencyError` and the ingress loop pauses its
 partitions until a trial call succeeds. The breaker state is a metric.
 
-A non-retriable :class:`~raylane.errors.RaylaneError` (a record the source cannot use, such as
-a window sum over a non-finite amount) is bad input, not an outage: it passes through as it
-is, does not count toward opening the breaker, and the batch's poison record is isolated.
+Only outages count: a retriable :class:`~raylane.errors.RaylaneError` or a connection,
+timeout or OS error. Anything else a source raises (a non-retriable RaylaneError such as a
+record the source cannot use, or an unexpected ``ValueError``) is about the input, not the
+dependency: it passes through unchanged, does not count toward opening the breaker, and the
+ingress isolates the poison record (:meth:`raylane.pipeline.processor.BatchProcessor.isolate`).
+Counting those would let one crafted record open the breaker again at every trial call.
 """
 
 from __future__ import annotations
@@ -23,12 +26,19 @@ from raylane.errors import DependencyError, RaylaneError
 from raylane.monitoring.metrics import METRICS
 from raylane.pipeline.ports import ModelClient, OnlineSource, Prediction, WindowSource
 
-__all__ = ["GuardedModel", "GuardedOnline", "GuardedWindows", "guarded", "make_breaker"]
+__all__ = [
+    "GuardedModel",
+    "GuardedOnline",
+    "GuardedWindows",
+    "guarded",
+    "is_outage_error",
+    "make_breaker",
+]
 
 T = TypeVar("T")
 
 
-class _StateMetric(pybreaker.CircuitBreakerListener):  # type: ignore[misc]
+class _StateMetric(pybreaker.CircuitBreakerListener):
     def __init__(self, pipeline: str, dependency: str) -> None:
         self.gauge = METRICS.breaker_open.labels(pipeline=pipeline, dependency=dependency)
         self.gauge.set(0)
@@ -37,8 +47,18 @@ class _StateMetric(pybreaker.CircuitBreakerListener):  # type: ignore[misc]
         self.gauge.set(1 if new_state.name == pybreaker.STATE_OPEN else 0)
 
 
+_OUTAGES = (ConnectionError, TimeoutError, OSError)
+
+
+def is_outage_error(e: BaseException) -> bool:
+    """True for failures of the dependency itself (what the breaker counts)."""
+    if isinstance(e, RaylaneError):
+        return e.retriable
+    return isinstance(e, _OUTAGES)
+
+
 def _bad_input(e: BaseException) -> bool:
-    return isinstance(e, RaylaneError) and not e.retriable
+    return not is_outage_error(e)
 
 
 def make_breaker(cfg: BreakerConfig, pipeline: str, dependency: str) -> pybreaker.CircuitBreaker:
@@ -52,8 +72,8 @@ def make_breaker(cfg: BreakerConfig, pipeline: str, dependency: str) -> pybreake
 
 
 async def guarded(breaker: pybreaker.CircuitBreaker, what: str, aw: Awaitable[T]) -> T:
-    """Await `aw` under `breaker`; a failure comes out as a retriable DependencyError,
-    except a non-retriable RaylaneError (bad input), which is raised unchanged."""
+    """Await `aw` under `breaker`; an outage comes out as a retriable DependencyError, any
+    other failure (about the input) is raised unchanged."""
     try:
         with breaker.calling():
             return await aw
@@ -65,9 +85,9 @@ async def guarded(breaker: pybreaker.CircuitBreaker, what: str, aw: Awaitable[T]
             f"{breaker.reset_timeout:g} s)",
             stage=what,
         ) from e
-    except RaylaneError:
-        raise  # an outage already typed, or bad input the caller isolates
     except Exception as e:
+        if isinstance(e, RaylaneError) or not is_outage_error(e):
+            raise  # an outage already typed, or bad input the caller isolates
         raise DependencyError(f"{what} failed: {type(e).__name__}: {e}", stage=what) from e
 
 

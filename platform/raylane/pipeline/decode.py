@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raylane.config import PipelineConfig
+from raylane.contracts import EventTimeOutOfRange
 from raylane.errors import RaylaneError
 from raylane.kafka.deadletters import dlq_record
 from raylane.kafka.records import InRecord, OutRecord, header
@@ -75,14 +76,44 @@ class DecodeStage:
     def __init__(self, cfg: PipelineConfig, codec: BatchCodec) -> None:
         self.cfg = cfg
         self.codec = codec
+        skew, age = cfg.input.max_future_skew_s, cfg.input.max_event_age_s
+        self._max_ahead_ms = None if skew is None else int(skew * 1000)
+        self._max_behind_ms = None if age is None else int(age * 1000)
+
+    def _time_error(self, ev: dict[str, Any], rec: InRecord) -> EventTimeOutOfRange | None:
+        """The event-time check against the record's broker timestamp, if it fails."""
+        t = ev.get("event_time")
+        if not isinstance(t, int) or not rec.timestamp_ms:
+            return None
+        ahead = t - rec.timestamp_ms
+        if self._max_ahead_ms is not None and ahead > self._max_ahead_ms:
+            return EventTimeOutOfRange(
+                f"event_time {t} is {ahead / 1000:.0f} s ahead of the broker timestamp "
+                f"{rec.timestamp_ms}; input.max_future_skew_s is {self._max_ahead_ms / 1000:g} s",
+                path="event_time",
+            )
+        if self._max_behind_ms is not None and -ahead > self._max_behind_ms:
+            return EventTimeOutOfRange(
+                f"event_time {t} is {-ahead / 1000:.0f} s behind the broker timestamp "
+                f"{rec.timestamp_ms}; input.max_event_age_s is {self._max_behind_ms / 1000:g} s",
+                path="event_time",
+            )
+        return None
 
     def __call__(self, records: Sequence[InRecord], dlq: list[OutRecord]) -> Decoded:
         oks, errs = self.codec.decode_batch([r.value or b"" for r in records])
         for j, err in errs:
             dlq.append(dead_letter(self.cfg, records[j], err))
         out = Decoded()
+        check_time = self._max_ahead_ms is not None or self._max_behind_ms is not None
         for j, ev in oks:
             rec = records[j]
+            if check_time:
+                bad = self._time_error(ev, rec)
+                if bad is not None:
+                    cid = ev.get("correlation_id") or None
+                    dlq.append(dead_letter(self.cfg, rec, bad, cid))
+                    continue
             gen = False
             if not ev.get("correlation_id"):
                 from_header = header_correlation(rec)

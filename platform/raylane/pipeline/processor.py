@@ -66,6 +66,8 @@ class BatchResult:
     stage_ms: dict[str, float] = field(default_factory=dict)
     shadow: ShadowJob | None = None
     model_version: str | None = None
+    #: records dead-lettered by poison isolation (not by decode/validation)
+    poison: int = 0
 
     def count_dead_letters(self) -> None:
         """Tally `dlq` by error class (the class header of each dead letter)."""
@@ -90,6 +92,7 @@ class BatchResult:
             },
             shadow=_merge_jobs(self.shadow, other.shadow),
             model_version=other.model_version or self.model_version,
+            poison=self.poison + other.poison,
         )
         for d in (self.decisions, other.decisions):
             for k, n in d.items():
@@ -216,6 +219,14 @@ class BatchProcessor:
         else:
             err = ProcessingError(f"{type(e).__name__}: {e}", stage="process")
             log.error("%s is poison: %s", rec.where, err.message, exc_info=e)
-        result = BatchResult(n_in=1, dlq=[dead_letter(self.cfg, rec, err)])
+        result = BatchResult(
+            n_in=1, dlq=[dead_letter(self.cfg, rec, err, self._body_correlation(rec))], poison=1
+        )
         result.count_dead_letters()
         return result
+
+    def _body_correlation(self, rec: InRecord) -> str | None:
+        """The correlation id in the record's body (it decoded before it failed), if any."""
+        oks, _ = self.decode.codec.decode_batch([rec.value or b""])
+        cid = oks[0][1].get("correlation_id") if oks else None
+        return str(cid) if cid else None

@@ -18,6 +18,7 @@ from raylane.pipeline.processor import (
     OnlineSource,
     WindowSource,
 )
+from raylane.redis_clients import connect
 from raylane.settings import Settings
 
 __all__ = ["build_processor", "codecs_for"]
@@ -52,7 +53,7 @@ def build_processor(
     settings = settings or Settings.load()
     inp, outs = codecs_for(cfg)
     if (cfg.features.windows and windows is None) or (cfg.features.online and online is None):
-        redis = redis or aioredis.from_url(settings.redis_url)
+        redis = redis or connect(settings.redis_url)
     if cfg.features.windows and windows is None:
         from raylane.features import RedisWindowStore
 

@@ -55,14 +55,18 @@ class LoopHost:
             raise
 
     async def check_health(self) -> None:
+        """Serve calls this periodically; raising makes Serve restart the replica."""
         if self._task.done():
             raise RuntimeError(f"{self.kind} loop stopped: {self._error!r}")
+        check = getattr(self._loop, "check_health", None)
+        if check is not None:
+            check()  # a loop that owns pending input and commits nothing is not healthy
 
     async def stats(self) -> dict[str, Any]:
         raw: Any = self._loop.stats if self._loop is not None else {}
         # the ingress keeps a dataclass, the drift monitor and the action runner a dict
         is_record = dataclasses.is_dataclass(raw) and not isinstance(raw, type)
-        s = dataclasses.asdict(raw) if is_record else dict(raw)  # type: ignore[arg-type]
+        s = dataclasses.asdict(raw) if is_record else dict(raw)
         s.pop("state", None)
         s["running"] = not self._task.done()
         s["pid"] = os.getpid()

@@ -68,16 +68,15 @@ class DriftMonitorDeployment(LoopHost):
             )
 
     async def _build(self) -> Any:
-        import redis.asyncio as aioredis
-
         from raylane.monitoring.drift_monitor import DriftLoop
+        from raylane.redis_clients import connect
         from raylane.settings import Settings
 
         s = Settings.load()
         return DriftLoop(
             self.cfg,
             bootstrap=s.kafka_bootstrap,
-            redis=aioredis.from_url(s.redis_url),
+            redis=connect(s.redis_url),
             monitor=self._monitor,
         )
 

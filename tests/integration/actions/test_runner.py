@@ -261,3 +261,76 @@ async def test_webhook_down_sends_events_to_the_action_dlq_and_opens_its_breaker
         messages.append(h[D.H_MESSAGE])
     assert sum("after 3 attempts" in msg for msg in messages) == 2
     assert sum("circuit breaker open" in msg for msg in messages) == 2
+
+
+async def test_crash_mid_handler_reruns_it_and_any_handler_error_goes_to_the_dlq(
+    stack, unique: str
+) -> None:
+    """At-least-once effect across crashes: a claim left `pending` by a runner that died
+    mid-handler makes the batch wait until it expires, then the handler runs. A handler that
+    raises something unexpected sends the event to the action DLQ and the loop goes on. A
+    non-ASCII correlation id reaches the webhook percent-encoded, not as a crash."""
+    from urllib.parse import quote
+
+    from raylane.actions.runner import PENDING, dedupe_key
+
+    hook = _Hook(fail=0)
+    try:
+        cfg = _cfg(unique, hook.url, attempts=2)
+        assert cfg.actions is not None
+        events = _flagged(4, cfg.name)
+        events[2]["correlation_id"] = "kørsel-✓-ünïcode"
+        redis = aioredis.from_url(stack.redis_url)
+        crashed = dedupe_key(cfg.name, "webhook", events[0]["event_id"])
+        topic = cfg.actions.topics[0]
+        await ensure_topics_async(
+            stack.kafka_bootstrap, [topic.topic, topic.dlq, f"payments.blocked.{unique}"], 2
+        )
+        runner = build_runner(cfg, redis=redis)
+
+        class Exploding:
+            name = "explode"
+
+            async def run(self, ev: Any) -> None:
+                if ev.event_id == events[1]["event_id"]:
+                    raise KeyError("no such field (test)")
+
+        runner.handlers[topic.topic] = [*runner.handlers[topic.topic], Exploding()]
+        await runner.start()
+        task = asyncio.create_task(runner.run())
+        try:
+            # what a runner killed inside the webhook call of event 0 leaves behind
+            await redis.set(crashed, PENDING, ex=5)
+            async with EventProducer(
+                stack.kafka_bootstrap, topic.topic, Codec.for_contract("payments.flagged")
+            ) as p:
+                await p.send_many(events)
+            deadline = time.monotonic() + 60
+            while runner.stats["events"] < 4 or len(hook.ok()) < 4:
+                assert time.monotonic() < deadline, runner.stats
+                await asyncio.sleep(0.2)
+        finally:
+            runner.stop()
+            await task
+            await runner.close()
+            await redis.aclose()
+        # every event reached the webhook exactly once, the crashed one after its claim expired
+        assert sorted(b["event"]["event_id"] for b in hook.ok()) == sorted(
+            e["event_id"] for e in events
+        )
+        assert runner.stats["errors"] >= 1  # the batch waited on the pending claim
+        by_id = {b["event"]["event_id"]: h for _, h, b in hook.requests}
+        assert by_id[events[2]["event_id"]]["x-correlation-id"] == quote(
+            events[2]["correlation_id"], safe=""
+        )
+        dlq = await _read(stack.kafka_bootstrap, topic.dlq, 1)
+        assert len(dlq) == 1
+        h = {k: v.decode() for k, v in dlq[0].headers}
+        assert h[D.H_CLASS] == "ProcessingError" and h["raylane.action.handler"] == "explode"
+        assert "KeyError" in h[D.H_MESSAGE]
+        assert (
+            Codec.for_contract("payments.flagged").decode(dlq[0].value)["event_id"]
+            == (events[1]["event_id"])
+        )
+    finally:
+        hook.server.shutdown()

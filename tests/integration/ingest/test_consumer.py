@@ -207,3 +207,84 @@ async def test_dead_dependency_pauses_and_loses_nothing(stack, unique: str) -> N
     # nothing was scored without its features: every record has the window values
     recs = [Codec.for_contract("payments.scored").decode(m.value) for m in scored]
     assert all(r["features"]["user_txn_count_60s"] is not None for r in recs)
+
+
+class PoisonWindows:
+    """The real Redis window store, except that it raises an unexpected error (not an
+    outage) for the batches that hold one of the `poison` event ids."""
+
+    def __init__(self, inner: Any, poison: set[str]) -> None:
+        self.inner, self.poison, self.calls = inner, poison, 0
+
+    async def update_and_read(self, events: Any) -> dict[str, np.ndarray]:
+        self.calls += 1
+        hit = [e["event_id"] for e in events if e["event_id"] in self.poison]
+        if hit:
+            raise ValueError(f"cannot window event {hit[0]} (test)")
+        return await self.inner.update_and_read(events)
+
+
+async def test_poison_records_are_isolated_and_scoring_never_stops(stack, unique: str) -> None:
+    """The reliability issue's repro: valid payments around poison ones (a NaN amount in Avro,
+    ``1e999`` in JSON, a far-future event_time, and two records a feature source fails on):
+    every valid payment is scored once, each poison record is in the DLQ with its class."""
+    import struct
+
+    import redis.asyncio as aioredis
+
+    from raylane.features import RedisWindowStore
+    from raylane.ingest.consumer import IngressLoop
+    from raylane.pipeline import build_processor
+
+    cfg = _cfg(unique)
+    await ensure_topics_async(stack.kafka_bootstrap, pipeline_topics(cfg), partitions=2)
+    codec = Codec.for_contract("payments.initiated", formats=("avro", "json"))
+    world = World(seed=5, n_users=50)
+    now = int(time.time() * 1000)
+    events = [le.event for le in world.stream(start=now - 60_000, rate=20).take(400)]
+    poison_ids = {events[120]["event_id"], events[121]["event_id"]}  # fail in the window stage
+
+    nan_avro = bytearray(codec.encode(dict(events[0], event_id="nan-avro", amount=1.5)))
+    at = bytes(nan_avro).index(struct.pack("<d", 1.5))
+    nan_avro[at : at + 8] = struct.pack("<d", float("nan"))
+    inf_json = json.dumps(dict(events[0], event_id="inf-json", amount=7.25))
+    inf_json = inf_json.replace("7.25", "1e999").encode()
+    future = codec.encode(dict(events[0], event_id="far-future", event_time=now + 86_400_000))
+    bad = {
+        bytes(nan_avro): "NonFiniteNumber",
+        inf_json: "NonFiniteNumber",
+        future: "EventTimeOutOfRange",
+    }
+    async with EventProducer(stack.kafka_bootstrap, cfg.input.topic, codec) as prod:
+        await prod.send_many(events[:200])
+        for raw in bad:
+            await prod.send_raw(raw, key=b"attacker")
+        await prod.send_many(events[200:])
+
+    client = aioredis.from_url(stack.redis_url)
+    windows = PoisonWindows(RedisWindowStore(client, cfg.name, cfg.features.windows), poison_ids)
+    loop = IngressLoop(
+        cfg,
+        kafka=stack.kafka_bootstrap,
+        processor=build_processor(cfg, AmountModel(), windows=windows),
+    )
+    valid = len(events) - len(poison_ids)
+    await _run_until(loop, lambda: loop.stats.scored >= valid and loop.stats.dlq >= 5, 90)
+    await client.aclose()
+
+    assert loop.stats.scored == valid and loop.stats.dlq == len(bad) + len(poison_ids)
+    assert loop.stats.isolations >= 1 and loop.stats.poison == len(poison_ids)
+    scored = await _read(stack.kafka_bootstrap, cfg.outputs.scored.topic, valid)
+    ids = [Codec.for_contract("payments.scored").decode(m.value)["event_id"] for m in scored]
+    assert sorted(set(ids)) == sorted(
+        e["event_id"] for e in events if e["event_id"] not in poison_ids
+    )
+    dlq = await _read(stack.kafka_bootstrap, cfg.input.dlq, len(bad) + len(poison_ids))
+    by_value = {m.value: {k: v for k, v in m.headers} for m in dlq}
+    for raw, cls in bad.items():
+        assert by_value[raw][D.H_CLASS].decode() == cls, by_value[raw][D.H_MESSAGE]
+    isolated = [h for raw, h in by_value.items() if raw not in bad]
+    assert sorted(h[D.H_CLASS].decode() for h in isolated) == ["ProcessingError"] * 2
+    assert all(b"ValueError" in h[D.H_MESSAGE] for h in isolated)
+    got_ids = {codec.decode(raw)["event_id"] for raw in by_value if raw not in bad}
+    assert got_ids == poison_ids

@@ -31,6 +31,7 @@ from raylane.contracts import (
     load_contract,
     register_checked,
 )
+from raylane.errors import RaylaneError
 from raylane.ingest import build_ingress
 from raylane.kafka import deadletters as D
 from raylane.kafka.admin import ensure_topics_async
@@ -173,12 +174,20 @@ async def test_replay_after_fix_scores_once_and_one_correlation_id_goes_everywhe
 
     # the fix: the ingress's registry learns v3 (same id as the producer's)
     assert register_checked(FileSchemaRegistry(ingress_reg), SUBJECT, _v3()) == v3_id
+    with pytest.raises(RaylaneError, match="allowed_topics"):  # no target: refused
+        await replay(stack.kafka_bootstrap, cfg.input.dlq, registry=FileSchemaRegistry(ingress_reg))
     first = await replay(
-        stack.kafka_bootstrap, cfg.input.dlq, registry=FileSchemaRegistry(ingress_reg)
+        stack.kafka_bootstrap,
+        cfg.input.dlq,
+        registry=FileSchemaRegistry(ingress_reg),
+        allowed_topics={cfg.input.topic},
     )
     assert (first.selected, first.replayed, first.by_target) == (3, 3, {cfg.input.topic: 3})
     second = await replay(
-        stack.kafka_bootstrap, cfg.input.dlq, registry=FileSchemaRegistry(ingress_reg)
+        stack.kafka_bootstrap,
+        cfg.input.dlq,
+        registry=FileSchemaRegistry(ingress_reg),
+        allowed_topics={cfg.input.topic},
     )
     assert (second.replayed, second.already_replayed) == (0, 3)
 
@@ -255,7 +264,7 @@ async def test_oversized_event_goes_to_dlq_truncated_and_the_consumer_goes_on(
     assert h[D.H_TRUNCATED] == b"true" and int(h[D.H_ORIGINAL_SIZE]) == len(big)
     assert d.value == big[: D.DLQ_KEEP_BYTES] and d.correlation_id == "cid-big"
     # a truncated record is never replayed
-    rep = await replay(stack.kafka_bootstrap, cfg.input.dlq)
+    rep = await replay(stack.kafka_bootstrap, cfg.input.dlq, allowed_topics={cfg.input.topic})
     assert (rep.selected, rep.replayed, rep.truncated) == (1, 0, 1)
 
 
@@ -308,13 +317,24 @@ def test_dlq_cli_inspect_counts_and_decodes_replay_dry_run(
     assert "ContractViolation" in res.output and "validate" in res.output
     assert "cid-1" in res.output and '"amount": "x"' in res.output  # JSON decoded
     assert "Avro schema id 39321 (unknown)" in res.output and "garbage" in res.output
+    # no pipeline config dead-letters to this DLQ: replay refuses to pick a target itself
+    res = runner.invoke(app, ["dlq", "replay", dlq, "--dry-run"], env={"COLUMNS": "250"})
+    assert res.exit_code == 1 and "no pipeline in" in res.output and "--to" in res.output
     res = runner.invoke(
         app,
-        ["dlq", "replay", dlq, "--error-class", "UnknownSchemaId", "--since", "1h", "--dry-run"],
+        [
+            *("dlq", "replay", dlq, "--error-class", "UnknownSchemaId", "--since", "1h"),
+            *("--dry-run", "--to", source),
+        ],
         env={"COLUMNS": "250"},
     )
     assert res.exit_code == 0, res.output
-    assert "2 selected; would replay 2" in res.output
+    assert "read 3 dead letters, 2 selected; would replay 2" in res.output
+    # a record's source header is data: it goes back only to a configured input topic
+    rep = asyncio.run(
+        replay(stack.kafka_bootstrap, dlq, dry_run=True, allowed_topics={"payments.initiated"})
+    )
+    assert (rep.read, rep.selected, rep.foreign, rep.event_ids) == (3, 3, 3, [])
     res = runner.invoke(app, ["dlq", "replay", dlq, "--since", "yesterday-ish"])
     assert res.exit_code == 1 and "--since" in res.output
 

@@ -24,6 +24,7 @@ from raylane.contracts import (
     InvalidJson,
     InvalidSchema,
     MissingField,
+    NonFiniteNumber,
     SchemaMismatch,
     SchemaNotFound,
     SchemaRegistry,
@@ -502,6 +503,46 @@ def test_decode_batch_separates_oks_and_errs(payments: Codec) -> None:
         (4, BadMagicByte),
         (5, TrailingBytes),
     ]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_amount_is_rejected_on_every_path(payments: Codec, bad: float) -> None:
+    """A NaN or infinite double passes fastavro's checks; the contract rejects it at encode
+    (the platform's producer), at JSON decode (``NaN``, ``1e999``) and at Avro decode."""
+    rec = dict(RECORDS["payments.initiated"], amount=bad)
+    with pytest.raises(NonFiniteNumber, match="amount: expected a finite"):
+        payments.encode(rec)
+    # Avro bytes of the same record, written without the contract's check
+    from io import BytesIO
+
+    from fastavro import schemaless_writer
+
+    buf = BytesIO()
+    schemaless_writer(buf, payments.schema, rec)
+    raw = wire_header(payments.schema_id) + buf.getvalue()
+    with pytest.raises(NonFiniteNumber, match="amount"):
+        payments.decode(raw)
+    oks, errs = payments.decode_batch([payments.encode(RECORDS["payments.initiated"]), raw])
+    assert [i for i, _ in oks] == [0] and [(i, type(e)) for i, e in errs] == [(1, NonFiniteNumber)]
+    text = {"nan": "NaN", "inf": "1e999", "-inf": "-Infinity"}[repr(bad)]
+    body = json.dumps(dict(RECORDS["payments.initiated"], amount=0.5)).replace("0.5", text)
+    with pytest.raises(NonFiniteNumber, match="amount"):
+        payments.decode(body.encode())
+    assert isinstance(NonFiniteNumber("x"), WrongType) and not NonFiniteNumber("x").retriable
+
+
+def test_non_finite_inside_a_nested_map_is_found() -> None:
+    scored = Codec.for_contract("payments.scored")
+    rec = dict(RECORDS["payments.scored"])
+    rec["features"] = {**rec["features"], "velocity_60s": float("inf")}
+    from io import BytesIO
+
+    from fastavro import schemaless_writer
+
+    buf = BytesIO()
+    schemaless_writer(buf, scored.schema, rec)
+    with pytest.raises(NonFiniteNumber, match=r"features\.velocity_60s"):
+        scored.decode(wire_header(scored.schema_id) + buf.getvalue())
 
 
 def test_wire_helpers() -> None:

@@ -29,7 +29,7 @@ FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCh
 # -- valid records generated from the schema ---------------------------------------------
 
 _LONG = st.integers(min_value=-(2**63), max_value=2**63 - 1)
-_DOUBLE = st.floats(allow_nan=False)
+_DOUBLE = st.floats(allow_nan=False, allow_infinity=False)  # non-finite: NonFiniteNumber
 
 
 def _value(schema: Any) -> st.SearchStrategy[Any]:
