@@ -100,6 +100,19 @@ class InputConfig(Frozen):
     max_event_bytes: PositiveInt = Field(
         default=1 << 20, description="Events larger than this go to the DLQ (default 1 MiB)."
     )
+    max_key_bytes: PositiveInt = Field(
+        default=1024, description="Records with a longer Kafka key go to the DLQ (LimitExceeded)."
+    )
+    max_header_bytes: PositiveInt = Field(
+        default=16 << 10,
+        description="Records whose headers (names + values) exceed this go to the DLQ "
+        "(LimitExceeded); their dead letter keeps none of those headers.",
+    )
+    max_string_chars: PositiveInt = Field(
+        default=4096,
+        description="Events with a longer string field (at any depth) go to the DLQ "
+        "(LimitExceeded): ids are copied into every output's body and headers.",
+    )
     max_future_skew_s: PositiveFloat | None = Field(
         default=300.0,
         description="An event whose `event_time` is more than this ahead of its record's broker "

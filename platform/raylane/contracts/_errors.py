@@ -20,6 +20,7 @@ __all__ = [
     "EventTooLarge",
     "InvalidJson",
     "InvalidSchema",
+    "LimitExceeded",
     "MissingField",
     "NonFiniteNumber",
     "SchemaMismatch",
@@ -108,6 +109,13 @@ class MissingField(ContractViolation):
 
 class WrongType(ContractViolation):
     """A field holds a value of the wrong type (or out of range for it)."""
+
+
+class LimitExceeded(ContractError):
+    """A record's key, headers or a string field is larger than the pipeline's input limits
+    (``input.max_key_bytes``, ``input.max_header_bytes``, ``input.max_string_chars``)."""
+
+    default_stage = "validate"
 
 
 class EventTimeOutOfRange(ContractViolation):

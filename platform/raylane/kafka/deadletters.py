@@ -20,6 +20,10 @@ Only when they apply:
                                        correlation id; the ingress made one
 ``raylane.dlq.truncated``              ``true``: the value is cut (see below)
 ``raylane.dlq.original_size``          size of the original value in bytes
+``raylane.dlq.key_truncated``          size of the original key: it was cut to
+                                       :data:`DLQ_KEEP_KEY_BYTES` (1 KiB)
+``raylane.dlq.headers_dropped``        ``N headers, B bytes``: the record's own
+                                       headers were over 16 KiB, not copied
 =====================================  ======================================
 
 The record's own headers follow, unchanged (except ``raylane.*`` ones, which
@@ -45,6 +49,8 @@ __all__ = [
     "H_CLASS",
     "H_CORRELATION",
     "H_GENERATED",
+    "H_HEADERS_DROPPED",
+    "H_KEY_TRUNCATED",
     "H_MESSAGE",
     "H_OFFSET",
     "H_ORIGINAL_SIZE",
@@ -69,6 +75,13 @@ H_TIME = "raylane.error.time"
 H_GENERATED = "raylane.correlation_id.generated"
 H_TRUNCATED = "raylane.dlq.truncated"
 H_ORIGINAL_SIZE = "raylane.dlq.original_size"
+H_KEY_TRUNCATED = "raylane.dlq.key_truncated"
+H_HEADERS_DROPPED = "raylane.dlq.headers_dropped"
+
+#: Bytes of an oversized key kept in its DLQ record.
+DLQ_KEEP_KEY_BYTES = 1024
+#: Bytes of the record's own headers a DLQ record keeps at most (else it keeps none).
+DLQ_KEEP_HEADER_BYTES = 16 << 10
 
 #: Bytes of an oversized value kept in its DLQ record.
 DLQ_KEEP_BYTES = 64 << 10
@@ -106,8 +119,16 @@ def dlq_record(
     if max_bytes is not None and len(value) > max_bytes:
         ours += [(H_TRUNCATED, b"true"), (H_ORIGINAL_SIZE, str(len(value)).encode())]
         value = value[:DLQ_KEEP_BYTES]
+    key = rec.key
+    if key is not None and len(key) > DLQ_KEEP_KEY_BYTES:
+        ours += [(H_KEY_TRUNCATED, str(len(key)).encode())]
+        key = key[:DLQ_KEEP_KEY_BYTES]
     original = [(k, v) for k, v in rec.headers if not k.startswith("raylane.")]
-    return OutRecord(topic=dlq_topic, key=rec.key, value=value, headers=ours + original)
+    size = sum(len(k) + len(v or b"") for k, v in original)
+    if size > DLQ_KEEP_HEADER_BYTES:  # a DLQ record must never exceed what the broker takes
+        ours.append((H_HEADERS_DROPPED, f"{len(original)} headers, {size} bytes".encode()))
+        original = []
+    return OutRecord(topic=dlq_topic, key=key, value=value, headers=ours + original)
 
 
 @dataclass(frozen=True)

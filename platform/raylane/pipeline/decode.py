@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raylane.config import PipelineConfig
-from raylane.contracts import EventTimeOutOfRange
+from raylane.contracts import EventTimeOutOfRange, LimitExceeded
 from raylane.errors import RaylaneError
 from raylane.kafka.deadletters import dlq_record
 from raylane.kafka.records import InRecord, OutRecord, header
@@ -38,10 +38,14 @@ class Decoded:
     generated: list[bool] = field(default_factory=list)
 
 
+#: A correlation id header longer than this is ignored (a new id is made up).
+MAX_CORRELATION_BYTES = 256
+
+
 def header_correlation(rec: InRecord) -> str | None:
-    """The record's correlation id header, if it has a UTF-8 one."""
+    """The record's correlation id header, if it has a UTF-8 one of sane length."""
     raw = header(rec.headers, CORRELATION_HEADER)
-    if not raw:
+    if not raw or len(raw) > MAX_CORRELATION_BYTES:
         return None
     try:
         return raw.decode("utf-8")
@@ -100,7 +104,48 @@ class DecodeStage:
             )
         return None
 
+    def _envelope_error(self, rec: InRecord) -> LimitExceeded | None:
+        """Key and headers against the input limits (checked before decoding)."""
+        inp = self.cfg.input
+        if rec.key is not None and len(rec.key) > inp.max_key_bytes:
+            return LimitExceeded(
+                f"key of {len(rec.key)} bytes exceeds input.max_key_bytes={inp.max_key_bytes}"
+            )
+        size = sum(len(k) + len(v or b"") for k, v in rec.headers)
+        if size > inp.max_header_bytes:
+            return LimitExceeded(
+                f"{len(rec.headers)} headers of {size} bytes exceed "
+                f"input.max_header_bytes={inp.max_header_bytes}"
+            )
+        return None
+
+    def _string_error(self, ev: Any, path: str = "") -> LimitExceeded | None:
+        """The first string field (any depth) longer than input.max_string_chars."""
+        limit = self.cfg.input.max_string_chars
+        items = ev.items() if isinstance(ev, dict) else enumerate(ev)
+        for k, v in items:
+            if isinstance(v, str):
+                if len(v) > limit:
+                    where = f"{path}.{k}" if path else str(k)
+                    return LimitExceeded(
+                        f"{where}: string of {len(v)} characters exceeds "
+                        f"input.max_string_chars={limit}"
+                    )
+            elif isinstance(v, (dict, list)):
+                found = self._string_error(v, f"{path}.{k}" if path else str(k))
+                if found is not None:
+                    return found
+        return None
+
     def __call__(self, records: Sequence[InRecord], dlq: list[OutRecord]) -> Decoded:
+        fit: list[InRecord] = []
+        for rec in records:
+            bad_envelope = self._envelope_error(rec)
+            if bad_envelope is None:
+                fit.append(rec)
+            else:
+                dlq.append(dead_letter(self.cfg, rec, bad_envelope))
+        records = fit
         oks, errs = self.codec.decode_batch([r.value or b"" for r in records])
         for j, err in errs:
             dlq.append(dead_letter(self.cfg, records[j], err))
@@ -108,6 +153,10 @@ class DecodeStage:
         check_time = self._max_ahead_ms is not None or self._max_behind_ms is not None
         for j, ev in oks:
             rec = records[j]
+            too_long = self._string_error(ev)
+            if too_long is not None:
+                dlq.append(dead_letter(self.cfg, rec, too_long))
+                continue
             if check_time:
                 bad = self._time_error(ev, rec)
                 if bad is not None:
