@@ -2,8 +2,8 @@
 
 A FastAPI service wrapping the same champion model: one HTTP POST per event,
 one `FeatureStore.get_online_features` call per event, the window features
-updated through the same Redis script one event at a time, one model call per
-event. Run by bench/pipeline.py as `uvicorn bench.baseline_service:app`.
+updated through the same Redis script one event at a time, the same derived columns,
+one model call per event. Run by bench/pipeline.py as `uvicorn bench.baseline_service:app`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from raylane.config import load_serve_config
 from raylane.features import FeastRepo, RedisWindowStore, feature_store
+from raylane.features.derived import compute_derived
 from raylane.registry import load_model
 from raylane.settings import Settings
 
@@ -38,7 +39,10 @@ async def _load() -> None:
     _state["windows"] = RedisWindowStore(
         aioredis.from_url(settings.redis_url), cfg.name, cfg.features.windows
     )
-    _state["model"] = load_model(cfg.models.primary.uri, nthread=1)
+    # the same columns the pipeline scores with; a model needing another is refused here
+    _state["model"] = load_model(
+        cfg.models.primary.uri, nthread=1, required_columns=cfg.features.columns()
+    )
 
 
 @app.post("/score")
@@ -56,6 +60,8 @@ async def score(event: dict[str, Any]) -> dict[str, Any]:
         if "__" in name:
             cols[name] = np.array([np.nan if values[0] is None else float(values[0])])
     cols.update(await _state["windows"].update_and_read([event]))
+    if cfg.features.derived:
+        compute_derived(cols, cfg.features.derived)
     s = float(_state["model"].predict(cols)[0])
     return {
         "event_id": event["event_id"],
