@@ -628,6 +628,17 @@ class DriftConfig(Frozen):
         description="Where window reports (Evidently HTML) are saved; empty: "
         "$RAYLANE_HOME/drift/<pipeline>.",
     )
+    report_keep: PositiveInt = Field(
+        default=50,
+        description="Window reports kept (the newest; each is ~3.5 MB): after writing a report "
+        "the monitor deletes its older ones beyond this count. The report_uri of a deleted "
+        "report's model.drift event no longer resolves.",
+    )
+    report_max_age_s: PositiveFloat | None = Field(
+        default=7 * 24 * 3600.0,
+        description="Window reports older than this (by file time) are deleted after each new "
+        "report, whatever report_keep allows; none: no age limit (default 7 days).",
+    )
     niceness: int = Field(
         default=10,
         ge=0,

@@ -7,6 +7,7 @@ Retry, DLQ and breaker policy read `retriable` and `stage` instead of chains of
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "DependencyError",
     "ModelError",
     "ProcessingError",
+    "PublishRejected",
     "RaylaneError",
     "StackError",
 ]
@@ -74,6 +76,29 @@ class ProcessingError(RaylaneError):
     record): it is isolated from its batch and dead-lettered; the rest is scored."""
 
     default_stage = "process"
+
+
+class PublishRejected(RaylaneError):
+    """Kafka refused some records of a write for good (a record over the size limit, an
+    invalid topic, a topic this client may not write to): sending them again cannot succeed.
+
+    Raised by a sink only when every other record of the write was acknowledged. `failed`
+    maps the index of each refused record in the write to the Kafka error's class name
+    (e.g. ``MessageSizeTooLargeError``). The ingress dead-letters the input of each refused
+    output with this error class (stage ``publish``) instead of retrying forever.
+    """
+
+    default_stage = "publish"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        failed: Mapping[int, str] | None = None,
+        stage: str | None = None,
+    ) -> None:
+        super().__init__(message, stage=stage)
+        self.failed: dict[int, str] = dict(failed or {})
 
 
 class StackError(RaylaneError):

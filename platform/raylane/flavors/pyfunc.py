@@ -26,6 +26,10 @@ class PyfuncScorer(Scorer):
 
 class PyfuncFlavor:
     name = "python_function"
+    #: A pyfunc model may keep reading its directory after loading (a custom model's
+    #: artifacts and code paths), so :func:`raylane.registry.load_model` deletes the
+    #: download only when the scorer is garbage collected, not right after loading.
+    reads_lazily = True
 
     def load(
         self, path: str, *, device: str = "cpu", nthread: int | None = None, label: str = ""

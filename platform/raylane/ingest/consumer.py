@@ -10,6 +10,9 @@ Delivery is at-least-once end to end:
 * a batch that fails for any other reason holds a poison record: it is retried
   ``ingress.poison_retries`` times, then split until the failing records stand alone;
   those are dead-lettered and the rest is scored (nothing a producer sends stops it);
+* publishing is retried until acknowledged, except for outputs Kafka refuses for good
+  (too large, an invalid or unauthorized topic): their inputs are dead-lettered instead
+  (``PublishRejected``), so no output the broker cannot take stalls a partition;
 * on a rebalance the in-flight batch finishes (and commits) before partitions
   are given up.
 
@@ -24,19 +27,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 
 from raylane.config import PipelineConfig
-from raylane.errors import DependencyError, RaylaneError
+from raylane.errors import DependencyError, PublishRejected, RaylaneError
 from raylane.kafka.client import KafkaConnection, connection
+from raylane.kafka.deadletters import DLQ_KEEP_BYTES, H_OFFSET, H_PARTITION, H_TOPIC, dlq_record
 from raylane.kafka.offsets import commit_owned, next_offsets
-from raylane.kafka.records import InRecord
+from raylane.kafka.records import InRecord, OutRecord, header
 from raylane.lifecycle.shadow_runner import ShadowRunner, ShadowStats
 from raylane.monitoring.metrics import METRICS, PipelineMetrics
-from raylane.pipeline.processor import BatchProcessor, BatchResult, is_outage
+from raylane.pipeline.processor import (
+    CORRELATION_HEADER,
+    GENERATED_HEADER,
+    BatchProcessor,
+    BatchResult,
+    is_outage,
+)
 from raylane.sinks.base import Sink
 from raylane.sinks.kafka import KafkaSink
 
@@ -56,6 +67,10 @@ class IngressStats:
     paused: bool = False
     poison: int = 0
     isolations: int = 0
+    #: outputs Kafka refused for good (their inputs were dead-lettered instead)
+    rejected: int = 0
+    #: dead letters Kafka refused for good (dropped, logged as errors)
+    dead_letters_lost: int = 0
     decisions: dict[str, int] = field(default_factory=dict)
     shadow: ShadowStats = field(default_factory=ShadowStats)
     last_error: str | None = None
@@ -273,15 +288,8 @@ class IngressLoop:
 
     async def _finish(self, records: list[InRecord], result: BatchResult, t_start: float) -> None:
         """Publish a processed batch (retrying until acknowledged), then commit its offsets."""
-        attempt = 0
         t0 = time.perf_counter()
-        while True:
-            try:
-                await self.sink.write(result.outputs + result.dlq)
-                break
-            except Exception as e:  # retry: the outputs are already computed
-                attempt += 1
-                await self._back_off(e, attempt, publishing=True)
+        await self._publish(result)
         result.stage_ms["publish_ms"] = (time.perf_counter() - t0) * 1000
         self._resume()
         t0 = time.perf_counter()
@@ -293,6 +301,116 @@ class IngressLoop:
         self._account(result, records)
         if result.shadow is not None and self.shadows:
             self.shadows.submit(result.shadow)
+
+    async def _publish(self, result: BatchResult) -> None:
+        """Write the batch's outputs and dead letters; retry outages until acknowledged.
+
+        Records Kafka refuses for good (:class:`~raylane.errors.PublishRejected`: too large,
+        an invalid or unauthorized topic; every other record was acknowledged then) are not
+        retried. A refused output is dropped and its input dead-lettered instead: a minimal
+        dead letter (class ``PublishRejected``, stage ``publish``, the Kafka error named in
+        the message, the value cut to ``DLQ_KEEP_BYTES``, oversized headers dropped), one per
+        input, counted in ``raylane_publish_rejected_total{record="output"}``. A dead letter
+        Kafka refuses (one of the batch's own or a minimal one) is not retried either, so it
+        cannot loop: it is logged as an error, counted with ``record="dead_letter"`` and
+        dropped, and the offsets are committed. Only an event that had already failed (bad
+        input, or an output no broker takes) can be lost that way, never a valid event
+        whose outputs the broker accepts.
+        """
+        pending = result.outputs + result.dlq
+        n_out = len(result.outputs)  # pending[:n_out] are outputs, the rest dead letters
+        attempt = 0
+        refused = False
+        while True:
+            try:
+                await self.sink.write(pending)
+                break
+            except PublishRejected as e:
+                if not e.failed:  # names nothing: nothing can be dropped, so retry it all
+                    attempt += 1
+                    await self._back_off(e, attempt, publishing=True)
+                    continue
+                refused = True
+                pending = self._refused(result, pending, n_out, e)
+                n_out, attempt = 0, 0
+                if not pending:
+                    break
+            except Exception as e:  # retry: the outputs are already computed
+                attempt += 1
+                await self._back_off(e, attempt, publishing=True)
+        if refused:
+            result.count_dead_letters()
+
+    def _refused(
+        self, result: BatchResult, pending: list[OutRecord], n_out: int, e: PublishRejected
+    ) -> list[OutRecord]:
+        """Drop what Kafka refused from `result`; the dead letters still to write."""
+        lab = self._labels
+        lost: set[int] = set()
+        by_input: dict[tuple[str, int, int], tuple[InRecord, list[tuple[OutRecord, str]]]] = {}
+        dropped: set[int] = set()
+        for i, err in sorted(e.failed.items()):
+            if not 0 <= i < len(pending):
+                continue
+            rec = pending[i]
+            if i < n_out:
+                dropped.add(i)
+            if i < n_out and i < len(result.sources):
+                src = result.sources[i]
+                by_input.setdefault((src.topic, src.partition, src.offset), (src, []))[1].append(
+                    (rec, err)
+                )
+                self.stats.rejected += 1
+                self.metrics.publish_rejected.labels(error=err, record="output", **lab).inc()
+                continue
+            lost.add(id(rec))
+            self.stats.dead_letters_lost += 1
+            self.metrics.publish_rejected.labels(error=err, record="dead_letter", **lab).inc()
+            log.error(
+                "Kafka refused %s for good (%s); it is dropped and the batch committed: %s "
+                "[%s, correlation_id=%s]",
+                "an output with no recorded input"
+                if i < n_out
+                else f"a dead letter to {rec.topic}",
+                err,
+                e.message[:500],
+                _source_of(rec),
+                (header(rec.headers, CORRELATION_HEADER) or b"?").decode("utf-8", "replace"),
+            )
+        if dropped:
+            keep = [j for j in range(len(result.outputs)) if j not in dropped]
+            result.outputs = [result.outputs[j] for j in keep]
+            result.sources = [result.sources[j] for j in keep if j < len(result.sources)]
+        letters = [self._rejected_letter(src, outs) for src, outs in by_input.values()]
+        result.dlq = [d for d in result.dlq if id(d) not in lost] + letters
+        return letters
+
+    def _rejected_letter(self, src: InRecord, outs: list[tuple[OutRecord, str]]) -> OutRecord:
+        """The minimal dead letter of an input whose outputs Kafka refused for good."""
+        first = outs[0][0]
+        raw = header(first.headers, CORRELATION_HEADER)
+        cid = raw.decode("utf-8", "replace") if raw else str(uuid.uuid4())
+        generated = raw is None or header(first.headers, GENERATED_HEADER) == b"true"
+        what = "; ".join(f"{o.topic} ({len(o.value)} B): {err}" for o, err in outs)
+        err = PublishRejected(
+            f"Kafka refused this event's output for good ({what}), so the event is "
+            "dead-lettered and its partition goes on. Fix: for MessageSizeTooLargeError raise "
+            "the topic's max.message.bytes (and the producer's max_request_size) or make the "
+            "output smaller (input.max_string_chars bounds the strings it copies); for "
+            "InvalidTopicError or TopicAuthorizationFailedError fix the output topic or its "
+            "ACLs; then replay it with `raylane dlq replay`",
+            stage="publish",
+        )
+        log.error(
+            "%s -> %s: PublishRejected: %s [correlation_id=%s]",
+            src.where,
+            self.cfg.input.dlq,
+            what,
+            cid,
+        )
+        return dlq_record(
+            src, err, cid, self.cfg.input.dlq, generated=generated, max_bytes=DLQ_KEEP_BYTES
+        )
 
     def _resume(self) -> None:
         if self.stats.paused and self._consumer is not None:
@@ -409,6 +527,15 @@ class IngressLoop:
         for r in records:
             if r.timestamp_ms:
                 hist.observe(max(0.0, now_ms - r.timestamp_ms))
+
+
+def _source_of(rec: OutRecord) -> str:
+    """`topic[partition]@offset` of the input a dead letter names (or its own topic)."""
+    topic = header(rec.headers, H_TOPIC)
+    if topic is None:
+        return rec.topic
+    part, off = header(rec.headers, H_PARTITION) or b"?", header(rec.headers, H_OFFSET) or b"?"
+    return f"{topic.decode()}[{part.decode()}]@{off.decode()}"
 
 
 def _flatten(got: dict[Any, list[Any]]) -> list[InRecord]:

@@ -10,6 +10,12 @@ has published it, evaluates windows in a worker thread (the consumer keeps heart
 publishes drift events and commits offsets after they are acknowledged. Offsets of a
 partly filled window are committed too: after a restart the monitor starts a fresh window
 rather than re-reading old events (monitoring is best effort; scoring never waits on it).
+
+Reports take bounded disk: after writing one, the monitor deletes the reports of its folder
+beyond the newest ``drift.report_keep`` and those older than ``drift.report_max_age_s``
+(:func:`prune_reports`; only files named like its reports, nothing else in the folder). The
+``report_uri`` of a ``model.drift`` event whose report was deleted no longer resolves; the
+event itself keeps the verdict and the drifted columns.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import threading
 import time
 import uuid
@@ -40,11 +47,13 @@ from raylane.monitoring.drift_state import DriftState, iso_ms, now_iso, write_st
 
 __all__ = [
     "DRIFT_METRICS",
+    "REPORT_NAME",
     "DriftLoop",
     "DriftMonitor",
     "Evaluation",
     "ReferenceLoader",
     "mlflow_reference",
+    "prune_reports",
     "report_dir_for",
 ]
 
@@ -52,6 +61,10 @@ log = logging.getLogger("raylane.drift")
 
 #: (model_name, model_version) -> reference sample (features + prediction column).
 ReferenceLoader = Callable[[str, str], pd.DataFrame]
+
+#: The names :meth:`DriftMonitor.evaluate` gives reports:
+#: ``<model>-v<version>-<window end, e.g. 2026-11-28T061820.123000Z>-<event id[:8]>.html``.
+REPORT_NAME = re.compile(r".+-v[0-9A-Za-z._]+-\d{4}-\d{2}-\d{2}T\d{6}(?:\.\d+)?Z-[0-9a-f]{8}\.html")
 
 
 class _DriftMetrics:
@@ -175,7 +188,12 @@ class DriftMonitor:
         return methods
 
     def evaluate(self, window: Window) -> Evaluation:
-        """Compare one closed window with its model version's reference (CPU-heavy: ~1 s)."""
+        """Compare one closed window with its model version's reference (CPU-heavy: ~1 s).
+
+        A drifted window's HTML report is saved under `report_dir`, then older reports are
+        pruned (``drift.report_keep``, ``drift.report_max_age_s``): the ``report_uri`` of an
+        older event may no longer resolve.
+        """
         det = self.detector(window.model_name, window.model_version)
         result, snapshot = det.evaluate(window.frame())
         self.evaluations += 1
@@ -203,6 +221,12 @@ class DriftMonitor:
             snapshot,
             self.report_dir / f"{window.model_name}-v{window.model_version}-"
             f"{stamp}-{event_id[:8]}.html",
+        )
+        prune_reports(
+            self.report_dir,
+            keep=self.drift.report_keep,
+            max_age_s=self.drift.report_max_age_s,
+            protect=path,
         )
         pred = result.prediction
         event = {
@@ -437,6 +461,57 @@ class DriftLoop:
         assert self._consumer is not None
         offsets = {tp: msgs[-1].offset + 1 for tp, msgs in got.items() if msgs}
         await commit_owned(self._consumer, offsets, "drift monitor")
+
+
+def prune_reports(
+    folder: Path,
+    *,
+    keep: int,
+    max_age_s: float | None = None,
+    now: float | None = None,
+    protect: Path | None = None,
+) -> list[Path]:
+    """Delete the drift reports in `folder` beyond the newest `keep` and those older than
+    `max_age_s` (by modification time); returns the deleted paths.
+
+    Only files named like the monitor's reports (:data:`REPORT_NAME`) are touched; `protect`
+    (the report just written) never is. Give each pipeline its own ``drift.report_dir``:
+    reports of pipelines sharing one folder count against the same limit. A file that
+    cannot be deleted is logged and skipped (monitoring is best effort).
+    """
+    now = time.time() if now is None else now
+    reports: list[tuple[float, str, Path]] = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError as e:
+        log.warning("cannot list drift reports in %s to prune them: %s", folder, e)
+        return []
+    for p in entries:
+        if not REPORT_NAME.fullmatch(p.name) or not p.is_file():
+            continue
+        try:
+            reports.append((p.stat().st_mtime, p.name, p))
+        except OSError:  # deleted meanwhile
+            continue
+    reports.sort(reverse=True)  # newest first
+    doomed = [p for _, _, p in reports[keep:]]
+    if max_age_s is not None:
+        doomed += [p for t, _, p in reports[:keep] if now - t > max_age_s]
+    deleted: list[Path] = []
+    for p in doomed:
+        if protect is not None and p == protect:
+            continue
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            log.warning("cannot delete old drift report %s: %s", p, e)
+            continue
+        deleted.append(p)
+    if deleted:
+        log.info("deleted %d old drift report(s) in %s", len(deleted), folder)
+    return deleted
 
 
 def report_dir_for(cfg: PipelineConfig, home: Path) -> Path:

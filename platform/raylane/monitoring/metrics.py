@@ -83,6 +83,13 @@ class PipelineMetrics:
             "class).",
             ["pipeline"],
         )
+        self.publish_rejected = Counter(
+            "raylane_publish_rejected_total",
+            "Records Kafka refused for good (too large, invalid or unauthorized topic), by "
+            "Kafka error; record=output: the input was dead-lettered instead; "
+            "record=dead_letter: a dead letter was refused and dropped (alert on it).",
+            ["pipeline", "error", "record"],
+        )
         self.paused = Gauge(
             "raylane_consumer_paused", "1 while consumption is paused.", ["pipeline"]
         )

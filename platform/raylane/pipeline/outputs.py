@@ -2,6 +2,8 @@
 
 Each output carries the input's ``event_id`` and ``correlation_id`` (body and headers), so
 downstream consumers de-duplicate; only the fields an output contract declares are kept.
+Next to the outputs it returns the input record of each (a parallel list of references), so
+the ingress can dead-letter the input of an output Kafka refuses.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ class OutputStage:
         decisions: Decisions,
         stage_ms: Mapping[str, float],
         batch_ms: float,
-    ) -> list[OutRecord]:
+    ) -> tuple[list[OutRecord], list[InRecord]]:
+        """The output records of a scored batch, and the input record of each."""
         cfg = self.cfg
         events = batch.events
         now_ms = int(time.time() * 1000)
@@ -99,6 +102,7 @@ class OutputStage:
         values = self._scored.encode_many(_project(scored_recs, self._scored.field_names))
         topic = cfg.outputs.scored.topic
         out = [OutRecord(topic, k, v, h) for k, v, h in zip(keys, values, hdrs, strict=True)]
+        sources = list(batch.records)
         for r, idxs in by_rule.items():
             pub = rules[r].publish
             assert pub is not None
@@ -107,4 +111,5 @@ class OutputStage:
             out.extend(
                 OutRecord(pub.topic, keys[i], v, hdrs[i]) for i, v in zip(idxs, vals, strict=True)
             )
-        return out
+            sources.extend([batch.records[i] for i in idxs])
+        return out, sources

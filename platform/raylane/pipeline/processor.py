@@ -59,6 +59,8 @@ def is_outage(e: BaseException) -> bool:
 class BatchResult:
     outputs: list[OutRecord] = field(default_factory=list)
     dlq: list[OutRecord] = field(default_factory=list)
+    #: the input record of each output (parallel to `outputs`; references, no copies)
+    sources: list[InRecord] = field(default_factory=list)
     n_in: int = 0
     n_scored: int = 0
     decisions: dict[str, int] = field(default_factory=dict)
@@ -84,6 +86,7 @@ class BatchResult:
         out = BatchResult(
             outputs=self.outputs + other.outputs,
             dlq=self.dlq + other.dlq,
+            sources=self.sources + other.sources,
             n_in=self.n_in + other.n_in,
             n_scored=self.n_scored + other.n_scored,
             stage_ms={
@@ -184,9 +187,9 @@ class BatchProcessor:
         result.shadow = ShadowJob(cols, batch.events, pred, decisions.decision)
 
         t0 = time.perf_counter()
-        result.outputs.extend(
-            self.outputs(batch, cols, pred, decisions, result.stage_ms, _ms(t_batch))
-        )
+        outputs, sources = self.outputs(batch, cols, pred, decisions, result.stage_ms, _ms(t_batch))
+        result.outputs.extend(outputs)
+        result.sources.extend(sources)
         result.stage_ms["encode_ms"] = _ms(t0)
         result.n_scored = len(batch.events)
         for d in decisions.decision:

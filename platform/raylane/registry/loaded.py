@@ -5,11 +5,20 @@
 :class:`LoadedModel` whose ``predict`` stacks the model's own columns into one matrix and
 makes one library call per batch. A model that needs a column the pipeline does not
 produce is refused at load (and at score time), never scored on NaN-filled columns.
+
+Downloads go to a temporary directory that does not outlive its use: it is deleted once the
+model is in memory (the native XGBoost and LightGBM boosters and scikit-learn estimators
+are read whole), or, for a flavor that may keep reading its files (``python_function``: a
+custom model's artifacts and code stay on disk) and for a model logged with ``code_paths``,
+when the loaded scorer is garbage collected, e.g. after a hot swap replaced it. The
+reference sample is read into a DataFrame and its download deleted at once.
 """
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+import weakref
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from raylane.errors import ModelError, RaylaneError
-from raylane.flavors import Scorer, model_flavors, pick_flavor, require_columns
+from raylane.flavors import Scorer, model_flavors, pick_flavor, read_mlmodel, require_columns
 from raylane.registry._mlflow import boundary, client, resolve_tracking_uri
 from raylane.registry.refs import ModelRef, resolve
 
@@ -114,28 +123,35 @@ def load_model(
     tu = resolve_tracking_uri(tracking_uri)
     ref = resolve(uri, tracking_uri=tu)
     label = f"model {ref.name} v{ref.version}"
-    with boundary(f"loading {ref.uri_pinned}", tu, name=ref.name):
-        # Download the version's own source: MLflow's models:/ resolution ignores the
-        # registry_uri argument and falls back to the process default (a local sqlite file).
-        source = client(tu).get_model_version_download_uri(ref.name, str(ref.version))
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=source,
-            tracking_uri=tu,
-            dst_path=tempfile.mkdtemp(prefix=f"raylane-{ref.name}-{ref.version}-"),
-        )
-    flavors = _flavors(local, label, ref)
-    loader = pick_flavor(flavors, flavor, label=label)
+    tmp = tempfile.mkdtemp(prefix=f"raylane-{ref.name}-{ref.version}-")
     try:
-        scorer = loader.load(local, device=device, nthread=nthread, label=label)
-    except RaylaneError:
+        with boundary(f"loading {ref.uri_pinned}", tu, name=ref.name):
+            # Download the version's own source: MLflow's models:/ resolution ignores the
+            # registry_uri argument and falls back to the process default (a local sqlite).
+            source = client(tu).get_model_version_download_uri(ref.name, str(ref.version))
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=source, tracking_uri=tu, dst_path=tmp
+            )
+        flavors = _flavors(local, label, ref)
+        loader = pick_flavor(flavors, flavor, label=label)
+        try:
+            scorer = loader.load(local, device=device, nthread=nthread, label=label)
+        except RaylaneError:
+            raise
+        except Exception as e:  # the library's own error, wrapped once here
+            raise ModelError(
+                f"{label} ({ref.uri_pinned}) could not be loaded with the {loader.name} flavor "
+                f"({_first_line(e)}); it has flavors [{', '.join(flavors)}]: set `flavor:` in "
+                "the model config to another of them, or log the model again",
+                stage="registry",
+            ) from e
+    except BaseException:
+        _remove(tmp)
         raise
-    except Exception as e:  # the library's own error, wrapped once here
-        raise ModelError(
-            f"{label} ({ref.uri_pinned}) could not be loaded with the {loader.name} flavor "
-            f"({_first_line(e)}); it has flavors [{', '.join(flavors)}]: set `flavor:` in the "
-            "model config to another of them, or log the model again",
-            stage="registry",
-        ) from e
+    if getattr(loader, "reads_lazily", False) or _ships_code(local):
+        weakref.finalize(scorer, _remove, tmp)  # its files stay while the scorer lives
+    else:
+        _remove(tmp)
     if required_columns is not None:
         require_columns(label, scorer.feature_names, required_columns, config)
     return LoadedModel(ref.name, ref.version, ref.uri_pinned, scorer, ref.alias, ref, config)
@@ -150,6 +166,15 @@ def _flavors(local: str, label: str, ref: ModelRef) -> list[str]:
             "register a model logged with mlflow.<flavor>.log_model",
             stage="registry",
         ) from e
+
+
+def _ships_code(local: str) -> bool:
+    """Whether the model was logged with ``code_paths``: MLflow puts that code folder of the
+    download on sys.path, and a module the model imports lazily is read from it later."""
+    try:
+        return any(conf.get("code") for conf in read_mlmodel(local).flavors.values())
+    except Exception:  # unreadable here means it loaded without: nothing to keep
+        return False
 
 
 def _first_line(e: BaseException) -> str:
@@ -170,10 +195,16 @@ def load_reference(uri: str, *, tracking_uri: str | None = None) -> pd.DataFrame
                 "versions logged by models/<name>/train.py",
                 stage="registry",
             )
-        path = mlflow.artifacts.download_artifacts(
-            run_id=run_id,
-            artifact_path=REFERENCE_ARTIFACT,
-            tracking_uri=tu,
-            dst_path=tempfile.mkdtemp(prefix="raylane-ref-"),
-        )
-    return pd.read_parquet(Path(path))
+        tmp = tempfile.mkdtemp(prefix="raylane-ref-")
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=REFERENCE_ARTIFACT, tracking_uri=tu, dst_path=tmp
+            )
+            return pd.read_parquet(Path(path))
+        finally:
+            _remove(tmp)
+
+
+def _remove(path: str) -> None:
+    """Delete a download directory (best effort: a leftover is not worth failing a load)."""
+    shutil.rmtree(path, ignore_errors=True)

@@ -23,7 +23,7 @@ from aiokafka.errors import ConsumerStoppedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from raylane.config import OnlineFeatureView, PipelineConfig, WindowFeature
-from raylane.errors import DependencyError
+from raylane.errors import DependencyError, PublishRejected
 from raylane.features.window import ReferenceWindowState
 from raylane.kafka.records import Headers, OutRecord
 from raylane.pipeline.ports import Prediction
@@ -43,6 +43,9 @@ __all__ = [
 
 #: Decides per event (or per row of model input) whether a call fails: an exception or None.
 RaiseFor = Callable[[Mapping[str, Any]], BaseException | None]
+#: Decides per output record whether the sink refuses it for good: a Kafka error class name
+#: (e.g. ``MessageSizeTooLargeError``) or None.
+RejectFor = Callable[[OutRecord], str | None]
 #: Scores a columnar batch: one float per row.
 ScoreFn = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 
@@ -321,8 +324,11 @@ class FakeSink:
 
     Logs ``write-start`` when a write begins and ``write`` (with the records) when it is
     acknowledged. ``outages.fail_next(n)`` fails the next `n` writes with a retriable
-    DependencyError; an unset `gate` holds acknowledgements until it is set. Like a
-    stopped Kafka producer, a closed sink refuses writes.
+    DependencyError; an unset `gate` holds acknowledgements until it is set. `reject_for`
+    refuses chosen records for good, like Kafka refusing a record that is too large: the
+    write acknowledges every other record (logged as ``write``), logs ``write-rejected``
+    with the refused ones and raises PublishRejected naming their indices. Like a stopped
+    Kafka producer, a closed sink refuses writes.
     """
 
     def __init__(
@@ -331,16 +337,20 @@ class FakeSink:
         fail_times: int = 0,
         log: EventLog | None = None,
         gate: asyncio.Event | None = None,
+        reject_for: RejectFor | None = None,
     ) -> None:
         self.outages = Outages("sink", "publish", fail_times)
         self.log = log
         self.gate = gate
+        self.reject_for = reject_for
         self.started = False
         self.closed = False
         #: write calls, failed and refused ones included
         self.attempts = 0
         #: acknowledged writes, in order
         self.writes: list[list[OutRecord]] = []
+        #: records refused for good, in order
+        self.rejected: list[OutRecord] = []
 
     async def start(self) -> None:
         self.started = True
@@ -360,8 +370,28 @@ class FakeSink:
         except DependencyError:
             _log(self.log, "write-fail", batch)
             raise
-        self.writes.append(batch)
-        _log(self.log, "write", batch)
+        failed: dict[int, str] = {}
+        if self.reject_for is not None:
+            for i, r in enumerate(batch):
+                err = self.reject_for(r)
+                if err is not None:
+                    failed[i] = err
+        if not failed:
+            self.writes.append(batch)
+            _log(self.log, "write", batch)
+            return
+        acked = [r for i, r in enumerate(batch) if i not in failed]
+        refused = [batch[i] for i in failed]
+        self.writes.append(acked)
+        self.rejected += refused
+        _log(self.log, "write", acked)
+        _log(self.log, "write-rejected", refused)
+        raise PublishRejected(
+            f"FakeSink refused {len(failed)} of {len(batch)} records for good (injected: "
+            f"{sorted(set(failed.values()))})",
+            failed=failed,
+            stage="publish",
+        )
 
     async def close(self) -> None:
         self.closed = True
