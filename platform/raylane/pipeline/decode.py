@@ -151,9 +151,12 @@ class DecodeStage:
             dlq.append(dead_letter(self.cfg, records[j], err))
         out = Decoded()
         check_time = self._max_ahead_ms is not None or self._max_behind_ms is not None
+        max_chars = self.cfg.input.max_string_chars
         for j, ev in oks:
             rec = records[j]
-            too_long = self._string_error(ev)
+            # a string of N characters takes at least N bytes (Avro and JSON alike), so only
+            # a value longer than the limit can hold one: the walk costs nothing normally
+            too_long = self._string_error(ev) if len(rec.value or b"") > max_chars else None
             if too_long is not None:
                 dlq.append(dead_letter(self.cfg, rec, too_long))
                 continue
