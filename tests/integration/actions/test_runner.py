@@ -299,6 +299,10 @@ async def test_crash_mid_handler_reruns_it_and_any_handler_error_goes_to_the_dlq
         await runner.start()
         task = asyncio.create_task(runner.run())
         try:
+            joined = time.monotonic() + 60
+            while not runner._consumer.assignment():  # in the group: it reads at once now
+                assert time.monotonic() < joined, "the runner never got its partitions"
+                await asyncio.sleep(0.05)
             # what a runner killed inside the webhook call of event 0 leaves behind
             await redis.set(crashed, PENDING, ex=5)
             async with EventProducer(
