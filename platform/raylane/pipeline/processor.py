@@ -24,7 +24,8 @@ import numpy as np
 
 from raylane.config import PipelineConfig
 from raylane.errors import DependencyError, ProcessingError, RaylaneError
-from raylane.kafka.records import InRecord, OutRecord
+from raylane.kafka.deadletters import H_CLASS
+from raylane.kafka.records import InRecord, OutRecord, header
 from raylane.pipeline.decision import DecisionEngine
 from raylane.pipeline.decode import CORRELATION_HEADER, GENERATED_HEADER, DecodeStage, dead_letter
 from raylane.pipeline.enrich import FeatureStage
@@ -73,9 +74,6 @@ class BatchResult:
 
     def count_dead_letters(self) -> None:
         """Tally `dlq` by error class (the class header of each dead letter)."""
-        from raylane.kafka.deadletters import H_CLASS
-        from raylane.kafka.records import header
-
         self.dlq_by_class = {}
         for d in self.dlq:
             cls = (header(d.headers, H_CLASS) or b"?").decode()

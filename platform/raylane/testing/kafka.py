@@ -18,7 +18,7 @@ from raylane.bootstrap import pipeline_topics
 from raylane.config import PipelineConfig
 from raylane.kafka.client import connection
 
-__all__ = ["isolated_args", "isolated_topics", "partition_ends"]
+__all__ = ["isolated_args", "isolated_topics", "partition_ends", "read_records"]
 
 
 def isolated_args(config: str | Path, suffix: str, **ingress: Any) -> dict[str, Any]:
@@ -88,3 +88,21 @@ async def partition_ends(bootstrap: str, topic: str, idle_s: float = 1.0) -> dic
     finally:
         await c.stop()
     return ends
+
+
+async def read_records(bootstrap: str, topic: str, n: int, timeout_s: float = 30) -> list[Any]:
+    """The first `n` records of `topic` from the beginning (fewer if `timeout_s` runs out),
+    for tests that wait on outputs still being produced."""
+    c = connection(bootstrap).consumer(
+        topic, group_id=None, auto_offset_reset="earliest", fetch_max_wait_ms=10
+    )
+    await c.start()
+    out: list[Any] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(out) < n and time.monotonic() < deadline:
+            for msgs in (await c.getmany(timeout_ms=200)).values():
+                out.extend(msgs)
+    finally:
+        await c.stop()
+    return out

@@ -33,7 +33,7 @@ from raylane.pipeline.processor import Prediction
 from raylane.pipeline.wiring import build_processor
 from raylane.sinks.kafka import KafkaSink
 from raylane.testing import World
-from raylane.testing.kafka import partition_ends
+from raylane.testing.kafka import partition_ends, read_records
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -70,23 +70,7 @@ class LowModel:
 
 
 async def _read(bootstrap: str, topic: str, n: int, timeout_s: float = 30) -> list[Any]:
-    c = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=10,
-    )
-    await c.start()
-    out: list[Any] = []
-    try:
-        deadline = time.monotonic() + timeout_s
-        while len(out) < n and time.monotonic() < deadline:
-            for msgs in (await c.getmany(timeout_ms=200)).values():
-                out.extend(msgs)
-    finally:
-        await c.stop()
-    return out
+    return await read_records(bootstrap, topic, n, timeout_s)
 
 
 async def test_an_output_over_the_producers_limit_is_dead_lettered_and_the_rest_goes_on(

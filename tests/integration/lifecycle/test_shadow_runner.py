@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from aiokafka import AIOKafkaConsumer
 
 from raylane.bootstrap import pipeline_topics
 from raylane.config import PipelineConfig
@@ -25,6 +24,7 @@ from raylane.kafka.producer import EventProducer
 from raylane.lifecycle.shadow_stats import ShadowStore
 from raylane.pipeline.processor import Prediction
 from raylane.testing import World
+from raylane.testing.kafka import read_records
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -111,23 +111,7 @@ class GoodShadow:
 
 
 async def _read_all(bootstrap: str, topic: str, n: int, timeout_s: float = 60) -> list[Any]:
-    c = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=10,
-    )
-    await c.start()
-    out: list[Any] = []
-    try:
-        deadline = time.monotonic() + timeout_s
-        while len(out) < n and time.monotonic() < deadline:
-            for msgs in (await c.getmany(timeout_ms=200)).values():
-                out.extend(msgs)
-    finally:
-        await c.stop()
-    return out
+    return await read_records(bootstrap, topic, n, timeout_s)
 
 
 async def _run(
