@@ -486,10 +486,10 @@ class FaultRig:
     # -- process handles -------------------------------------------------------------------
 
     def ingress_pid(self) -> int:
-        return int(self.running.stats()["pid"])
+        return _pid(self.running.ingress.stats)
 
     def model_pid(self, label: str = "champion") -> int:
-        return int(self.running.model(label).info.remote().result(timeout_s=60)["pid"])
+        return _pid(self.running.model(label).info)
 
     def actions_pid(self) -> int:
         from ray import serve
@@ -497,7 +497,7 @@ class FaultRig:
         h = serve.get_deployment_handle(
             f"{self.args['name']}-actions", app_name=self.running.app_name
         )
-        return int(h.stats.remote().result(timeout_s=60)["pid"])
+        return _pid(h.stats)
 
     def flagged_ids(self, ids: set[str]) -> set[str]:
         """Event ids among `ids` whose (first) score was a flag."""
@@ -505,6 +505,19 @@ class FaultRig:
             return {
                 i for i in ids if i in self.tally.scored and self.tally.scored[i][0][2] == "flagged"
             }
+
+
+def _pid(method: Any, timeout_s: float = 600) -> int:
+    """The pid of a replica that answers `method`, waiting while every replica is restarting
+    (killed in a row faster than they start, none may answer for a while)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return int(method.remote().result(timeout_s=30)["pid"])
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 def _own_model(tracking_uri: str, name: str) -> tuple[str, str]:
