@@ -43,7 +43,7 @@ def start_ray(num_cpus: int | None = None, object_store_mb: int = 256) -> None:
         object_store_memory=object_store_mb * 1024 * 1024,
         logging_level=logging.WARNING,
         log_to_driver=os.environ.get("RAYLANE_RAY_LOGS", "0") == "1",
-        runtime_env={"env_vars": {**Settings.load().as_env(), **REPLICA_ENV}},
+        runtime_env={"env_vars": {**Settings.load().replica_env(), **REPLICA_ENV}},
     )
 
 
