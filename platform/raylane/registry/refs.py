@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from raylane.errors import ModelError
+from raylane.redaction import mask_url
 from raylane.registry._mlflow import (
     boundary,
     client,
@@ -71,7 +72,7 @@ def _missing(c: MlflowClient, tu: str, name: str, alias: str | None, version: in
         if not is_not_found(e):
             raise
         return (
-            f"registered model {name} does not exist in MLflow at {tu}; run "
+            f"registered model {name} does not exist in MLflow at {mask_url(tu)}; run "
             f"`raylane bootstrap` (or `python models/{name}/train.py`)"
         )
     aliases = dict(getattr(rm, "aliases", {}) or {})
