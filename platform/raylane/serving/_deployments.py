@@ -23,6 +23,7 @@ from raylane.config import ModelConfig
 from raylane.errors import DependencyError
 from raylane.pipeline.processor import Prediction
 from raylane.serving._host import LoopHost
+from raylane.serving._loopback import bind_serve_grpc_to_loopback
 from raylane.serving.hosted import HostedModel, score_merged
 
 __all__ = ["KafkaIngress", "ModelServer", "ServeModelClient"]
@@ -51,6 +52,7 @@ class ModelServer:
         config: str = "",
     ) -> None:
         os.environ.update(env)
+        bind_serve_grpc_to_loopback()
         os.environ.setdefault(
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"
         )  # no bars in replica logs

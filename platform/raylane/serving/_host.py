@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 from raylane.config import PipelineConfig
+from raylane.serving._loopback import bind_serve_grpc_to_loopback
 
 __all__ = ["LoopHost"]
 
@@ -30,6 +31,7 @@ class LoopHost:
 
     def __init__(self, args: dict[str, Any], env: dict[str, str]) -> None:
         os.environ.update(env)
+        bind_serve_grpc_to_loopback()
         self.cfg = PipelineConfig.from_args(args)
         self._loop: Any = None
         self._error: BaseException | None = None
