@@ -140,3 +140,13 @@ def set_alias(
         mv = c.get_model_version(name, str(version))
         c.set_registered_model_alias(name, alias, str(version))
     return ModelRef.of(name, version, alias, mv.run_id or None)
+
+
+def version_tags(
+    name: str, version: str | int, *, tracking_uri: str | None = None
+) -> dict[str, str]:
+    """The tags of one registered model version (approvals, promotion records)."""
+    tu = resolve_tracking_uri(tracking_uri)
+    c = client(tu)
+    with boundary(f"reading the tags of {name} v{version}", tu, name=name):
+        return dict(c.get_model_version(name, str(version)).tags or {})

@@ -66,6 +66,8 @@ def _model(cfg: PipelineConfig, m: ModelConfig, env: dict[str, str]) -> Applicat
         name,
         columns=cfg.features.columns(),
         config=f"the serve config of pipeline {cfg.name} (serve_configs/{cfg.name}.yaml)",
+        # the primary serves only versions `raylane promote` approved (with a promotion key)
+        verify_approval=m is cfg.models.primary,
     )
 
 
