@@ -498,6 +498,12 @@ class IngressLoop:
         if self.stats.paused and self._outage:
             return  # paused on purpose: the breaker and the retry loop own this
         if since > self.cfg.ingress.stall_timeout_s:
+            log.error(
+                "ingress of %s made no progress for %.0f s; where its tasks wait:\n%s",
+                self.cfg.name,
+                since,
+                _task_stacks(),
+            )
             raise RuntimeError(
                 f"ingress of {self.cfg.name} is stuck: {pending} records pending on "
                 f"{sorted(lag)} and no commit for {since:.0f} s "
@@ -554,3 +560,21 @@ def _flatten(got: dict[Any, list[Any]]) -> list[InRecord]:
                 )
             )
     return out
+
+
+def _task_stacks(limit: int = 20) -> str:
+    """Where each asyncio task of the running loop waits: its whole chain of awaits."""
+    import traceback
+
+    out = []
+    for t in asyncio.all_tasks():
+        frames = []
+        coro: Any = t.get_coro()
+        while coro is not None and len(frames) < limit:
+            f = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            if f is not None:
+                frames.append((f, f.f_lineno))
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        where = "".join(traceback.StackSummary.extract(frames).format())
+        out.append(f"task {t.get_name()}:\n{where}")
+    return "\n".join(out)

@@ -22,7 +22,7 @@ from ray.serve.handle import DeploymentHandle
 from raylane.config import ModelConfig
 from raylane.errors import DependencyError
 from raylane.pipeline.processor import Prediction
-from raylane.serving._host import LoopHost
+from raylane.serving._host import LoopHost, route_logs_to_serve
 from raylane.serving._loopback import bind_serve_grpc_to_loopback
 from raylane.serving.hosted import HostedModel, score_merged
 
@@ -54,6 +54,7 @@ class ModelServer:
     ) -> None:
         os.environ.update(env)
         bind_serve_grpc_to_loopback()
+        route_logs_to_serve()
         os.environ.setdefault(
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"
         )  # no bars in replica logs

@@ -11,15 +11,38 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import logging.handlers
 import os
 from typing import Any
 
 from raylane.config import PipelineConfig
 from raylane.serving._loopback import bind_serve_grpc_to_loopback
 
-__all__ = ["LoopHost"]
+__all__ = ["LoopHost", "route_logs_to_serve"]
 
 log = logging.getLogger("raylane.serving")
+
+
+def route_logs_to_serve() -> None:
+    """Send the ``raylane`` loggers' records through the ``ray.serve`` logger's handlers.
+
+    Ray Serve writes only its own logger to the replica's log file
+    (``logs/serve/replica_<app>_<deployment>_<id>.log``) and, unless the throughput-optimized
+    mode turned it off, to stderr; records of any other logger reach neither. Without this the
+    ingress's warnings (a failing dependency, a poison record isolated) are dropped.
+    """
+    serve_logger = logging.getLogger("ray.serve")
+    ours = logging.getLogger("raylane")
+    for h in serve_logger.handlers:
+        # Serve's throughput-optimized mode buffers its file handler behind a MemoryHandler
+        # that flushes every 1,000 records or on ERROR: a warning would sit there (and die
+        # with a killed replica). raylane's records are few; they go straight to the file.
+        target = h.target if isinstance(h, logging.handlers.MemoryHandler) else h
+        if target is not None and target not in ours.handlers:
+            ours.addHandler(target)
+    if serve_logger.handlers:
+        ours.propagate = False  # the root logger's handler would print them a second time
+        ours.setLevel(serve_logger.getEffectiveLevel())  # the serve config's log_level
 
 
 class LoopHost:
@@ -32,6 +55,7 @@ class LoopHost:
     def __init__(self, args: dict[str, Any], env: dict[str, str]) -> None:
         os.environ.update(env)
         bind_serve_grpc_to_loopback()
+        route_logs_to_serve()
         self.cfg = PipelineConfig.from_args(args)
         self._loop: Any = None
         self._error: BaseException | None = None
