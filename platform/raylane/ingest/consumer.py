@@ -568,7 +568,7 @@ def _task_stacks(limit: int = 20) -> str:
 
     out = []
     for t in asyncio.all_tasks():
-        frames = []
+        frames: list[tuple[Any, int]] = []
         coro: Any = t.get_coro()
         while coro is not None and len(frames) < limit:
             f = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
