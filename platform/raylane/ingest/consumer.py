@@ -566,8 +566,12 @@ def _task_stacks(limit: int = 20) -> str:
     """Where each asyncio task of the running loop waits: its whole chain of awaits."""
     import traceback
 
+    try:
+        tasks = asyncio.all_tasks()
+    except RuntimeError:  # called outside the loop (a test, a thread)
+        return "(no running event loop)"
     out = []
-    for t in asyncio.all_tasks():
+    for t in tasks:
         frames: list[tuple[Any, int]] = []
         coro: Any = t.get_coro()
         while coro is not None and len(frames) < limit:
