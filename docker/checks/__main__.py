@@ -12,11 +12,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _facts import COMPOSE, DASHBOARD, DOCKER, load_compose
+from _facts import COMPOSE, DASHBOARD, DOCKER, RAYSERVICE, load_compose
 from check_compose import compose_problems
 from check_dashboard import dashboard_problems
 from check_dockerfile import dockerfile_problems, dockerignore_problems
 from check_rayservice import k8s_docs, rayservice_problems, sync_problems
+from check_security import all_docs, compose_security_problems, rayservice_security_problems
 
 
 def all_problems() -> dict[str, list[str]]:
@@ -26,9 +27,12 @@ def all_problems() -> dict[str, list[str]]:
         "Dockerfile.dockerignore": dockerignore_problems(
             (DOCKER / "Dockerfile.dockerignore").read_text(), dockerfile
         ),
-        "compose.yaml": compose_problems(load_compose(), COMPOSE.parent),
+        "compose.yaml": compose_problems(load_compose(), COMPOSE.parent)
+        + compose_security_problems(load_compose()),
         "grafana/dashboards/raylane.json": dashboard_problems(json.loads(DASHBOARD.read_text())),
-        "k8s/rayservice.yaml": rayservice_problems(k8s_docs()) + sync_problems(),
+        "k8s/rayservice.yaml": rayservice_problems(k8s_docs())
+        + sync_problems()
+        + rayservice_security_problems(all_docs(RAYSERVICE)),
     }
 
 

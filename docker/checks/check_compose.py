@@ -41,6 +41,15 @@ HEAD_NEEDS = {
 CONDITIONS = ("service_healthy", "service_completed_successfully", "service_started")
 
 
+#: compose interpolation: ``${VAR}``, ``${VAR:?message}``, ``${VAR:-default}``
+INTERPOLATION = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?:[:?\-+][^}]*)?\}")
+
+
+def interpolated(value: str, placeholder: str = "secret") -> str:
+    """`value` with each compose ``${...}`` replaced by `placeholder` (for parsing URLs)."""
+    return INTERPOLATION.sub(placeholder, value)
+
+
 def _flags(argv: list[str]) -> dict[str, str]:
     return dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
 
@@ -139,7 +148,7 @@ def connection_problems(services: dict[str, dict[str, Any]]) -> list[str]:
         cluster_id_ok = False
     if not cluster_id_ok:
         problems.append("kafka CLUSTER_ID must be a base64url-encoded UUID (22 characters)")
-    redis = urlparse(env.get("REDIS_URL", ""))
+    redis = urlparse(interpolated(env.get("REDIS_URL", "")))
     if redis.scheme != "redis" or redis.hostname not in services:
         problems.append(f"REDIS_URL={env.get('REDIS_URL')} does not name a compose service")
 

@@ -21,6 +21,7 @@ from rich.text import Text
 
 from raylane.commands import register_all
 from raylane.commands._common import console, friendly_errors
+from raylane.redaction import mask_url
 
 __all__ = ["app"]
 
@@ -44,7 +45,7 @@ def _status_table(rows: list[Any]) -> Table:
     for r in rows:
         table.add_row(
             r.component,
-            r.address,
+            mask_url(r.address),
             str(r.pid) if r.pid else "-",
             "[green]yes[/]" if r.healthy else "[red]no[/]",
             "ours" if r.owned else ("external" if r.healthy else "-"),
@@ -105,15 +106,15 @@ def dev_up(
     console.print(_status_table(status()))
     console.print(f"settings written to [bold]{settings.home / 'stack.json'}[/]", highlight=False)
     for key, value in settings.as_env().items():
-        console.print(f"  {key}={value}", highlight=False)
+        console.print(f"  {key}={mask_url(value)}", highlight=False)
     env = settings.as_env()
     env.pop("RAYLANE_HOME", None)
     stale = {k: v for k, v in env.items() if os.environ.get(k, v) != v}
     for key, value in stale.items():
         # Settings.load() prefers the environment over stack.json, so say so.
         console.print(
-            f"[yellow]note[/]: {key}={os.environ[key]} in your environment is not the stack's; "
-            f"`export {key}={value}` or unset it",
+            f"[yellow]note[/]: {key}={mask_url(os.environ[key])} in your environment is not the "
+            f"stack's; `export {key}={mask_url(value)}` or unset it",
             highlight=False,
         )
 

@@ -13,6 +13,7 @@ import re
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -25,6 +26,7 @@ import check_compose  # noqa: E402 - after the sys.path insert above
 import check_dashboard  # noqa: E402 - after the sys.path insert above
 import check_dockerfile  # noqa: E402 - after the sys.path insert above
 import check_rayservice  # noqa: E402 - after the sys.path insert above
+import check_security  # noqa: E402 - after the sys.path insert above
 from _facts import load_compose, raylane_services, settings_env_names  # noqa: E402 - after the sys.path insert above
 
 DASHBOARD = DOCKER / "grafana" / "dashboards" / "raylane.json"
@@ -172,8 +174,8 @@ def test_compose_check_bites(tmp_path: Path) -> None:
     assert problems_of(text) == []
     cases = {  # old, new, expected problem
         "env name": (
-            "  REDIS_URL: redis://redis:6379/0",
-            "  REDIS_URI: redis://redis:6379/0",
+            "  REDIS_URL: redis://",
+            "  REDIS_URI: redis://",
             "ray-head: REDIS_URL (raylane.settings) is not set",
         ),
         "unknown RAYLANE_*": (
@@ -221,6 +223,130 @@ def test_compose_check_bites(tmp_path: Path) -> None:
     assert _has(problems_of(text), "raylane.json does not exist")
     (work / "prometheus" / "prometheus.yml").unlink()
     assert _has(problems_of(text), "mount source ./prometheus/prometheus.yml")
+
+
+# --------------------------------------------------------------------------- security
+
+
+def test_compose_is_secure_by_default() -> None:
+    assert check_security.compose_security_problems(load_compose()) == []
+
+
+def test_compose_secrets_are_all_in_the_env_example() -> None:
+    text = (DOCKER / "compose.yaml").read_text()
+    required = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*):\?", text))
+    example = (DOCKER / ".env.example").read_text()
+    listed = set(re.findall(r"^([A-Z_][A-Z0-9_]*)=", example, re.MULTILINE))
+    assert required and required <= listed, required - listed
+    # every secret is required (${VAR:?...}): compose refuses to start rather than run blank
+    secrets = {
+        v
+        for v in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", text)
+        if re.search("PASSWORD|SECRET|TOKEN", v)
+    }
+    assert secrets and secrets <= required, secrets - required
+
+
+def test_compose_security_check_bites() -> None:
+    text = (DOCKER / "compose.yaml").read_text()
+
+    def problems_of(mutated: str) -> list[str]:
+        return check_security.compose_security_problems(yaml.safe_load(mutated))
+
+    cases = {  # old, new, expected problem
+        "published everywhere": (
+            '"127.0.0.1:8265:8265"',
+            '"8265:8265"',
+            "ray-head publishes 8265 on every interface",
+        ),
+        "published on a LAN address": (
+            '"127.0.0.1:5000:5000"',
+            '"0.0.0.0:5000:5000"',
+            "mlflow publishes 5000 on 0.0.0.0",
+        ),
+        "redis published": (
+            "      REDISCLI_AUTH:",
+            '    ports: ["127.0.0.1:6379:6379"]\n    environment:\n      REDISCLI_AUTH:',
+            "redis publishes port 6379",
+        ),
+        "no ray token": ("  RAY_AUTH_MODE: token", "  RAY_AUTH_MODE: disabled", "Ray token auth"),
+        "redis without password": (
+            '"--requirepass", ',
+            "",
+            "redis runs without a password",
+        ),
+        "mlflow without auth": ("--app-name=basic-auth", "--workers=1", "mlflow runs without auth"),
+        "literal secret": (
+            "GF_SECURITY_ADMIN_PASSWORD: ${GRAFANA_ADMIN_PASSWORD:?set it in the .env file}",
+            "GF_SECURITY_ADMIN_PASSWORD: admin",
+            "GF_SECURITY_ADMIN_PASSWORD is a literal",
+        ),
+        "anonymous grafana": (
+            'GF_AUTH_ANONYMOUS_ENABLED: "false"',
+            'GF_AUTH_ANONYMOUS_ENABLED: "true"',
+            "grafana allows anonymous access",
+        ),
+        "prometheus lifecycle": (
+            "      - --storage.tsdb.path=/prometheus\n",
+            "      - --storage.tsdb.path=/prometheus\n      - --web.enable-lifecycle\n",
+            "--web.enable-lifecycle",
+        ),
+    }
+    for name, (old, new, expect) in cases.items():
+        assert text.count(old) == 1, name
+        assert _has(problems_of(text.replace(old, new)), expect), name
+    plaintext_kafka = yaml.safe_load(text)
+    plaintext_kafka["services"]["kafka"]["ports"] = ["127.0.0.1:9092:9092"]
+    assert _has(
+        check_security.compose_security_problems(plaintext_kafka), "kafka publishes port 9092"
+    )
+    assert _has(check_security.compose_security_problems(plaintext_kafka), "not SASL_SSL")
+
+
+def test_rayservice_has_token_auth_and_a_network_policy() -> None:
+    docs = check_security.all_docs(DOCKER / "k8s" / "rayservice.yaml")
+    assert check_security.rayservice_security_problems(docs) == []
+    assert {"NetworkPolicy", "RayService"} <= {d["kind"] for d in docs}
+
+
+def test_rayservice_security_check_bites() -> None:
+    docs = check_security.all_docs(DOCKER / "k8s" / "rayservice.yaml")
+
+    def mutated(change: Any) -> list[str]:
+        copy_ = copy.deepcopy(docs)
+        change(copy_)
+        return check_security.rayservice_security_problems(copy_)
+
+    def by_kind(ds: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+        return next(d for d in ds if d["kind"] == kind)
+
+    assert _has(
+        mutated(
+            lambda ds: by_kind(ds, "RayService")["spec"]["rayClusterConfig"].pop("authOptions")
+        ),
+        "without Ray token auth",
+    )
+    assert _has(mutated(lambda ds: ds.remove(by_kind(ds, "NetworkPolicy"))), "no NetworkPolicy")
+    assert _has(
+        mutated(lambda ds: by_kind(ds, "NetworkPolicy")["spec"]["ingress"].append({})),
+        "allows every source",
+    )
+    assert _has(
+        mutated(
+            lambda ds: by_kind(ds, "ConfigMap")["data"].update(
+                REDIS_URL="redis://:hunter2@redis:6379/0"
+            )
+        ),
+        "REDIS_URL holds a credential",
+    )
+    assert _has(
+        mutated(
+            lambda ds: ds.append(
+                {"kind": "Service", "metadata": {"name": "dash"}, "spec": {"type": "LoadBalancer"}}
+            )
+        ),
+        "Service dash exposes Ray",
+    )
 
 
 # --------------------------------------------------------------------------- dashboard

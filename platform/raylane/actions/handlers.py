@@ -36,6 +36,7 @@ from raylane.actions.metrics import ACTION_METRICS
 from raylane.config import PublishAction, UpdateProfileAction, WebhookAction
 from raylane.contracts import Codec, ContractError
 from raylane.errors import DependencyError, RaylaneError
+from raylane.redaction import mask_url, mask_urls
 
 __all__ = [
     "ActionEvent",
@@ -204,7 +205,8 @@ class WebhookHandler:
             raise _Retryable(f"HTTP {r.status_code}")
         if r.status_code >= 400:
             raise ActionFailed(
-                f"webhook {self.spec.url} rejected the event: HTTP {r.status_code} {r.text[:200]}"
+                f"webhook {mask_url(self.spec.url)} rejected the event: "
+                f"HTTP {r.status_code} {r.text[:200]}"
             )
 
     async def _deliver(self, body: bytes, headers: Mapping[str, str]) -> None:
@@ -241,16 +243,17 @@ class WebhookHandler:
         except pybreaker.CircuitBreakerError as e:
             if isinstance(e.__context__, _Retryable):  # this very failure tripped the breaker
                 raise ActionFailed(
-                    f"webhook {self.spec.url} failed after {self.spec.attempts} attempts: "
-                    f"{e.__context__}; its circuit breaker is now open"
+                    f"webhook {mask_url(self.spec.url)} failed after {self.spec.attempts} "
+                    f"attempts: {e.__context__}; its circuit breaker is now open"
                 ) from e
             raise ActionFailed(
-                f"webhook {self.spec.url}: circuit breaker open after repeated failures "
+                f"webhook {mask_url(self.spec.url)}: circuit breaker open after repeated failures "
                 f"(retrying after {self.spec.breaker.reset_timeout_s:g} s)"
             ) from e
         except _Retryable as e:
             raise ActionFailed(
-                f"webhook {self.spec.url} failed after {self.spec.attempts} attempts: {e}"
+                f"webhook {mask_url(self.spec.url)} failed after {self.spec.attempts} attempts: "
+                f"{mask_urls(str(e))}"
             ) from e
 
     async def aclose(self) -> None:

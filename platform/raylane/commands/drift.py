@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from raylane.redaction import mask_url
+
 __all__ = ["register"]
 
 
@@ -38,7 +40,8 @@ def register(app: typer.Typer) -> None:
         if state is None:
             console.print(
                 f"no drift state for pipeline [bold]{pipeline}[/] at {drift_key(pipeline)} "
-                f"({settings.redis_url}): the drift monitor has not evaluated a window yet; "
+                f"({mask_url(settings.redis_url)}): the drift monitor has not evaluated a "
+                "window yet; "
                 f"start the app (`serve run serve_configs/{pipeline}.yaml`) and send traffic"
             )
             raise typer.Exit(0)

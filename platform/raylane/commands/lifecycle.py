@@ -181,16 +181,17 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option(help="Promote even if gates fail (needs --reason).")
         ] = False,
         reason: Annotated[str, typer.Option(help="Why; recorded in the audit trail.")] = "",
-        actor: Annotated[
-            str | None, typer.Option(help="Who (default $RAYLANE_ACTOR or user@host).")
-        ] = None,
     ) -> None:
-        """Move champion to the challenger (or --version) if the gates pass; audit the move."""
+        """Move champion to the challenger (or --version) if the gates pass; audit the move.
+
+        The audit's actor is this environment's identity ($RAYLANE_ACTOR, set by the CI or
+        the platform, else user@host), never a free-text option.
+        """
         from raylane.lifecycle.promotion import GatesFailed, promote
 
         cfg = _config(pipeline, config)
         try:
-            out = promote(cfg, version=version, force=force, reason=reason, actor=actor)
+            out = promote(cfg, version=version, force=force, reason=reason)
         except GatesFailed as e:
             console.print(_gates_table(e.gates))
             raise
@@ -211,15 +212,12 @@ def register(app: typer.Typer) -> None:
         pipeline: PipelineArg,
         config: ConfigOpt = None,
         reason: Annotated[str, typer.Option(help="Why; recorded in the audit trail.")] = "",
-        actor: Annotated[
-            str | None, typer.Option(help="Who (default $RAYLANE_ACTOR or user@host).")
-        ] = None,
     ) -> None:
         """Restore the previous champion (alias `previous`); audited like a promotion."""
         from raylane.lifecycle.promotion import rollback
 
         cfg = _config(pipeline, config)
-        ev = rollback(cfg, reason=reason, actor=actor).event
+        ev = rollback(cfg, reason=reason).event
         console.print(
             f"[bold green]rolled back[/] {ev['model_name']}@{ev['alias']}: "
             f"v{ev['from_version']} -> v{ev['to_version']}",

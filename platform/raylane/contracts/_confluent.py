@@ -25,6 +25,7 @@ from raylane.contracts._compat import COMPATIBILITY_LEVELS, IncompatibleSchema
 from raylane.contracts._errors import InvalidSchema, SchemaNotFound, SchemaRegistryError
 from raylane.contracts._registry import RegisteredSchema, _load_schema_obj, _parse
 from raylane.errors import DependencyError, RaylaneError
+from raylane.redaction import mask_url, mask_urls
 
 __all__ = ["ConfluentSchemaRegistry"]
 
@@ -32,6 +33,9 @@ __all__ = ["ConfluentSchemaRegistry"]
 _NOT_FOUND = {40401, 40402, 40403, 40408}
 _INCOMPATIBLE = 409
 _INVALID = {42201, 42202, 42203}
+#: HTTP answers about the caller, not the event: credentials, permissions, rate limits and
+#: timeouts are fixed (or pass) without touching the event, so they pause and retry
+_RETRIABLE_STATUS = {401, 403, 408, 429}
 
 
 class ConfluentSchemaRegistry:
@@ -42,7 +46,7 @@ class ConfluentSchemaRegistry:
     """
 
     def __init__(self, url: str, **conf: Any) -> None:
-        self.url = url
+        self.url = mask_url(url)  # for messages; the client keeps the real one
         self._client = SchemaRegistryClient({"url": url, **conf})
         self._parsed: dict[int, dict[str, Any]] = {}
 
@@ -54,21 +58,31 @@ class ConfluentSchemaRegistry:
             return fn(*args, **kw)
         except _SRError as e:
             code = getattr(e, "error_code", None)
-            msg = f"{what} at {self.url}: {getattr(e, 'error_message', e)} (error code {code})"
+            status = getattr(e, "http_status_code", None)
+            detail = mask_urls(str(getattr(e, "error_message", e)))
+            msg = f"{what} at {self.url}: {detail} (error code {code})"
+            if status in _RETRIABLE_STATUS:
+                raise DependencyError(
+                    f"{msg}: the schema registry refused the request (HTTP {status}); check "
+                    "schema_registry's credentials (basic.auth.user.info) and permissions, or "
+                    "wait out its rate limit; events wait and are retried",
+                    stage="schema_registry",
+                ) from e
             if code in _NOT_FOUND:
                 raise SchemaNotFound(msg) from e
             if code == _INCOMPATIBLE:
                 raise IncompatibleSchema(msg) from e
             if code in _INVALID:
                 raise InvalidSchema(msg) from e
-            if isinstance(getattr(e, "http_status_code", None), int) and e.http_status_code < 500:
+            if isinstance(status, int) and status < 500:
                 raise SchemaRegistryError(msg) from e
             raise DependencyError(msg, stage="schema_registry") from e
         except RaylaneError:
             raise
         except Exception as e:
             raise DependencyError(
-                f"{what}: schema registry at {self.url} did not answer ({e}); is it up and "
+                f"{what}: schema registry at {self.url} did not answer ({mask_urls(str(e))}); "
+                "is it up and "
                 "is schema_registry.url right?",
                 stage="schema_registry",
             ) from e

@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 
 from raylane.errors import ConfigError, DependencyError
 from raylane.loading import import_file
+from raylane.redaction import mask_url, mask_urls
 from raylane.settings import Settings, raylane_home
 
 __all__ = [
@@ -70,7 +71,7 @@ def feast_connection_string(redis_url: str) -> str:
     """Translate a ``redis://`` / ``rediss://`` URL into Feast's ``host:port,db=N,...`` form."""
     if not redis_url.startswith(("redis://", "rediss://")):
         raise ConfigError(
-            f"REDIS_URL {redis_url!r} is not usable by Feast's Redis online store; "
+            f"REDIS_URL {mask_url(redis_url)!r} is not usable by Feast's Redis online store; "
             "use redis://host:port/db or rediss://host:port/db",
             stage="features",
         )
@@ -187,7 +188,7 @@ def _wrap(repo: FeastRepo, action: str) -> Iterator[None]:
         raise
     except (RedisError, ConnectionError, TimeoutError) as e:
         raise DependencyError(
-            f"{action}: Redis at {repo.redis_url} failed ({e}); start it "
+            f"{action}: Redis at {mask_url(repo.redis_url)} failed ({mask_urls(str(e))}); start it "
             "(`raylane dev up`) or set REDIS_URL",
             stage="features",
         ) from e

@@ -1,23 +1,40 @@
 """The one Kafka client factory: every consumer, producer and admin client in raylane is made here.
 
 The connection settings are read once (bootstrap servers from the environment or the embedded
-stack's ``stack.json``, then the client options below), so the ingress, the drift monitor, the
-action runner, the DLQ tools, promotion audit, the bench and the dev stack all connect the
-same way, and a setting added here (TLS, SASL) reaches all of them.
+stack's ``stack.json``, then the security and client options below), so the ingress, the drift
+monitor, the action runner, the DLQ tools, promotion audit, the bench and the dev stack all
+connect the same way, with the same TLS and SASL settings.
 
-Environment:
+Environment (each replica reads these itself; none travels in Serve init args):
 
-=================================  ==================================================
-``RAYLANE_KAFKA_BOOTSTRAP``        bootstrap servers (see :class:`raylane.settings.Settings`)
-``RAYLANE_KAFKA_IDEMPOTENCE``      ``true`` turns on the idempotent producer; off by default
-                                   because the embedded broker grants no producer ids
-=================================  ==================================================
+=====================================  ==========================================================
+``RAYLANE_KAFKA_BOOTSTRAP``            bootstrap servers (see :class:`raylane.settings.Settings`)
+``RAYLANE_KAFKA_SECURITY_PROTOCOL``    ``PLAINTEXT`` (default), ``SSL``, ``SASL_PLAINTEXT``,
+                                       ``SASL_SSL``
+``RAYLANE_KAFKA_SASL_MECHANISM``       ``PLAIN``, ``SCRAM-SHA-256``, ``SCRAM-SHA-512``,
+                                       ``OAUTHBEARER`` (SASL_* protocols only)
+``RAYLANE_KAFKA_SASL_USERNAME``        SASL user (PLAIN / SCRAM)
+``RAYLANE_KAFKA_SASL_PASSWORD``        SASL password; never logged
+``RAYLANE_KAFKA_SASL_PASSWORD_FILE``   or a file holding it (a mounted secret)
+``RAYLANE_KAFKA_OAUTH_TOKEN_FILE``     OAUTHBEARER: file with the token, re-read on each login
+``RAYLANE_KAFKA_SSL_CAFILE``           PEM CA bundle for the brokers' certificates (system CAs
+                                       when unset)
+``RAYLANE_KAFKA_SSL_CERTFILE``         PEM client certificate (mTLS)
+``RAYLANE_KAFKA_SSL_KEYFILE``          PEM key of that certificate, if not inside it
+``RAYLANE_KAFKA_SSL_CHECK_HOSTNAME``   ``true`` (default) checks the broker certificate's name
+``RAYLANE_KAFKA_IDEMPOTENCE``          idempotent producer: on by default; ``raylane dev up``
+                                       records ``false`` for the embedded broker (Tansu grants
+                                       no producer ids); set ``false`` for such brokers
+=====================================  ==========================================================
+
+Invalid combinations (SASL settings with ``PLAINTEXT``, a mechanism without credentials, a
+missing file) fail at load with a :class:`~raylane.errors.ConfigError` naming the variable.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -25,21 +42,22 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient
 
 from raylane.errors import ConfigError
+from raylane.kafka.security import ENV_SECURITY, KafkaSecurity
+from raylane.settings import ENV_IDEMPOTENCE
 
-__all__ = ["ENV_IDEMPOTENCE", "KafkaConnection", "connection"]
-
-ENV_IDEMPOTENCE = "RAYLANE_KAFKA_IDEMPOTENCE"
+__all__ = ["ENV_IDEMPOTENCE", "ENV_SECURITY", "KafkaConnection", "KafkaSecurity", "connection"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
 
 
-def _flag(name: str) -> bool:
+def _flag(name: str) -> bool | None:
+    """The boolean in variable `name`; None when it is unset or empty."""
     raw = os.environ.get(name, "").strip().lower()
     if raw in _TRUE:
         return True
     if raw in _FALSE:
-        return False
+        return None if raw == "" else False
     raise ConfigError(f"{name}={raw!r} is not a boolean; use true or false", stage="config")
 
 
@@ -48,20 +66,33 @@ class KafkaConnection:
     """How to reach one Kafka cluster; makes its clients with the same settings every time."""
 
     bootstrap: str
-    idempotence: bool = False
+    idempotence: bool = True
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
     @classmethod
     def from_env(cls, bootstrap: str | None = None) -> KafkaConnection:
-        """Settings from the environment; `bootstrap` overrides the resolved bootstrap servers."""
-        if bootstrap is None:
-            from raylane.settings import Settings
+        """Settings from the environment; `bootstrap` overrides the resolved bootstrap servers.
 
-            bootstrap = Settings.load().kafka_bootstrap
-        return cls(bootstrap=bootstrap, idempotence=_flag(ENV_IDEMPOTENCE))
+        Idempotence: ``RAYLANE_KAFKA_IDEMPOTENCE`` if set, else what the embedded stack
+        recorded for its broker (when `bootstrap` is that broker), else on.
+        """
+        from raylane.settings import Settings
+
+        settings = Settings.load()
+        if bootstrap is None:
+            bootstrap = settings.kafka_bootstrap
+        idempotence = _flag(ENV_IDEMPOTENCE)
+        if idempotence is None and bootstrap == settings.kafka_bootstrap:
+            idempotence = settings.kafka_idempotence
+        return cls(
+            bootstrap=bootstrap,
+            idempotence=True if idempotence is None else idempotence,
+            security=KafkaSecurity.from_env(),
+        )
 
     def common(self) -> dict[str, Any]:
-        """Options every client of this cluster takes (bootstrap, and security when set)."""
-        return {"bootstrap_servers": self.bootstrap}
+        """Options every client of this cluster takes: bootstrap, TLS and SASL."""
+        return {"bootstrap_servers": self.bootstrap, **self.security.client_options()}
 
     def producer(self, *, client_id: str | None = None, **options: Any) -> AIOKafkaProducer:
         """An acks=all producer (not started). `options` override aiokafka's defaults."""

@@ -16,6 +16,7 @@ from raylane.config import PromotionConfig
 from raylane.errors import DependencyError
 from raylane.lifecycle.shadow_stats import ShadowAggregate
 from raylane.monitoring.drift_state import DriftState, drift_key
+from raylane.redaction import mask_url
 from raylane.redis_clients import connect_sync
 
 __all__ = [
@@ -53,7 +54,7 @@ class RedisDriftCheck:
         except Exception as e:
             raise DependencyError(
                 f"cannot read the drift state {drift_key(pipeline)} "
-                f"from Redis at {self.redis_url}: "
+                f"from Redis at {mask_url(self.redis_url)}: "
                 f"{e}; is Redis up (`raylane dev status`)? Or pass --force --reason to skip gates",
                 stage="promotion",
             ) from e

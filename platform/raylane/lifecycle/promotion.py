@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from raylane.config import PipelineConfig
 from raylane.errors import ConfigError, ModelError, RaylaneError
+from raylane.lifecycle.approval import approval_tag, promotion_key, sign
 from raylane.lifecycle.audit import at_ms, publish_audit, read_audit_topic
 from raylane.lifecycle.gates import (
     DriftCheck,
@@ -257,7 +258,18 @@ def _move(
         ],
     }
     c = client(tu)
+    key = promotion_key()
     with boundary(f"moving {name}@{champion} to v{target}", tu, name=name):
+        if key is not None:
+            # approvals first: a replica that sees an alias move finds its approval there
+            c.set_model_version_tag(
+                name, target, approval_tag(champion), sign(key, name, champion, target)
+            )
+            if current is not None:
+                prev = cfg.promotion.previous_alias
+                c.set_model_version_tag(
+                    name, current, approval_tag(prev), sign(key, name, prev, current)
+                )
         if current is not None:
             c.set_registered_model_alias(name, cfg.promotion.previous_alias, current)
         c.set_registered_model_alias(name, champion, target)

@@ -12,11 +12,11 @@ import asyncio
 import os
 import socket
 from pathlib import Path
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 from raylane._sync import run_sync
 from raylane.errors import StackError
-from raylane.settings import ENV_KAFKA
+from raylane.settings import ENV_KAFKA, STACK_IDEMPOTENCE
 
 from ._component import Component, Health
 
@@ -108,6 +108,8 @@ class KafkaBroker(Component):
     port_env = "RAYLANE_KAFKA_PORT"
     default_port = 9092
     start_timeout_s = 20.0
+    # Tansu grants no producer ids: the clients of the embedded broker turn idempotence off
+    embedded_settings: ClassVar[dict[str, str]] = {STACK_IDEMPOTENCE: "false"}
 
     def external(self) -> str | None:
         return os.environ.get(ENV_KAFKA) or None

@@ -48,6 +48,9 @@ class Component(ABC):
     default_port: ClassVar[int]
     #: Seconds to wait for a started process to become healthy, and the poll interval.
     start_timeout_s: ClassVar[float] = 30.0
+    #: Extra stack.json settings that hold for the embedded service (ours, or one reused at
+    #: our local address), never for one the environment names.
+    embedded_settings: ClassVar[dict[str, str]] = {}
     poll_interval_s: ClassVar[float] = 0.05
 
     @property

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from raylane.errors import StackError
+from raylane.redaction import mask_url, mask_urls
 from raylane.settings import ENV_REDIS
 
 from ._component import Component, Health
@@ -29,7 +30,7 @@ def redis_health(url: str, timeout_s: float = 2.0) -> Health:
             url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
         )
     except ValueError as e:
-        return Health(False, f"bad Redis URL {url!r}: {e}")
+        return Health(False, f"bad Redis URL {mask_url(url)!r}: {mask_urls(str(e))}")
     try:
         client.ping()
     except Exception as e:

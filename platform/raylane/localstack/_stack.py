@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -119,7 +119,11 @@ def _ensure(
     """Make ``comp`` healthy and record it in ``state``; True if we started a process."""
     emit(StackEvent(comp.name, "checking", "health check"))
     external = comp.external()
-    if external is not None:
+    for key in comp.embedded_settings:
+        state.settings.pop(key, None)
+    if external is None:
+        state.settings.update(comp.embedded_settings)
+    else:
         health = comp.probe(external)
         if not health.ok:
             raise StackError(
@@ -229,6 +233,8 @@ def up_locked(
         mlflow_tracking_uri=resolved.get("mlflow_tracking_uri", loaded.mlflow_tracking_uri),
         home=home,
     )
+    if settings.kafka_bootstrap == loaded.kafka_bootstrap:
+        settings = replace(settings, kafka_idempotence=loaded.kafka_idempotence)
     return settings, started
 
 
@@ -245,6 +251,8 @@ def stop_recorded(home: Path, only: Callable[[ComponentRecord], bool] | None = N
             stopped.append(name)
         del state.components[name]
         state.settings.pop(COMPONENTS[name].settings_key if name in COMPONENTS else name, None)
+        for key in COMPONENTS[name].embedded_settings if name in COMPONENTS else ():
+            state.settings.pop(key, None)
     if state.components:
         write_state(home, state)
     else:

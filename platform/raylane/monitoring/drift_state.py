@@ -24,6 +24,7 @@ import redis
 import redis.asyncio as aioredis
 
 from raylane.errors import DependencyError
+from raylane.redaction import mask_url, mask_urls
 from raylane.redis_clients import connect_sync
 
 __all__ = ["DriftState", "drift_key", "read_state", "read_state_async", "write_state_async"]
@@ -102,7 +103,8 @@ def read_state(redis_url: str, pipeline: str) -> DriftState | None:
         raw = client.get(drift_key(pipeline))
     except redis.RedisError as e:
         raise DependencyError(
-            f"reading the drift state of {pipeline} from Redis at {redis_url} failed: {e}; "
+            f"reading the drift state of {pipeline} from Redis at {mask_url(redis_url)} "
+            f"failed: {mask_urls(str(e))}; "
             "is Redis up (`raylane dev status`)?",
             stage="drift",
         ) from e

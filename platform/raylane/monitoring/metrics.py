@@ -16,7 +16,17 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 
-__all__ = ["METRICS", "PipelineMetrics", "serve_metrics", "target_files", "withdraw_metrics"]
+__all__ = [
+    "ENV_METRICS_HOST",
+    "METRICS",
+    "PipelineMetrics",
+    "metrics_host",
+    "serve_metrics",
+    "target_files",
+    "withdraw_metrics",
+]
+
+ENV_METRICS_HOST = "RAYLANE_METRICS_HOST"
 
 _LATENCY_BUCKETS = (
     0.5,
@@ -183,19 +193,27 @@ METRICS = PipelineMetrics()
 _served: dict[str, int] = {}
 
 
+def metrics_host() -> str:
+    """The address metrics servers listen on and announce: ``RAYLANE_METRICS_HOST``.
+
+    Loopback (127.0.0.1) by default, so nothing off the machine can read them; on a cluster
+    set ``auto`` (this node's address, for a Prometheus on another node) or an address.
+    """
+    host = os.environ.get(ENV_METRICS_HOST, "").strip() or "127.0.0.1"
+    return _node_ip() if host == "auto" else host
+
+
 def serve_metrics(home: Path, name: str) -> int:
-    """Serve this process's metrics on an ephemeral port and announce it in file_sd.
+    """Serve this process's metrics on an ephemeral port of :func:`metrics_host` and announce
+    it in file_sd.
 
     Idempotent per process; returns the port.
     """
     if name in _served:
         return _served[name]
-    server, _thread = start_http_server(0, addr="0.0.0.0", registry=REGISTRY)
+    host = metrics_host()
+    server, _thread = start_http_server(0, addr=host, registry=REGISTRY)
     port = int(server.server_port)
-    # on a cluster set RAYLANE_METRICS_HOST=auto (the node's address) or the address to use
-    host = os.environ.get("RAYLANE_METRICS_HOST", "127.0.0.1")
-    if host == "auto":
-        host = _node_ip()
     targets = home / "prometheus" / "targets"
     targets.mkdir(parents=True, exist_ok=True)
     path = targets / f"{name}-{os.getpid()}.json"

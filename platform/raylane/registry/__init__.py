@@ -12,7 +12,7 @@ Promotion, rollback, gates and audit build on this package in :mod:`raylane.life
 from raylane.flavors import MissingColumnsError
 from raylane.registry._mlflow import parse_uri
 from raylane.registry.loaded import REFERENCE_ARTIFACT, LoadedModel, load_model, load_reference
-from raylane.registry.refs import ModelRef, register, resolve, set_alias
+from raylane.registry.refs import ModelRef, register, resolve, set_alias, version_tags
 
 __all__ = [
     "REFERENCE_ARTIFACT",
@@ -25,4 +25,5 @@ __all__ = [
     "register",
     "resolve",
     "set_alias",
+    "version_tags",
 ]

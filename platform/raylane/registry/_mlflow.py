@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from raylane.errors import DependencyError, ModelError
+from raylane.redaction import mask_url, mask_urls
 from raylane.settings import Settings
 
 _URI = re.compile(
@@ -53,8 +54,8 @@ def check_reachable(uri: str, timeout_s: float = 3.0) -> None:
         socket.create_connection((parts.hostname or "127.0.0.1", port), timeout=timeout_s).close()
     except OSError as e:
         raise DependencyError(
-            f"MLflow at {uri} is unreachable ({e.strerror or e}); run `raylane dev up` or set "
-            "MLFLOW_TRACKING_URI to a running tracking server",
+            f"MLflow at {mask_url(uri)} is unreachable ({e.strerror or e}); run "
+            "`raylane dev up` or set MLFLOW_TRACKING_URI to a running tracking server",
             stage="registry",
         ) from e
 
@@ -112,7 +113,8 @@ def boundary(what: str, uri: str, *, name: str | None = None) -> Iterator[None]:
         raise cls(_message(what, uri, name, e), stage="registry") from e
     except (OSError, ConnectionError) as e:
         raise DependencyError(
-            f"{what} failed: MLflow at {uri} is unreachable ({e}); run `raylane dev up` or "
+            f"{what} failed: MLflow at {mask_url(uri)} is unreachable ({mask_urls(str(e))}); run "
+            "`raylane dev up` or "
             "set MLFLOW_TRACKING_URI to a running tracking server",
             stage="registry",
         ) from e
@@ -136,12 +138,15 @@ def _message(what: str, uri: str, name: str | None, e: MlflowException) -> str:
         )
     if is_not_found(e):
         thing = f"registered model {name}" if name else "the model"
-        return f"{what} failed: {thing} was not found in MLflow at {uri}; " + _BOOTSTRAP.replace(
-            "<name>", name or "<name>"
+        return (
+            f"{what} failed: {thing} was not found in MLflow at {mask_url(uri)}; "
+            + _BOOTSTRAP.replace("<name>", name or "<name>")
         )
     if _connection_failed(e):
         return (
-            f"{what} failed: MLflow at {uri} is unreachable ({text.splitlines()[0]}); run "
+            f"{what} failed: MLflow at {mask_url(uri)} is unreachable "
+            f"({mask_urls(text.splitlines()[0])}); run "
             "`raylane dev up` or set MLFLOW_TRACKING_URI to a running tracking server"
         )
-    return f"{what} failed against MLflow at {uri}: {text.splitlines()[0] if text else code}"
+    first = mask_urls(text.splitlines()[0]) if text else code
+    return f"{what} failed against MLflow at {mask_url(uri)}: {first}"

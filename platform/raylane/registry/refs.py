@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from raylane.errors import ModelError
+from raylane.redaction import mask_url
 from raylane.registry._mlflow import (
     boundary,
     client,
@@ -71,7 +72,7 @@ def _missing(c: MlflowClient, tu: str, name: str, alias: str | None, version: in
         if not is_not_found(e):
             raise
         return (
-            f"registered model {name} does not exist in MLflow at {tu}; run "
+            f"registered model {name} does not exist in MLflow at {mask_url(tu)}; run "
             f"`raylane bootstrap` (or `python models/{name}/train.py`)"
         )
     aliases = dict(getattr(rm, "aliases", {}) or {})
@@ -139,3 +140,13 @@ def set_alias(
         mv = c.get_model_version(name, str(version))
         c.set_registered_model_alias(name, alias, str(version))
     return ModelRef.of(name, version, alias, mv.run_id or None)
+
+
+def version_tags(
+    name: str, version: str | int, *, tracking_uri: str | None = None
+) -> dict[str, str]:
+    """The tags of one registered model version (approvals, promotion records)."""
+    tu = resolve_tracking_uri(tracking_uri)
+    c = client(tu)
+    with boundary(f"reading the tags of {name} v{version}", tu, name=name):
+        return dict(c.get_model_version(name, str(version)).tags or {})

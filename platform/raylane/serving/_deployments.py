@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -23,6 +23,7 @@ from raylane.config import ModelConfig
 from raylane.errors import DependencyError
 from raylane.pipeline.processor import Prediction
 from raylane.serving._host import LoopHost, route_logs_to_serve
+from raylane.serving._loopback import bind_serve_grpc_to_loopback
 from raylane.serving.hosted import HostedModel, score_merged
 
 __all__ = ["KafkaIngress", "ModelServer", "ServeModelClient"]
@@ -49,8 +50,10 @@ class ModelServer:
         deployment: str = "",
         columns: Sequence[str] | None = None,
         config: str = "",
+        verify_approval: bool = False,
     ) -> None:
         os.environ.update(env)
+        bind_serve_grpc_to_loopback()
         route_logs_to_serve()
         os.environ.setdefault(
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"
@@ -64,6 +67,7 @@ class ModelServer:
         self.deployment = deployment or self.cfg.name
         self.device = "cuda" if self.cfg.ray_actor_options.num_gpus > 0 else "cpu"
         produced = None if columns is None else list(columns)
+        approve = self._approval(verify_approval)
         self.hosted = HostedModel(
             self.cfg,
             load=lambda uri: load_model(
@@ -74,6 +78,7 @@ class ModelServer:
                 config=config,
             ),
             resolve_version=lambda uri: str(resolve(uri).version),
+            approve=approve,
         )
         log.warning(
             "model %s loaded: %s version %s (%s) on %s",
@@ -106,6 +111,26 @@ class ModelServer:
             if self.hosted.watches_alias
             else None
         )
+
+    def _approval(self, wanted: bool) -> Callable[[str], None] | None:
+        """The check of a version the alias moved to (the primary, with a promotion key)."""
+        from raylane.lifecycle.approval import ENV_KEY, approver
+        from raylane.registry import version_tags
+
+        alias = self.cfg.alias
+        if not wanted or alias is None:
+            return None
+        name = self.cfg.registered_name
+        approve = approver(name, alias, lambda v: version_tags(name, v))
+        if approve is None:
+            log.warning(
+                "model %s: %s is not set, so moves of %s@%s are served unverified",
+                self.cfg.name,
+                ENV_KEY,
+                self.cfg.registered_name,
+                alias,
+            )
+        return approve
 
     async def _poll(self) -> None:
         """Check the alias every reload_poll_s; load a moved alias off the event loop."""

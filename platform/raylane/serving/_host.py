@@ -16,6 +16,7 @@ import os
 from typing import Any
 
 from raylane.config import PipelineConfig
+from raylane.serving._loopback import bind_serve_grpc_to_loopback
 
 __all__ = ["LoopHost", "route_logs_to_serve"]
 
@@ -53,6 +54,7 @@ class LoopHost:
 
     def __init__(self, args: dict[str, Any], env: dict[str, str]) -> None:
         os.environ.update(env)
+        bind_serve_grpc_to_loopback()
         route_logs_to_serve()
         self.cfg = PipelineConfig.from_args(args)
         self._loop: Any = None

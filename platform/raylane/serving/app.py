@@ -66,6 +66,8 @@ def _model(cfg: PipelineConfig, m: ModelConfig, env: dict[str, str]) -> Applicat
         name,
         columns=cfg.features.columns(),
         config=f"the serve config of pipeline {cfg.name} (serve_configs/{cfg.name}.yaml)",
+        # the primary serves only versions `raylane promote` approved (with a promotion key)
+        verify_approval=m is cfg.models.primary,
     )
 
 
@@ -77,7 +79,7 @@ def build_app(args: dict[str, Any]) -> Application:
     if not repo.is_absolute():
         args = {**args, "features": {**args.get("features", {}), "feast_repo": str(repo.resolve())}}
     cfg = PipelineConfig.from_args(args)
-    env = Settings.load().as_env()
+    env = Settings.load().replica_env()  # no secrets in init args: replicas read their own
     primary = _model(cfg, cfg.models.primary, env)
     shadows = [_model(cfg, s, env) for s in cfg.models.shadows]
     return KafkaIngress.options(  # type: ignore[attr-defined,no-any-return]

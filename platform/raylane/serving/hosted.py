@@ -8,7 +8,8 @@ and clears the cache. Every batch is scored by exactly one version, which the re
 names; every swap is recorded (``swaps``) for tests and the operator.
 
 A new version that cannot be loaded (it needs a column the pipeline does not produce, it
-lacks the configured flavor, its artifact is broken) is *refused*: the old version keeps
+lacks the configured flavor, its artifact is broken) or that `raylane promote` did not
+approve (:mod:`raylane.lifecycle.approval`) is *refused*: the old version keeps
 scoring, the refusal is recorded (``refusals``) and logged, and that version is not tried
 again until the alias moves. A dependency outage (retriable) is not a refusal: the caller
 counts it and the next poll tries again.
@@ -79,10 +80,13 @@ class HostedModel:
         resolve_version: Callable[[str], str],
         *,
         timer: Callable[[], float] | None = None,
+        approve: Callable[[str], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self._load = load
         self._resolve = resolve_version
+        #: raises (not retriable) when the version the alias moved to is not approved
+        self._approve = approve
         self.model = load(cfg.uri)
         self.cache = (
             PredictionCache(cfg.cache.ttl_s, cfg.cache.max_entries, timer=timer)
@@ -144,6 +148,8 @@ class HostedModel:
             return None
         t0 = time.perf_counter()
         try:
+            if self._approve is not None:
+                self._approve(target)  # before any download: an unapproved version never loads
             new = self._load(f"models:/{self.cfg.registered_name}/{target}")
         except Exception as e:
             if getattr(e, "retriable", False):

@@ -22,7 +22,12 @@ from raylane.errors import RaylaneError
 from raylane.serving.app import build_app, deployment_names
 from raylane.settings import Settings
 
-__all__ = ["REPLICA_ENV", "RunningPipeline", "run_pipeline", "start_ray"]
+__all__ = ["ENV_RAY_HOST", "REPLICA_ENV", "RunningPipeline", "run_pipeline", "start_ray"]
+
+log = logging.getLogger("raylane.serving")
+
+#: Address a local Ray started here listens on (default 127.0.0.1: nothing off the machine)
+ENV_RAY_HOST = "RAYLANE_RAY_HOST"
 
 #: Ray Serve's documented latency/throughput mode for the replicas: user code and the
 #: handle router on the replica's own event loop, no extra thread hop per model call.
@@ -30,21 +35,76 @@ __all__ = ["REPLICA_ENV", "RunningPipeline", "run_pipeline", "start_ray"]
 REPLICA_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 
 
+def _loopback_only() -> dict[str, Any]:
+    """ray.init options that keep a new local Ray's GCS, raylet, agents and workers on 127.0.0.1.
+
+    Ray resolves ``_node_ip_address="127.0.0.1"`` back to the machine's LAN address unless
+    its single-machine mode is on (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, Ray's own switch
+    for "this node is the whole cluster"): then every server binds the loopback address.
+    The variable is read at import, so the driver's constant is set too; Ray's processes
+    inherit the variable. ``RAYLANE_RAY_HOST`` set to another address opts out.
+    """
+    host = os.environ.get(ENV_RAY_HOST, "").strip() or "127.0.0.1"
+    if host != "127.0.0.1":
+        return {"_node_ip_address": host}
+    from ray._private import ray_constants
+
+    var = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    _saved.setdefault("mode", (os.environ.get(var), ray_constants.ENABLE_RAY_CLUSTER))
+    os.environ[var] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    return {"_node_ip_address": "127.0.0.1"}
+
+
+_saved: dict[str, tuple[str | None, bool]] = {}
+
+
+def _restore_cluster_mode() -> None:
+    """Undo :func:`_loopback_only` after ``ray.shutdown`` (a later ray.init in this process
+    may join or build a multi-node cluster)."""
+    if "mode" not in _saved:
+        return
+    from ray._private import ray_constants
+
+    env, enabled = _saved.pop("mode")
+    var = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    if env is None:
+        os.environ.pop(var, None)
+    else:
+        os.environ[var] = env
+    ray_constants.ENABLE_RAY_CLUSTER = enabled
+
+
 def start_ray(num_cpus: int | None = None, object_store_mb: int = 256) -> None:
-    """A local Ray sized for a laptop / CI box, quiet, no dashboard."""
+    """A local Ray sized for a laptop / CI box, quiet, no dashboard, on 127.0.0.1, token auth
+    (Ray's default for a new local cluster; a warning if the environment turned it off).
+
+    With ``RAY_ADDRESS`` set, connects to that cluster instead (its own settings apply).
+    """
     if ray.is_initialized():
         return
     # Ray lowers its workers to nice 15; on a small box that starves the replicas behind
     # the broker and Redis. The raylet reads this when ray.init starts it.
     os.environ.setdefault("RAY_worker_niceness", "0")
+    local = {} if os.environ.get("RAY_ADDRESS") else _loopback_only()
     ray.init(
+        **local,
         num_cpus=num_cpus or max(4, os.cpu_count() or 2),
         include_dashboard=False,
         object_store_memory=object_store_mb * 1024 * 1024,
         logging_level=logging.WARNING,
         log_to_driver=os.environ.get("RAYLANE_RAY_LOGS", "0") == "1",
-        runtime_env={"env_vars": {**Settings.load().as_env(), **REPLICA_ENV}},
+        runtime_env={"env_vars": {**Settings.load().replica_env(), **REPLICA_ENV}},
     )
+    # Ray 2.60 turns token auth on for a new local cluster unless RAY_AUTH_MODE says
+    # otherwise (it sets the variable itself; the token lives in ~/.ray/auth_token). Setting
+    # it here instead would not reach the driver's already-loaded Ray config.
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        log.warning(
+            "Ray runs without token authentication (RAY_AUTH_MODE=%s); anyone who reaches "
+            "its ports can run code. Unset RAY_AUTH_MODE or set it to token.",
+            os.environ.get("RAY_AUTH_MODE", ""),
+        )
 
 
 class RunningPipeline:
@@ -119,3 +179,4 @@ def run_pipeline(
                 serve.shutdown()
         finally:
             ray.shutdown()
+            _restore_cluster_mode()

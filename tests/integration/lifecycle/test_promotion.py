@@ -335,3 +335,44 @@ def test_open_drift_alert_from_the_monitor_state_blocks_promote_and_shows_in_the
     finally:
         r.delete(drift_key(pipeline))
         r.close()
+
+
+def test_only_versions_promote_approved_pass_the_replica_check(
+    stack, logged_model: str, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a promotion key, promote and rollback sign the versions they move aliases to (in
+    MLflow); the replica's check (the same one ModelServer runs) refuses a version an alias
+    was moved to by hand."""
+    from raylane.lifecycle.approval import NotApproved, approval_tag, approver
+    from raylane.registry import set_alias, version_tags
+
+    monkeypatch.setenv("RAYLANE_PROMOTION_KEY", "integration-test-key-0123456789")
+    name = f"promo_{unique}"
+    v1, v2, v3 = _versions(logged_model, name)
+    set_alias(name, "champion", v1)
+    cfg = PipelineConfig.from_args(_args(name, unique))
+    store = ShadowStore(stack.redis_url)
+    promote(
+        cfg,
+        version=int(v2),
+        force=True,
+        reason="approval test",
+        store=store,
+        drift_check=lambda p: None,
+    )
+    approve = approver(name, "champion", lambda v: version_tags(name, v))
+    assert approve is not None
+    approve(v2)  # promoted: approved
+    assert approval_tag("champion") in version_tags(name, v2)
+    set_alias(name, "champion", v3)  # moved outside `raylane promote`
+    with pytest.raises(NotApproved, match="outside `raylane promote`"):
+        approve(v3)
+    # v1 became @previous when v2 was promoted; rolling back re-approves it for @champion
+    rollback(cfg, reason="approval test")
+    assert _aliases(name, stack.mlflow_tracking_uri)["champion"] == v1
+    approve(v1)
+    with pytest.raises(NotApproved):  # someone else's key signs nothing valid here
+        monkeypatch.setenv("RAYLANE_PROMOTION_KEY", "another-key-0123456789abcdef")
+        other = approver(name, "champion", lambda v: version_tags(name, v))
+        assert other is not None
+        other(v1)

@@ -150,3 +150,71 @@ def test_basic_auth_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
         open_registry(cfg)
     monkeypatch.setenv("SR_AUTH", "user:secret")
     assert isinstance(open_registry(cfg), ConfluentSchemaRegistry)
+
+
+class _Refusing:
+    """A local HTTP server answering every request with one status (and a Confluent error)."""
+
+    def __init__(self, status: int) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class H(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                body = json.dumps({"error_code": status * 100 + 1, "message": "refused"}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = _answer
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.server.server_port
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("status", [401, 403, 429])
+def test_auth_and_rate_limit_answers_are_retriable_not_bad_events(status: int) -> None:
+    srv = _Refusing(status)
+    try:
+        reg = ConfluentSchemaRegistry(
+            f"http://127.0.0.1:{srv.port}", **{"basic.auth.user.info": "svc:hunter2"}
+        )
+        # a DependencyError, not a ContractError: the ingress pauses and retries the batch
+        # instead of dead-lettering good events
+        with pytest.raises(DependencyError) as e:
+            reg.get_by_id(7)
+    finally:
+        srv.close()
+    assert e.value.retriable and e.value.stage == "schema_registry"
+    assert f"HTTP {status}" in e.value.message and "credentials" in e.value.message
+    assert "hunter2" not in e.value.message
+
+
+def test_a_bad_request_is_still_a_registry_error(tmp_path: Path) -> None:
+    from raylane.contracts import SchemaRegistryError
+
+    srv = _Refusing(400)
+    try:
+        with pytest.raises(SchemaRegistryError) as e:
+            ConfluentSchemaRegistry(f"http://127.0.0.1:{srv.port}").get_by_id(7)
+    finally:
+        srv.close()
+    assert not e.value.retriable
+
+
+def test_credentials_in_the_registry_url_never_reach_messages() -> None:
+    reg = ConfluentSchemaRegistry("http://svc:hunter2@127.0.0.1:1")
+    assert "hunter2" not in repr(reg)
+    with pytest.raises(DependencyError) as e:
+        reg.subjects()
+    assert "hunter2" not in e.value.message and "svc:***@127.0.0.1:1" in e.value.message

@@ -323,3 +323,37 @@ def test_cli_status_and_errors(isolated: Path, monkeypatch: pytest.MonkeyPatch) 
 
     result = runner.invoke(app, ["dev", "down"])
     assert result.exit_code == 0 and "nothing" in result.output
+
+
+class _ReachableBroker(KafkaBroker):
+    """A KafkaBroker whose health check always passes (no broker is contacted)."""
+
+    def probe(self, address: str, timeout_s: float = 2.0) -> Health:
+        return Health(True, "fake")
+
+
+def test_embedded_broker_records_idempotence_off_an_external_one_does_not(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from raylane.localstack import _stack
+
+    state = _state.StackState()
+    # reused at our local address: the embedded kind of broker (Tansu grants no producer ids)
+    _stack._ensure(_ReachableBroker(), state, isolated, False, lambda e: None)
+    _stack._save(isolated, state)
+    assert state.settings["kafka_idempotence"] == "false"
+    loaded = Settings.load()
+    assert loaded.kafka_bootstrap == state.settings["kafka_bootstrap"]
+    assert loaded.kafka_idempotence is False
+    # a broker the environment names is not ours to judge: the key goes
+    monkeypatch.setenv("RAYLANE_KAFKA_BOOTSTRAP", "kafka.prod:9093")
+    _stack._ensure(_ReachableBroker(), state, isolated, False, lambda e: None)
+    _stack._save(isolated, state)
+    assert "kafka_idempotence" not in state.settings
+    assert Settings.load().kafka_idempotence is None
+    # and `down` forgets it with the component
+    monkeypatch.delenv("RAYLANE_KAFKA_BOOTSTRAP")
+    _stack._ensure(_ReachableBroker(), state, isolated, False, lambda e: None)
+    _stack._save(isolated, state)
+    _stack.stop_recorded(isolated)
+    assert "kafka_idempotence" not in _state.read_state(isolated).settings
