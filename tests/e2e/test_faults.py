@@ -55,7 +55,7 @@ def _check(row: FaultRow, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_ingress_replicas_sigkilled(rig: FaultRig, capsys) -> None:  # type: ignore[no-untyped-def]
-    _check(kill_ingress(rig, events=2400, rate=300, kills=2), capsys)
+    _check(kill_ingress(rig, events=2400, rate=300, kills=1), capsys)
 
 
 def test_redis_stopped_then_back(rig: FaultRig, capsys) -> None:  # type: ignore[no-untyped-def]
