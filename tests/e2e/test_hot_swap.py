@@ -34,20 +34,6 @@ N = 5000
 RATE = 250.0  # events per second: the stream lasts ~20 s
 
 
-def _own_model(tracking_uri: str, name: str) -> tuple[str, str]:
-    """Register fraud@champion and fraud@challenger again as versions 1 and 2 of `name`."""
-    from mlflow import MlflowClient
-
-    from raylane.registry import register
-
-    c = MlflowClient(tracking_uri)
-    champ = c.get_model_version_by_alias("fraud", "champion")
-    chall = c.get_model_version_by_alias("fraud", "challenger")
-    v1 = register(champ.source, name, alias="champion", tracking_uri=tracking_uri)
-    v2 = register(chall.source, name, alias="challenger", tracking_uri=tracking_uri)
-    return str(v1.version), str(v2.version)
-
-
 def _produce(bootstrap: str, topic: str, events: list[dict[str, Any]], sent: list[int]) -> None:
     async def run() -> None:
         codec = Codec.for_contract("payments.initiated")
@@ -104,26 +90,22 @@ def test_promotion_mid_stream_swaps_every_replica_once_and_loses_nothing(bootstr
     from raylane.lifecycle.promotion import promote
     from raylane.lifecycle.shadow_stats import ShadowStore
     from raylane.serving.runtime import run_pipeline
+    from raylane.testing.faults import use_own_model
     from raylane.testing.kafka import isolated_args, isolated_topics
 
     stack = bootstrapped
     unique = uuid.uuid4().hex[:8]
     name = f"fraud_hs_{unique}"
-    v_old, v_new = _own_model(stack.mlflow_tracking_uri, name)
     args = isolated_args(FRAUD, f"hs-{unique}", num_replicas=1)
     args["name"] = f"hs_{unique}"
-    args["models"]["primary"].update(
-        uri=f"models:/{name}@champion", num_replicas=2, reload_poll_s=1
-    )
-    args["models"]["shadows"][0].update(uri=f"models:/{name}@challenger")
-    args["promotion"].update(
+    v_old, v_new = use_own_model(
+        args,
+        stack.mlflow_tracking_uri,
+        name,
         min_samples=500,
-        min_agreement=0.5,
-        max_p95_abs_delta=1.0,
-        max_latency_p99_ratio=100.0,
-        require_no_drift_alert=False,
         audit_topic=f"models.promoted.hs-{unique}",
     )
+    args["models"]["primary"]["num_replicas"] = 2
     ensure_topics(stack.kafka_bootstrap, isolated_topics(args), partitions=4)
     meta = json.loads((Settings.load().home / "world-fraud.json").read_text())
     world = World(seed=meta["seed"], n_users=meta["users"])  # the users bootstrap put in Feast

@@ -35,7 +35,15 @@ from raylane.settings import ENV_REDIS, Settings
 from raylane.testing.proxy import FaultProxy
 from raylane.testing.simulator import World
 
-__all__ = ["FaultRig", "FaultRow", "Poison", "Tally", "Traffic", "WebhookReceiver"]
+__all__ = [
+    "FaultRig",
+    "FaultRow",
+    "Poison",
+    "Tally",
+    "Traffic",
+    "WebhookReceiver",
+    "use_own_model",
+]
 
 
 @dataclass
@@ -441,19 +449,14 @@ class FaultRig:
         saved = os.environ.get(ENV_REDIS)
         tally: Tally | None = None
         try:
-            name = f"faults_{unique}"
-            versions = _own_model(s.mlflow_tracking_uri, name)
             args = isolated_args(config, f"faults-{unique}", num_replicas=ingress_replicas)
             args["name"] = f"faults_{unique}"
             args["input"]["max_event_age_s"] = 86_400.0
-            args["models"]["primary"].update(uri=f"models:/{name}@champion", reload_poll_s=1)
-            args["models"]["shadows"][0].update(uri=f"models:/{name}@challenger")
-            args["promotion"].update(
+            versions = use_own_model(
+                args,
+                s.mlflow_tracking_uri,
+                f"faults_{unique}",
                 min_samples=200,
-                min_agreement=0.5,
-                max_p95_abs_delta=1.0,
-                max_latency_p99_ratio=100.0,
-                require_no_drift_alert=False,
                 audit_topic=f"models.promoted.faults-{unique}",
             )
             actions = copy.deepcopy(args["actions"])
@@ -520,8 +523,13 @@ def _pid(method: Any, timeout_s: float = 600) -> int:
             time.sleep(1)
 
 
-def _own_model(tracking_uri: str, name: str) -> tuple[str, str]:
-    """fraud@champion and fraud@challenger registered again as versions 1 and 2 of `name`."""
+def use_own_model(
+    args: dict[str, Any], tracking_uri: str, name: str, *, min_samples: int, audit_topic: str
+) -> tuple[str, str]:
+    """Point pipeline `args` at a copy of the fraud models, so promoting never moves the real
+    aliases: fraud@champion and fraud@challenger are registered again as versions 1 and 2 of
+    `name`, the replicas poll its aliases every second, and the promotion gates only need
+    `min_samples` comparisons (any agreement, delta and latency pass). Returns the versions."""
     from mlflow import MlflowClient
 
     from raylane.registry import register
@@ -531,4 +539,14 @@ def _own_model(tracking_uri: str, name: str) -> tuple[str, str]:
     chall = c.get_model_version_by_alias("fraud", "challenger")
     v1 = register(str(champ.source), name, alias="champion", tracking_uri=tracking_uri)
     v2 = register(str(chall.source), name, alias="challenger", tracking_uri=tracking_uri)
+    args["models"]["primary"].update(uri=f"models:/{name}@champion", reload_poll_s=1)
+    args["models"]["shadows"][0].update(uri=f"models:/{name}@challenger")
+    args["promotion"].update(
+        min_samples=min_samples,
+        min_agreement=0.5,
+        max_p95_abs_delta=1.0,
+        max_latency_p99_ratio=100.0,
+        require_no_drift_alert=False,
+        audit_topic=audit_topic,
+    )
     return str(v1.version), str(v2.version)
