@@ -157,6 +157,16 @@ class Tally:
         with self._lock:
             return {i: self.scored[i][0][0] for i in ids if i in self.scored}
 
+    def flagged(self, ids: set[str]) -> set[str]:
+        """Event ids among `ids` whose (first) score was a flag."""
+        with self._lock:
+            return {i for i in ids if i in self.scored and self.scored[i][0][2] == "flagged"}
+
+    def versions(self, ids: set[str]) -> set[str]:
+        """Every model version named by an output of the events `ids`."""
+        with self._lock:
+            return {v for i in ids for _, v, _ in self.scored.get(i, [])}
+
     def wait(
         self,
         ids: set[str],
@@ -383,6 +393,14 @@ class WebhookReceiver:
         self._hold.clear()
         self._release.set()
 
+    def first_delivered(self) -> dict[str, float]:
+        """When each idempotency key was first delivered."""
+        out: dict[str, float] = {}
+        with self._lock:
+            for t, k, _ in self.deliveries:
+                out.setdefault(k, t)
+        return out
+
     def keys(self) -> dict[str, list[bytes]]:
         out: dict[str, list[bytes]] = {}
         with self._lock:
@@ -501,13 +519,6 @@ class FaultRig:
             f"{self.args['name']}-actions", app_name=self.running.app_name
         )
         return _pid(h.stats)
-
-    def flagged_ids(self, ids: set[str]) -> set[str]:
-        """Event ids among `ids` whose (first) score was a flag."""
-        with self.tally._lock:
-            return {
-                i for i in ids if i in self.tally.scored and self.tally.scored[i][0][2] == "flagged"
-            }
 
 
 def _pid(method: Any, timeout_s: float = 600) -> int:

@@ -191,8 +191,7 @@ def promotion(rig: FaultRig, *, events: int, rate: float, seed: int = 107) -> Fa
     end = time.time()
     _drain(rig, traffic, timeout_s=180)
     row = rig.tally.row("promotion mid-stream", traffic, fault_end=[end])
-    with rig.tally._lock:
-        versions = {v for i in traffic.sent_at for _, v, _ in rig.tally.scored.get(i, [])}
+    versions = rig.tally.versions(set(traffic.sent_at))
     row.detail = (
         f"v{out.event['from_version']} -> v{out.event['to_version']}, "
         f"gates {'passed' if all(g.passed for g in out.gates) else 'FAILED'}; "
@@ -315,16 +314,13 @@ def action_crash(rig: FaultRig, *, events: int, rate: float, seed: int = 109) ->
     rig.webhook.release()
     _drain(rig, traffic, timeout_s=180)
     ids = set(traffic.sent_at)
-    flagged = rig.flagged_ids(ids)
+    flagged = rig.tally.flagged(ids)
     wait_until = time.monotonic() + 180
     while not flagged <= rig.webhook.keys().keys() and time.monotonic() < wait_until:
         time.sleep(0.2)
     got = {k: v for k, v in rig.webhook.keys().items() if k in ids}
     row = rig.tally.row("action runner SIGKILLed mid-batch", traffic)
-    delivered_at: dict[str, float] = {}
-    with rig.webhook._lock:
-        for t, k, _ in rig.webhook.deliveries:
-            delivered_at.setdefault(k, t)
+    delivered_at = rig.webhook.first_delivered()
     before = [delivered_at[k] for k in flagged if k in delivered_at and traffic.sent_at[k] <= end]
     row.lost += len(flagged - got.keys())
     row.duplicates = sum(len(v) - 1 for v in got.values())
