@@ -144,6 +144,13 @@ def train_and_register(
         return {}
     module = import_file(hook_dir / "train.py", f"_raylane_train_{cfg.name}")
     res = module.train(tracking_uri=settings.mlflow_tracking_uri, **train_kw)
+    from raylane.lifecycle.promotion import sign_aliases
+
+    # the operator who bootstraps holds the promotion key (if one is set): the aliases
+    # training just set are approved, so replicas serve them
+    signed = sign_aliases(name, list(res.models), tracking_uri=settings.mlflow_tracking_uri)
+    if signed:
+        console.print(f"[green]✓[/] approved {', '.join(f'{name}@{a}' for a in signed)}")
     for label, m in res.models.items():
         console.print(
             f"[green]✓[/] model {name}@{label}: held-out ROC AUC {m.auc:.4f} "

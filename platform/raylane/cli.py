@@ -134,11 +134,29 @@ def dev_down() -> None:
 @dev_app.command("status")
 @friendly_errors
 def dev_status() -> None:
-    """Show each component: address, pid, health, ours or external. Exit 1 if any is unhealthy."""
-    from raylane.localstack import status
+    """Show each component (address, pid, health, ours or external) and every listening
+    socket of the stack and of a local Ray. Exit 1 if any component is unhealthy."""
+    from raylane.localstack import listeners, status
+    from raylane.settings import raylane_home
 
     rows = status()
     console.print(_status_table(rows))
+    found = listeners(raylane_home())
+    table = Table(title="listening sockets (stack and local Ray)", title_justify="left")
+    for col in ("process", "pid", "owner", "address", "reachable from"):
+        table.add_column(col, overflow="fold")
+    for s in found:
+        where = "this machine" if s.loopback else "[bold red]the network[/]"
+        table.add_row(s.process, str(s.pid), s.owner, s.address, where)
+    console.print(table)
+    open_ = [s for s in found if not s.loopback]
+    if open_:
+        console.print(
+            f"[bold red]{len(open_)} listener(s) off loopback[/]: "
+            + ", ".join(f"{s.process} {s.address}" for s in open_)
+            + "; raylane binds 127.0.0.1 unless told otherwise (RAY_ADDRESS, "
+            "RAYLANE_METRICS_HOST, --host): check what set them"
+        )
     if not all(r.healthy for r in rows):
         raise typer.Exit(1)
 

@@ -12,7 +12,6 @@ embedded stack's processes is on 127.0.0.0/8 or ::1.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import os
 import struct
@@ -227,13 +226,6 @@ async def test_thousand_payments_end_to_end(fraud_app, capsys) -> None:
 # -- loopback only (shares this module's deployment) ----------------------------------
 
 
-def _loopback(ip: str) -> bool:
-    addr = ipaddress.ip_address(ip.split("%")[0])
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return addr.is_loopback
-
-
 def _processes(stack_home: Any) -> list[psutil.Process]:
     me = psutil.Process()
     procs = {p.pid: p for p in [me, *me.children(recursive=True)]}
@@ -251,6 +243,8 @@ def _processes(stack_home: Any) -> list[psutil.Process]:
 def test_no_listener_of_the_running_pipeline_leaves_loopback(
     fraud_app: tuple[Any, dict[str, Any]], bootstrapped: Any
 ) -> None:
+    from raylane.localstack import is_loopback
+    from raylane.localstack import listeners as listed
     from raylane.monitoring.metrics import target_files
 
     listeners: list[tuple[str, int, str, int]] = []
@@ -276,6 +270,11 @@ def test_no_listener_of_the_running_pipeline_leaves_loopback(
         for t in g["targets"]
     }
     assert metrics_ports & ports, (metrics_ports, sorted(ports))
-    open_ = [entry for entry in listeners if not _loopback(entry[2])]
+    open_ = [entry for entry in listeners if not is_loopback(entry[2])]
     assert not open_, f"listeners off loopback: {open_}"
+    # `raylane dev status` lists the same sockets (all but this test process's own, the
+    # Ray driver, which a user's `serve run` is instead)
+    shown = {(x.pid, x.port) for x in listed(bootstrapped.home)}
+    ours = {(pid, port) for _, pid, _, port in listeners if pid != os.getpid()}
+    assert ours - shown == set(), f"not shown by raylane dev status: {sorted(ours - shown)}"
     assert os.environ.get("RAY_AUTH_MODE") == "token"

@@ -5,7 +5,11 @@ never moves fraud@champion), runs the pipeline under its own name and topics wit
 primary replicas, promotes through the real gates on the live shadow aggregates while
 events flow, and checks: every event_id is scored (none lost), every output names the
 version that scored it (both versions appear, nothing else), and each primary replica
-switched version exactly once, without a restart.
+switched version exactly once, without a restart. The run holds a promotion key, so
+every version is approved (bootstrap's aliases, the promotion); afterwards the champion
+alias is moved in MLflow directly to a version nobody approved, and every replica must
+refuse it: the promoted version keeps serving, and the refusal shows in each replica's
+record and in ``raylane_model_swaps_refused_total``.
 """
 
 from __future__ import annotations
@@ -85,10 +89,27 @@ def _replicas(running: Any, n: int = 2) -> dict[str, dict[str, Any]]:
     return out
 
 
-def test_promotion_mid_stream_swaps_every_replica_once_and_loses_nothing(bootstrapped) -> None:
+def _refused(running: Any, version: str) -> dict[str, dict[str, Any]]:
+    """info() of both primary replicas once each has refused `version` (or after 60 s)."""
+    deadline = time.monotonic() + 60
+    while True:
+        replicas = _replicas(running)
+        done = all(version in [r["version"] for r in i["refusals"]] for i in replicas.values())
+        if (done and len(replicas) == 2) or time.monotonic() > deadline:
+            return replicas
+        time.sleep(0.5)
+
+
+def test_promotion_mid_stream_swaps_every_replica_once_and_loses_nothing(
+    bootstrapped, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
     from raylane.kafka.admin import ensure_topics
-    from raylane.lifecycle.promotion import promote
+    from raylane.lifecycle.promotion import promote, sign_aliases
     from raylane.lifecycle.shadow_stats import ShadowStore
+    from raylane.monitoring.live import scrape
+    from raylane.registry import register
     from raylane.serving.runtime import run_pipeline
     from raylane.testing.faults import use_own_model
     from raylane.testing.kafka import isolated_args, isolated_topics
@@ -106,6 +127,9 @@ def test_promotion_mid_stream_swaps_every_replica_once_and_loses_nothing(bootstr
         audit_topic=f"models.promoted.hs-{unique}",
     )
     args["models"]["primary"]["num_replicas"] = 2
+    # signed promotions: the replicas (started below, they inherit it) and promote() share it
+    monkeypatch.setenv("RAYLANE_PROMOTION_KEY", f"e2e-promotion-key-{unique}")
+    assert sign_aliases(name, ["champion", "challenger"]) == ["champion", "challenger"]
     ensure_topics(stack.kafka_bootstrap, isolated_topics(args), partitions=4)
     meta = json.loads((Settings.load().home / "world-fraud.json").read_text())
     world = World(seed=meta["seed"], n_users=meta["users"])  # the users bootstrap put in Feast
@@ -148,6 +172,27 @@ def test_promotion_mid_stream_swaps_every_replica_once_and_loses_nothing(bootstr
         )
 
         replicas = _replicas(running)
+
+        # an alias moved outside `raylane promote` (the MLflow API, as the UI does it)
+        mlflow = MlflowClient(stack.mlflow_tracking_uri)
+        src = mlflow.get_model_version(name, v_old)
+        v_rogue = str(
+            register(str(src.source), name, tracking_uri=stack.mlflow_tracking_uri).version
+        )
+        deployment = f"{args['name']}-model-champion"
+        refused_key = f"raylane_model_swaps_refused_total{{deployment={deployment}}}"
+        refused_before = scrape(Settings.load().home).get(refused_key, 0.0)
+        mlflow.set_registered_model_alias(name, "champion", v_rogue)
+        after_rogue = _refused(running, v_rogue)
+        refused_after = scrape(Settings.load().home).get(refused_key, 0.0)
+
+    for rid, info in after_rogue.items():
+        assert info["version"] == v_new, (rid, info)  # the approved version keeps serving
+        assert [r["version"] for r in info["refusals"]] == [v_rogue], (rid, info["refusals"])
+        assert "outside `raylane promote`" in info["refusals"][0]["reason"], info["refusals"]
+    assert len(after_rogue) == 2
+    assert refused_after - refused_before == 2, (refused_before, refused_after)
+    print(f"both replicas refused v{v_rogue} (alias moved in MLflow) and kept v{v_new}")
 
     scored_ids = {r["event_id"] for r in recs}
     assert scored_ids == ids, f"{len(ids - scored_ids)} events were never scored"

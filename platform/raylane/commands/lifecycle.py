@@ -169,6 +169,29 @@ def register(app: typer.Typer) -> None:
             )
             console.print(f"wrote {json_path}")
 
+    @shadow_app.command("set")
+    @friendly_errors
+    def shadow_set(
+        pipeline: PipelineArg,
+        version: Annotated[int, typer.Argument(help="The model version the shadows serve.", min=1)],
+        config: ConfigOpt = None,
+        reason: Annotated[str, typer.Option(help="Why; recorded in the audit trail.")] = "",
+    ) -> None:
+        """Move the challenger alias (what the shadows serve) to VERSION, approved and audited.
+
+        With a promotion key set, shadow replicas serve only versions moved here or by
+        bootstrap; running ones switch within reload_poll_s + load time.
+        """
+        from raylane.lifecycle.promotion import set_shadow
+
+        cfg = _config(pipeline, config)
+        ev = set_shadow(cfg, version, reason=reason)
+        console.print(
+            f"[bold green]shadow set[/] {ev['model_name']}@{ev['alias']}: "
+            f"v{ev['from_version']} -> v{ev['to_version']}",
+            highlight=False,
+        )
+
     @app.command("promote")
     @friendly_errors
     def promote_cmd(

@@ -8,7 +8,11 @@ an HMAC-SHA256 over (model name, alias, version), ``raylane.approval.<alias>``; 
 verifies it before it swaps to the version an alias moved to, and refuses (the old version
 keeps serving; ``raylane_model_swaps_refused_total`` and a log line say why) a version whose
 tag is missing or wrong: an alias moved in the MLflow UI or API, or a tag copied from another
-version. Without a key nothing is signed or checked (the replica says so once at start).
+version. Each approval is also recorded on the registered model (``raylane.approved.<alias>``:
+the version and its signature), so a replica that *starts* while the alias names an unapproved
+version serves the last approved one instead (and records the refusal); with no approved
+version at all it refuses to start. Without a key nothing is signed or checked (the replica
+says so once at start).
 """
 
 from __future__ import annotations
@@ -25,10 +29,14 @@ from raylane.errors import ConfigError, ModelError
 __all__ = [
     "ENV_KEY",
     "ENV_KEY_FILE",
+    "Approver",
     "NotApproved",
     "approval_tag",
+    "approved_record",
     "approver",
+    "last_approved",
     "promotion_key",
+    "record_tag",
     "sign",
     "verify",
 ]
@@ -73,6 +81,29 @@ def approval_tag(alias: str) -> str:
     return f"raylane.approval.{alias}"
 
 
+def record_tag(alias: str) -> str:
+    """The registered-model tag recording the last version approved for `alias`."""
+    return f"raylane.approved.{alias}"
+
+
+def approved_record(key: bytes, name: str, alias: str, version: str | int) -> str:
+    """The value of :func:`record_tag`: the version and its signature, as JSON."""
+    return json.dumps(
+        {"version": str(version), "sig": sign(key, name, alias, version)}, separators=(",", ":")
+    )
+
+
+def last_approved(key: bytes, name: str, alias: str, model_tags: Mapping[str, str]) -> str | None:
+    """The version the model's approval record names for `alias`, if its signature verifies."""
+    raw = model_tags.get(record_tag(alias), "")
+    try:
+        rec = json.loads(raw) if raw else None
+        version, sig = str(rec["version"]), str(rec["sig"])  # type: ignore[index]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return version if hmac.compare_digest(sig, sign(key, name, alias, version)) else None
+
+
 def sign(key: bytes, name: str, alias: str, version: str | int) -> str:
     """HMAC-SHA256 (hex) over the model name, the alias and the version."""
     msg = json.dumps([name, alias, str(version)], separators=(",", ":")).encode()
@@ -86,20 +117,49 @@ def verify(key: bytes, name: str, alias: str, version: str | int, tags: Mapping[
         why = "no approval tag" if not found else "an approval tag that does not verify"
         raise NotApproved(
             f"{name} v{version} has {why} for @{alias}: the alias was moved outside "
-            f"`raylane promote`; promote it with `raylane promote` or move @{alias} back"
+            f"`raylane promote` (or `raylane shadow set` for a shadow's alias); move it with "
+            f"those or move @{alias} back"
         )
 
 
+class Approver:
+    """The checks a replica runs for `alias`: a version's approval, and the last approved one."""
+
+    def __init__(
+        self,
+        key: bytes,
+        name: str,
+        alias: str,
+        tags_of: Callable[[str], Mapping[str, str]],
+        model_tags: Callable[[], Mapping[str, str]],
+    ) -> None:
+        self._key, self.name, self.alias = key, name, alias
+        self._tags_of, self._model_tags = tags_of, model_tags
+
+    def __call__(self, version: str) -> None:
+        """Raise :class:`NotApproved` unless `version`'s tags approve it for the alias."""
+        verify(self._key, self.name, self.alias, version, self._tags_of(version))
+
+    def fallback(self) -> str | None:
+        """The last version approved for the alias (checked against its own tag), or None."""
+        version = last_approved(self._key, self.name, self.alias, self._model_tags())
+        if version is None:
+            return None
+        try:
+            self(version)
+        except NotApproved:
+            return None
+        return version
+
+
 def approver(
-    name: str, alias: str, tags_of: Callable[[str], Mapping[str, str]]
-) -> Callable[[str], None] | None:
-    """The check a replica runs on the version `alias` moved to (None without a key):
-    raises :class:`NotApproved` unless that version's tags (`tags_of(version)`) approve it."""
+    name: str,
+    alias: str,
+    tags_of: Callable[[str], Mapping[str, str]],
+    model_tags: Callable[[], Mapping[str, str]] = dict,
+) -> Approver | None:
+    """The checks a replica runs on the versions `alias` names (None without a key)."""
     key = promotion_key()
     if key is None:
         return None
-
-    def approve(version: str) -> None:
-        verify(key, name, alias, version, tags_of(version))
-
-    return approve
+    return Approver(key, name, alias, tags_of, model_tags)

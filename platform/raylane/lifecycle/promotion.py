@@ -23,7 +23,13 @@ from typing import Any, Literal
 
 from raylane.config import PipelineConfig
 from raylane.errors import ConfigError, ModelError, RaylaneError
-from raylane.lifecycle.approval import approval_tag, promotion_key, sign
+from raylane.lifecycle.approval import (
+    approval_tag,
+    approved_record,
+    promotion_key,
+    record_tag,
+    sign,
+)
 from raylane.lifecycle.audit import at_ms, publish_audit, read_audit_topic
 from raylane.lifecycle.gates import (
     DriftCheck,
@@ -43,6 +49,8 @@ __all__ = [
     "history",
     "promote",
     "rollback",
+    "set_shadow",
+    "sign_aliases",
 ]
 
 HISTORY_TAG = "raylane.history."
@@ -262,14 +270,9 @@ def _move(
     with boundary(f"moving {name}@{champion} to v{target}", tu, name=name):
         if key is not None:
             # approvals first: a replica that sees an alias move finds its approval there
-            c.set_model_version_tag(
-                name, target, approval_tag(champion), sign(key, name, champion, target)
-            )
+            _approve(c, key, name, champion, target)
             if current is not None:
-                prev = cfg.promotion.previous_alias
-                c.set_model_version_tag(
-                    name, current, approval_tag(prev), sign(key, name, prev, current)
-                )
+                _approve(c, key, name, cfg.promotion.previous_alias, current)
         if current is not None:
             c.set_registered_model_alias(name, cfg.promotion.previous_alias, current)
         c.set_registered_model_alias(name, champion, target)
@@ -282,6 +285,83 @@ def _move(
         c.set_registered_model_tag(
             name, f"{HISTORY_TAG}{now_ms}", json.dumps(event, separators=(",", ":"))
         )
+    return event
+
+
+def _approve(c: Any, key: bytes, name: str, alias: str, version: str) -> None:
+    """Sign `version` for `alias`: the version's tag, then the model's record of it."""
+    c.set_model_version_tag(name, version, approval_tag(alias), sign(key, name, alias, version))
+    c.set_registered_model_tag(name, record_tag(alias), approved_record(key, name, alias, version))
+
+
+def sign_aliases(name: str, aliases: list[str], *, tracking_uri: str | None = None) -> list[str]:
+    """Approve the versions `aliases` name now (bootstrap, after registering); needs the key.
+
+    Returns the aliases signed; nothing without a promotion key.
+    """
+    key = promotion_key()
+    if key is None:
+        return []
+    tu = resolve_tracking_uri(tracking_uri)
+    c = client(tu)
+    signed = []
+    with boundary(f"approving the aliases of {name}", tu, name=name):
+        for alias in aliases:
+            version = _alias_version(c, name, alias)
+            if version is not None:
+                _approve(c, key, name, alias, version)
+                signed.append(alias)
+    return signed
+
+
+def set_shadow(
+    cfg: PipelineConfig,
+    version: int,
+    *,
+    reason: str = "",
+    actor: str | None = None,
+    tracking_uri: str | None = None,
+    publish: bool = True,
+) -> dict[str, Any]:
+    """Move the challenger alias (what the shadows serve) to `version`, approved and audited.
+
+    Not gated: a shadow never decides. With a promotion key, shadow replicas serve only
+    versions moved here (or by bootstrap); an alias moved in the MLflow UI is refused.
+    """
+    from raylane.settings import Settings
+
+    name, _ = _champion(cfg)
+    alias = cfg.promotion.challenger_alias
+    tu = resolve_tracking_uri(tracking_uri)
+    c = client(tu)
+    key = promotion_key()
+    now_ms = int(time.time() * 1000)
+    with boundary(f"moving {name}@{alias} to v{version}", tu, name=name):
+        target = str(c.get_model_version(name, str(version)).version)
+        current = _alias_version(c, name, alias)
+        event: dict[str, Any] = {
+            "event_id": str(uuid.uuid4()),
+            "pipeline": cfg.name,
+            "action": "shadow",
+            "model_name": name,
+            "alias": alias,
+            "from_version": current,
+            "to_version": target,
+            "previous_alias": "",
+            "actor": actor or default_actor(),
+            "at": now_ms,
+            "forced": False,
+            "reason": reason,
+            "gates": [],
+        }
+        if key is not None:
+            _approve(c, key, name, alias, target)
+        c.set_registered_model_alias(name, alias, target)
+        c.set_registered_model_tag(
+            name, f"{HISTORY_TAG}{now_ms}", json.dumps(event, separators=(",", ":"))
+        )
+    if publish:
+        publish_audit(cfg, event, Settings.load().kafka_bootstrap)
     return event
 
 

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from raylane.kafka.admin import ensure_topics, ensure_topics_async
 from raylane.settings import Settings
 
+from ._listeners import Listener, is_loopback, listeners
 from ._session import session_stack
 from ._stack import (
     COMPONENTS,
@@ -34,10 +35,13 @@ from ._stack import status as _status
 __all__ = [
     "COMPONENT_NAMES",
     "ComponentStatus",
+    "Listener",
     "StackEvent",
     "down",
     "ensure_topics",
     "ensure_topics_async",
+    "is_loopback",
+    "listeners",
     "session_stack",
     "status",
     "up",

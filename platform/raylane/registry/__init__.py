@@ -12,7 +12,14 @@ Promotion, rollback, gates and audit build on this package in :mod:`raylane.life
 from raylane.flavors import MissingColumnsError
 from raylane.registry._mlflow import parse_uri
 from raylane.registry.loaded import REFERENCE_ARTIFACT, LoadedModel, load_model, load_reference
-from raylane.registry.refs import ModelRef, register, resolve, set_alias, version_tags
+from raylane.registry.refs import (
+    ModelRef,
+    model_tags,
+    register,
+    resolve,
+    set_alias,
+    version_tags,
+)
 
 __all__ = [
     "REFERENCE_ARTIFACT",
@@ -21,6 +28,7 @@ __all__ = [
     "ModelRef",
     "load_model",
     "load_reference",
+    "model_tags",
     "parse_uri",
     "register",
     "resolve",

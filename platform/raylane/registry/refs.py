@@ -150,3 +150,11 @@ def version_tags(
     c = client(tu)
     with boundary(f"reading the tags of {name} v{version}", tu, name=name):
         return dict(c.get_model_version(name, str(version)).tags or {})
+
+
+def model_tags(name: str, *, tracking_uri: str | None = None) -> dict[str, str]:
+    """The tags of a registered model (approval records, promotion history)."""
+    tu = resolve_tracking_uri(tracking_uri)
+    c = client(tu)
+    with boundary(f"reading the tags of {name}", tu, name=name):
+        return dict(c.get_registered_model(name).tags or {})

@@ -11,9 +11,9 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from ray import serve
@@ -25,6 +25,9 @@ from raylane.pipeline.processor import Prediction
 from raylane.serving._host import LoopHost, route_logs_to_serve
 from raylane.serving._loopback import bind_serve_grpc_to_loopback
 from raylane.serving.hosted import HostedModel, score_merged
+
+if TYPE_CHECKING:
+    from raylane.lifecycle.approval import Approver
 
 __all__ = ["KafkaIngress", "ModelServer", "ServeModelClient"]
 
@@ -79,6 +82,7 @@ class ModelServer:
             ),
             resolve_version=lambda uri: str(resolve(uri).version),
             approve=approve,
+            fallback=None if approve is None else approve.fallback,
         )
         log.warning(
             "model %s loaded: %s version %s (%s) on %s",
@@ -100,6 +104,10 @@ class ModelServer:
         )
 
         self._metrics = METRICS
+        if self.hosted.refusals:  # started on the last approved version, not the alias's
+            self._metrics.model_swaps_refused.labels(deployment=self.deployment).inc(
+                len(self.hosted.refusals)
+            )
         try:
             from raylane.settings import Settings
 
@@ -112,16 +120,16 @@ class ModelServer:
             else None
         )
 
-    def _approval(self, wanted: bool) -> Callable[[str], None] | None:
-        """The check of a version the alias moved to (the primary, with a promotion key)."""
+    def _approval(self, wanted: bool) -> Approver | None:
+        """The checks of the versions the alias names (with a promotion key)."""
         from raylane.lifecycle.approval import ENV_KEY, approver
-        from raylane.registry import version_tags
+        from raylane.registry import model_tags, version_tags
 
         alias = self.cfg.alias
         if not wanted or alias is None:
             return None
         name = self.cfg.registered_name
-        approve = approver(name, alias, lambda v: version_tags(name, v))
+        approve = approver(name, alias, lambda v: version_tags(name, v), lambda: model_tags(name))
         if approve is None:
             log.warning(
                 "model %s: %s is not set, so moves of %s@%s are served unverified",

@@ -66,8 +66,10 @@ def _model(cfg: PipelineConfig, m: ModelConfig, env: dict[str, str]) -> Applicat
         name,
         columns=cfg.features.columns(),
         config=f"the serve config of pipeline {cfg.name} (serve_configs/{cfg.name}.yaml)",
-        # the primary serves only versions `raylane promote` approved (with a promotion key)
-        verify_approval=m is cfg.models.primary,
+        # with a promotion key, every model serves only versions raylane approved: the
+        # primary's by `raylane promote`, a shadow's by `raylane shadow set` (a shadow loads
+        # code too: a pyfunc or pickled model runs when it loads)
+        verify_approval=True,
     )
 
 

@@ -11,7 +11,9 @@ A new version that cannot be loaded (it needs a column the pipeline does not pro
 lacks the configured flavor, its artifact is broken) or that `raylane promote` did not
 approve (:mod:`raylane.lifecycle.approval`) is *refused*: the old version keeps
 scoring, the refusal is recorded (``refusals``) and logged, and that version is not tried
-again until the alias moves. A dependency outage (retriable) is not a refusal: the caller
+again until the alias moves. A replica that starts while the alias names an unapproved
+version serves the last approved one (``fallback``) and records the refusal the same way.
+A dependency outage (retriable) is not a refusal: the caller
 counts it and the next poll tries again.
 """
 
@@ -81,13 +83,16 @@ class HostedModel:
         *,
         timer: Callable[[], float] | None = None,
         approve: Callable[[str], None] | None = None,
+        fallback: Callable[[], str | None] | None = None,
     ) -> None:
         self.cfg = cfg
         self._load = load
         self._resolve = resolve_version
-        #: raises (not retriable) when the version the alias moved to is not approved
+        #: raises (not retriable) when the version the alias names is not approved
         self._approve = approve
-        self.model = load(cfg.uri)
+        #: the last version approved for the alias (None: none), served at start instead of
+        #: an unapproved one
+        self._fallback = fallback
         self.cache = (
             PredictionCache(cfg.cache.ttl_s, cfg.cache.max_entries, timer=timer)
             if cfg.cache is not None
@@ -98,6 +103,31 @@ class HostedModel:
         self._refused: str | None = None  # the version the alias points at, refused
         self.poll_errors = 0
         self.last_unchanged_poll = 0.0
+        self.model = self._first(load)
+
+    def _first(self, load: Callable[[str], Scorable]) -> Scorable:
+        """The version to serve at start: the alias's if approved, else the last approved one.
+
+        With no approval check (no key, a pinned version) that is what the URI names. An
+        unapproved version with no approved one to fall back on raises NotApproved: the
+        replica does not start rather than serve it.
+        """
+        if self._approve is None or not self.watches_alias:
+            return load(self.cfg.uri)
+        name = self.cfg.registered_name
+        target = str(self._resolve(self.cfg.uri))
+        try:
+            self._approve(target)  # before any download, like a swap
+        except Exception as e:
+            if getattr(e, "retriable", False):
+                raise
+            served = self._fallback() if self._fallback is not None else None
+            if served is None or served == target:
+                raise
+            self.model = load(f"models:/{name}/{served}")
+            self._refuse(target, e)
+            return self.model
+        return load(f"models:/{name}/{target}")
 
     @property
     def version(self) -> str:

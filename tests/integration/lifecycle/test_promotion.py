@@ -376,3 +376,58 @@ def test_only_versions_promote_approved_pass_the_replica_check(
         other = approver(name, "champion", lambda v: version_tags(name, v))
         assert other is not None
         other(v1)
+
+
+def test_approval_records_shadow_set_and_bootstrap_signing(
+    stack, logged_model: str, unique: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The registered model records the last approved version per alias (what a starting
+    replica falls back to); `raylane shadow set` approves and audits a challenger move, and
+    bootstrap's signing approves what the aliases name."""
+    from typer.testing import CliRunner
+
+    from raylane.cli import app
+    from raylane.lifecycle.approval import NotApproved, approver
+    from raylane.lifecycle.promotion import sign_aliases
+    from raylane.registry import model_tags, set_alias, version_tags
+
+    name = f"promo_{unique}"
+    v1, v2, v3 = _versions(logged_model, name)
+    set_alias(name, "champion", v1)
+    set_alias(name, "challenger", v2)
+    monkeypatch.delenv("RAYLANE_PROMOTION_KEY", raising=False)
+    assert sign_aliases(name, ["champion", "challenger"]) == []  # no key: nothing signed
+    monkeypatch.setenv("RAYLANE_PROMOTION_KEY", "integration-test-key-0123456789")
+    assert sign_aliases(name, ["champion", "challenger", "nope"]) == ["champion", "challenger"]
+
+    def check(alias: str) -> Any:
+        a = approver(name, alias, lambda v: version_tags(name, v), lambda: model_tags(name))
+        assert a is not None
+        return a
+
+    check("champion")(v1)
+    check("challenger")(v2)
+    assert check("champion").fallback() == v1 and check("challenger").fallback() == v2
+    with pytest.raises(NotApproved):
+        check("challenger")(v3)
+
+    args = _args(name, unique)
+    doc = yaml.safe_load(FRAUD.read_text())
+    doc["applications"][0]["args"] = args
+    path = tmp_path / "promo.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    res = CliRunner().invoke(
+        app,
+        ["shadow", "set", args["name"], v3, "--config", str(path), "--reason", "try v3"],
+        terminal_width=200,
+    )
+    assert res.exit_code == 0, res.output
+    assert _aliases(name, stack.mlflow_tracking_uri)["challenger"] == v3
+    check("challenger")(v3)
+    assert check("challenger").fallback() == v3
+    assert check("champion").fallback() == v1  # other aliases' records untouched
+    hist = history(PipelineConfig.from_args(args), bootstrap=stack.kafka_bootstrap)
+    events = [e for e in hist if e["alias"] == "challenger"]
+    assert [(e["action"], e["from_version"], e["to_version"], e["reason"]) for e in events] == [
+        ("shadow", v2, v3, "try v3")
+    ]

@@ -14,8 +14,11 @@ from raylane.errors import ConfigError
 from raylane.lifecycle.approval import (
     NotApproved,
     approval_tag,
+    approved_record,
     approver,
+    last_approved,
     promotion_key,
+    record_tag,
     sign,
     verify,
 )
@@ -74,7 +77,10 @@ def test_a_replica_refuses_an_alias_moved_outside_promote(
 ) -> None:
     monkeypatch.setenv("RAYLANE_PROMOTION_KEY", KEY.decode())
     approved = {approval_tag("champion"): sign(KEY, "fraud", "champion", "3")}
-    tags: dict[str, dict[str, str]] = {"3": approved}
+    tags: dict[str, dict[str, str]] = {
+        "1": {approval_tag("champion"): sign(KEY, "fraud", "champion", "1")},
+        "3": approved,
+    }
     approve = approver("fraud", "champion", lambda v: tags.get(v, {}))
     assert approve is not None
     reg = Registry()
@@ -113,7 +119,7 @@ def test_the_primary_model_server_wires_the_check(monkeypatch: pytest.MonkeyPatc
     me = SimpleNamespace(
         cfg=ModelConfig.model_validate({"name": "champion", "uri": "models:/fraud@champion"})
     )
-    assert server_cls._approval(me, False) is None  # shadows: not checked
+    assert server_cls._approval(me, False) is None  # not asked for
     assert server_cls._approval(me, True) is None  # no key: not checked (logged)
     monkeypatch.setenv("RAYLANE_PROMOTION_KEY", KEY.decode())
     assert callable(server_cls._approval(me, True))
@@ -121,3 +127,61 @@ def test_the_primary_model_server_wires_the_check(monkeypatch: pytest.MonkeyPatc
         cfg=ModelConfig.model_validate({"name": "champion", "uri": "models:/fraud/3"})
     )
     assert server_cls._approval(pinned, True) is None  # a pinned version never moves
+
+
+def _signed(tags: dict[str, dict[str, str]], version: str, alias: str = "champion") -> None:
+    tags.setdefault(version, {})[approval_tag(alias)] = sign(KEY, "fraud", alias, version)
+
+
+def test_a_starting_replica_serves_the_last_approved_version_not_the_alias(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("RAYLANE_PROMOTION_KEY", KEY.decode())
+    tags: dict[str, dict[str, str]] = {}
+    _signed(tags, "3")
+    record = {record_tag("champion"): approved_record(KEY, "fraud", "champion", "3")}
+    approve = approver("fraud", "champion", lambda v: tags.get(v, {}), lambda: record)
+    assert approve is not None
+    reg = Registry()
+    reg.alias = "1"  # moved in the MLflow UI while no replica ran
+    cfg = ModelConfig.model_validate({"name": "champion", "uri": "models:/fraud@champion"})
+    with caplog.at_level("ERROR", logger="raylane.serving"):
+        h = HostedModel(cfg, reg.load, reg.resolve, approve=approve, fallback=approve.fallback)
+    assert h.version == "3" and reg.loaded == [3]  # v1 never downloaded
+    assert [r.version for r in h.refusals] == ["1"]
+    assert "outside `raylane promote`" in h.refusals[0].reason
+    assert "refused to swap fraud v3 -> v1, v3 keeps serving" in caplog.text
+    assert h.check() is None and reg.loaded == [3]  # not tried again until the alias moves
+    reg.alias = "4"
+    reg.columns[4] = ["a", "b"]
+    _signed(tags, "4")
+    swap = h.check()
+    assert swap is not None and (swap.from_version, swap.to_version) == ("3", "4")
+
+
+def test_a_starting_replica_with_nothing_approved_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RAYLANE_PROMOTION_KEY", KEY.decode())
+    cfg = ModelConfig.model_validate({"name": "champion", "uri": "models:/fraud@champion"})
+    tags: dict[str, dict[str, str]] = {}
+    _signed(tags, "3", alias="challenger")  # approved for another alias only
+    forged = {record_tag("champion"): approved_record(b"x" * 32, "fraud", "champion", "2")}
+    for record in ({}, forged, {record_tag("champion"): "not json"}):
+        approve = approver("fraud", "champion", lambda v: tags.get(v, {}), lambda r=record: r)
+        assert approve is not None
+        reg = Registry()
+        reg.alias = "3"
+        with pytest.raises(NotApproved, match="no approval tag for @champion"):
+            HostedModel(cfg, reg.load, reg.resolve, approve=approve, fallback=approve.fallback)
+        assert reg.loaded == []
+
+
+def test_the_approval_record_verifies_only_for_its_model_alias_and_key() -> None:
+    rec = {record_tag("champion"): approved_record(KEY, "fraud", "champion", "7")}
+    assert last_approved(KEY, "fraud", "champion", rec) == "7"
+    assert last_approved(b"y" * 32, "fraud", "champion", rec) is None
+    assert last_approved(KEY, "churn", "champion", rec) is None
+    moved = {record_tag("previous"): rec[record_tag("champion")]}
+    assert last_approved(KEY, "fraud", "previous", moved) is None
+    assert last_approved(KEY, "fraud", "champion", {}) is None
