@@ -36,6 +36,7 @@ from raylane.actions.metrics import ACTION_METRICS
 from raylane.config import PublishAction, UpdateProfileAction, WebhookAction
 from raylane.contracts import Codec, ContractError
 from raylane.errors import DependencyError, RaylaneError
+from raylane.monitoring.tracing import headers_with_context, http_headers_with_context
 from raylane.redaction import mask_url, mask_urls
 
 __all__ = [
@@ -230,13 +231,15 @@ class WebhookHandler:
             "event": ev.event,
         }
         body = json.dumps(payload, default=_json_default).encode()
-        headers = {
-            "content-type": "application/json",
-            "x-correlation-id": header_safe(ev.correlation_id),
-            "raylane-correlation-id": header_safe(ev.correlation_id),
-            "idempotency-key": header_safe(ev.event_id),
-            **self.spec.headers,
-        }
+        headers = http_headers_with_context(
+            {
+                "content-type": "application/json",
+                "x-correlation-id": header_safe(ev.correlation_id),
+                "raylane-correlation-id": header_safe(ev.correlation_id),
+                "idempotency-key": header_safe(ev.event_id),
+                **self.spec.headers,
+            }
+        )
         try:
             with self.breaker.calling():
                 await self._deliver(body, headers)
@@ -286,11 +289,13 @@ class PublishHandler:
                 f"publish: the derived {self.spec.output.contract} event is invalid: {e.message}"
             ) from e
         cid = ev.correlation_id.encode()
-        headers = [
-            ("correlation_id", cid),
-            ("raylane.correlation_id", cid),
-            ("event_id", ev.event_id.encode()),
-        ]
+        headers = headers_with_context(
+            [
+                ("correlation_id", cid),
+                ("raylane.correlation_id", cid),
+                ("event_id", ev.event_id.encode()),
+            ]
+        )
         await self.send(
             self.spec.output.topic, str(ev.event.get(self.key_field, "")).encode(), value, headers
         )

@@ -51,6 +51,7 @@ from raylane.kafka.deadletters import dlq_record
 from raylane.kafka.offsets import commit_owned, next_offsets
 from raylane.kafka.records import InRecord, OutRecord, header
 from raylane.kafka.sidecar import close_clients, open_clients
+from raylane.monitoring.tracing import record_span, span, trace_id_of
 
 __all__ = ["ActionRunner", "build_runner", "dedupe_key"]
 
@@ -214,8 +215,9 @@ class ActionRunner:
                 continue
             ev = ActionEvent(rec.topic, oks[0][1], cid)
             self.stats["events"] += 1
-            for h in self.handlers[rec.topic]:
-                await self._run_one(topic, rec, ev, h)
+            with record_span(rec, f"{rec.topic} process", **{"raylane.pipeline": self.cfg.name}):
+                for h in self.handlers[rec.topic]:
+                    await self._run_one(topic, rec, ev, h)
 
     async def _run_one(
         self, topic: ActionTopic, rec: InRecord, ev: ActionEvent, h: Handler
@@ -240,7 +242,8 @@ class ActionRunner:
             ACTION_METRICS.actions.labels(outcome="duplicate", **lab).inc()
             return
         try:
-            await h.run(ev)
+            with span(f"action {h.name}", **{"raylane.event_id": ev.event_id}):
+                await h.run(ev)
         except DependencyError:
             ACTION_METRICS.actions.labels(outcome="error", **lab).inc()
             await self._release(key)  # not done: the batch's retry must run it again
@@ -252,10 +255,11 @@ class ActionRunner:
                 else ProcessingError(f"{type(e).__name__}: {e}", stage="action")
             )
             log.warning(
-                "action %s gave up on %s (correlation %s): %s: %s",
+                "action %s gave up on %s (correlation %s, trace %s): %s: %s",
                 h.name,
                 rec.where,
                 ev.correlation_id,
+                trace_id_of(rec.headers) or "-",
                 err.error_class,
                 err,
                 exc_info=not isinstance(e, RaylaneError),

@@ -41,6 +41,7 @@ from raylane.kafka.offsets import commit_owned, next_offsets
 from raylane.kafka.records import InRecord, OutRecord, header
 from raylane.lifecycle.shadow_runner import ShadowRunner, ShadowStats
 from raylane.monitoring.metrics import METRICS, PipelineMetrics
+from raylane.monitoring.tracing import NO_TRACE, AnyBatchTrace, start_batch, trace_id_of
 from raylane.pipeline.processor import (
     CORRELATION_HEADER,
     GENERATED_HEADER,
@@ -182,10 +183,10 @@ class IngressLoop:
             async with self._inflight:
                 if self._stop.is_set():
                     break  # closed while the batch filled: not processed, not committed
-                result, t_start = await self._process(records)
+                result, t_start, trace = await self._process(records)
                 await self._settle()  # batch N is out and committed before N+1 is published
                 self._finishing = asyncio.get_running_loop().create_task(
-                    self._finish(records, result, t_start)
+                    self._finish(records, result, t_start, trace)
                 )
         await self._settle()
 
@@ -245,21 +246,26 @@ class IngressLoop:
             records.extend(_flatten(more))
         return records
 
-    async def _process(self, records: list[InRecord]) -> tuple[BatchResult, float]:
+    async def _process(self, records: list[InRecord]) -> tuple[BatchResult, float, AnyBatchTrace]:
         """Process a batch: retry (paused) until its dependencies answer; when it fails for
         another reason, retry it ``poison_retries`` times, then isolate the poison record(s)."""
         attempt = 0
         failures = 0  # failures that were not dependency outages
         t_start = time.time() * 1000
+        trace = start_batch(records, self.cfg.name)
         while True:
             isolating = failures > self.cfg.ingress.poison_retries
             try:
                 if isolating:
-                    result = await self.processor.isolate(records)
+                    result = await self.processor.isolate(records, trace)
                 else:
-                    result = await self.processor.process(records)
-            except Exception as e:
+                    result = await self.processor.process(records, trace)
+            except BaseException as e:
+                if not isinstance(e, Exception):  # cancelled: the batch is not finished
+                    trace.end(e)
+                    raise
                 if self._stop.is_set() and attempt > 0:
+                    trace.end(e)
                     raise
                 attempt += 1
                 if not is_outage(e):
@@ -270,7 +276,7 @@ class IngressLoop:
                 self._isolated(records, result)
             if self._finishing is None or self._finishing.done():
                 self._resume()
-            return result, t_start
+            return result, t_start, trace
 
     def _isolated(self, records: list[InRecord], result: BatchResult) -> None:
         poison = result.poison
@@ -286,15 +292,28 @@ class IngressLoop:
             len(records),
         )
 
-    async def _finish(self, records: list[InRecord], result: BatchResult, t_start: float) -> None:
+    async def _finish(
+        self,
+        records: list[InRecord],
+        result: BatchResult,
+        t_start: float,
+        trace: AnyBatchTrace = NO_TRACE,
+    ) -> None:
         """Publish a processed batch (retrying until acknowledged), then commit its offsets."""
-        t0 = time.perf_counter()
-        await self._publish(result)
-        result.stage_ms["publish_ms"] = (time.perf_counter() - t0) * 1000
-        self._resume()
-        t0 = time.perf_counter()
-        await self._commit(records)
-        result.stage_ms["commit_ms"] = (time.perf_counter() - t0) * 1000
+        try:
+            t0 = time.perf_counter()
+            with trace.stage("publish"):
+                await self._publish(result)
+            result.stage_ms["publish_ms"] = (time.perf_counter() - t0) * 1000
+            self._resume()
+            t0 = time.perf_counter()
+            with trace.stage("commit"):
+                await self._commit(records)
+            result.stage_ms["commit_ms"] = (time.perf_counter() - t0) * 1000
+        except BaseException as e:
+            trace.end(e)
+            raise
+        trace.end()
         stamps = [r.timestamp_ms for r in records if r.timestamp_ms]
         if stamps:  # how long the oldest record waited before its batch started
             result.stage_ms["queue_ms"] = max(0.0, t_start - min(stamps))
@@ -402,11 +421,12 @@ class IngressLoop:
             stage="publish",
         )
         log.error(
-            "%s -> %s: PublishRejected: %s [correlation_id=%s]",
+            "%s -> %s: PublishRejected: %s [correlation_id=%s trace_id=%s]",
             src.where,
             self.cfg.input.dlq,
             what,
             cid,
+            trace_id_of(src.headers) or "-",
         )
         return dlq_record(
             src, err, cid, self.cfg.input.dlq, generated=generated, max_bytes=DLQ_KEEP_BYTES

@@ -46,6 +46,7 @@ def sample_job(job: ShadowJob, fraction: float) -> ShadowJob:
         events=[job.events[i] for i in idx.tolist()],
         primary=Prediction(p.scores[idx], p.model_name, p.model_version, p.latency_ms),
         primary_decisions=[job.primary_decisions[i] for i in idx.tolist()],
+        trace_link=job.trace_link,
     )
 
 

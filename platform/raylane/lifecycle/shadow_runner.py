@@ -28,6 +28,7 @@ from raylane.lifecycle.shadow_stats import (
     record_count,
 )
 from raylane.monitoring.metrics import METRICS, PipelineMetrics
+from raylane.monitoring.tracing import linked_span
 from raylane.pipeline.decision import DecisionEngine
 from raylane.pipeline.ports import ModelClient, OutputCodec, ShadowJob
 from raylane.sinks.base import Sink
@@ -117,7 +118,8 @@ class ShadowRunner:
         mcfg = self._cfg.get(client.name)
         timeout = mcfg.timeout_s if mcfg is not None else None
         try:  # the shadow's own deadline, whatever the client does
-            return await asyncio.wait_for(client.predict(job.columns), timeout)
+            with linked_span(f"shadow {client.name}", job.trace_link, events=len(job.events)):
+                return await asyncio.wait_for(client.predict(job.columns), timeout)
         except TimeoutError as e:
             raise ShadowTimeout(f"shadow {client.name} timed out after {timeout} s") from e
 

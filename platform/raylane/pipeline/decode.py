@@ -19,6 +19,7 @@ from raylane.contracts import EventTimeOutOfRange, LimitExceeded
 from raylane.errors import RaylaneError
 from raylane.kafka.deadletters import dlq_record
 from raylane.kafka.records import InRecord, OutRecord, header
+from raylane.monitoring.tracing import trace_id_of
 from raylane.pipeline.ports import BatchCodec
 
 __all__ = ["CORRELATION_HEADER", "GENERATED_HEADER", "DecodeStage", "Decoded"]
@@ -61,13 +62,14 @@ def dead_letter(
     made = cid is None
     cid = cid or str(uuid.uuid4())
     log.warning(
-        "%s -> %s: %s at %s: %s [correlation_id=%s]",
+        "%s -> %s: %s at %s: %s [correlation_id=%s trace_id=%s]",
         rec.where,
         cfg.input.dlq,
         err.error_class,
         err.stage,
         err.message[:300],
         cid,
+        trace_id_of(rec.headers) or "-",
     )
     return dlq_record(
         rec, err, cid, cfg.input.dlq, generated=made, max_bytes=cfg.input.max_event_bytes

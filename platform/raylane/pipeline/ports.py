@@ -85,3 +85,5 @@ class ShadowJob:
     events: list[dict[str, Any]]
     primary: Prediction
     primary_decisions: list[str]
+    #: the batch span's context (tracing on): the shadow call's span links to it
+    trace_link: Any = None

@@ -26,6 +26,7 @@ from raylane.config import PipelineConfig
 from raylane.errors import DependencyError, ProcessingError, RaylaneError
 from raylane.kafka.deadletters import H_CLASS
 from raylane.kafka.records import InRecord, OutRecord, header
+from raylane.monitoring.tracing import NO_TRACE, AnyBatchTrace, trace_id_of
 from raylane.pipeline.decision import DecisionEngine
 from raylane.pipeline.decode import CORRELATION_HEADER, GENERATED_HEADER, DecodeStage, dead_letter
 from raylane.pipeline.enrich import FeatureStage
@@ -117,6 +118,7 @@ def _merge_jobs(a: ShadowJob | None, b: ShadowJob | None) -> ShadowJob | None:
             latency_ms=max(a.primary.latency_ms, b.primary.latency_ms),
         ),
         primary_decisions=a.primary_decisions + b.primary_decisions,
+        trace_link=a.trace_link,
     )
 
 
@@ -154,14 +156,18 @@ class BatchProcessor:
     def online(self) -> OnlineSource | None:
         return self.features.online
 
-    async def process(self, records: Sequence[InRecord]) -> BatchResult:
+    async def process(
+        self, records: Sequence[InRecord], trace: AnyBatchTrace = NO_TRACE
+    ) -> BatchResult:
         """Process one batch. Raises DependencyError (retriable) if a dependency failed:
         nothing of the batch may then be published or committed. Any other exception means
-        some record of the batch is poison; :meth:`isolate` finds it."""
+        some record of the batch is poison; :meth:`isolate` finds it. `trace` gets a span
+        per stage and stamps each output with its event's trace context."""
         t_batch = time.perf_counter()
         result = BatchResult(n_in=len(records))
         t0 = time.perf_counter()
-        batch = self.decode(records, result.dlq)
+        with trace.stage("decode"):
+            batch = self.decode(records, result.dlq)
         result.count_dead_letters()
         result.stage_ms["decode_ms"] = _ms(t0)
         if not batch.events:
@@ -169,10 +175,12 @@ class BatchProcessor:
             return result
 
         t0 = time.perf_counter()
-        cols = await self.features(batch.events, result.stage_ms)
+        with trace.stage("features"):
+            cols = await self.features(batch.events, result.stage_ms)
         result.stage_ms["features_ms"] = _ms(t0)
 
-        pred = await self.primary.predict(cols)
+        with trace.stage("score"):
+            pred = await self.primary.predict(cols)
         result.stage_ms["score_ms"] = pred.latency_ms
         if len(pred.scores) != len(batch.events):
             raise DependencyError(
@@ -180,12 +188,17 @@ class BatchProcessor:
                 f"for {len(batch.events)} events",
                 stage="score",
             )
-        decisions = self.engine.decide(pred.scores, cols)
+        with trace.stage("decision"):
+            decisions = self.engine.decide(pred.scores, cols)
         result.model_version = pred.model_version
-        result.shadow = ShadowJob(cols, batch.events, pred, decisions.decision)
+        result.shadow = ShadowJob(cols, batch.events, pred, decisions.decision, trace.link)
 
         t0 = time.perf_counter()
-        outputs, sources = self.outputs(batch, cols, pred, decisions, result.stage_ms, _ms(t_batch))
+        with trace.stage("encode"):
+            outputs, sources = self.outputs(
+                batch, cols, pred, decisions, result.stage_ms, _ms(t_batch)
+            )
+        trace.stamp(outputs, sources)
         result.outputs.extend(outputs)
         result.sources.extend(sources)
         result.stage_ms["encode_ms"] = _ms(t0)
@@ -195,7 +208,9 @@ class BatchProcessor:
         result.stage_ms["batch_ms"] = _ms(t_batch)
         return result
 
-    async def isolate(self, records: Sequence[InRecord]) -> BatchResult:
+    async def isolate(
+        self, records: Sequence[InRecord], trace: AnyBatchTrace = NO_TRACE
+    ) -> BatchResult:
         """Process `records`, splitting on non-outage failures until each poison record
         stands alone; those become dead letters, the rest is scored as usual.
 
@@ -203,15 +218,15 @@ class BatchProcessor:
         Costs about log2(len(records)) extra calls per poison record, only when one fails.
         """
         try:
-            return await self.process(records)
+            return await self.process(records, trace)
         except Exception as e:
             if is_outage(e):
                 raise
             if len(records) == 1:
                 return self._poison(records[0], e)
         mid = len(records) // 2
-        left = await self.isolate(records[:mid])
-        right = await self.isolate(records[mid:])
+        left = await self.isolate(records[:mid], trace)
+        right = await self.isolate(records[mid:], trace)
         return left.merge(right)
 
     def _poison(self, rec: InRecord, e: Exception) -> BatchResult:
@@ -219,7 +234,13 @@ class BatchProcessor:
             err = e
         else:
             err = ProcessingError(f"{type(e).__name__}: {e}", stage="process")
-            log.error("%s is poison: %s", rec.where, err.message, exc_info=e)
+            log.error(
+                "%s is poison: %s [trace_id=%s]",
+                rec.where,
+                err.message,
+                trace_id_of(rec.headers) or "-",
+                exc_info=e,
+            )
         result = BatchResult(
             n_in=1, dlq=[dead_letter(self.cfg, rec, err, self._body_correlation(rec))], poison=1
         )

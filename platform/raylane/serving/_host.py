@@ -57,6 +57,10 @@ class LoopHost:
         bind_serve_grpc_to_loopback()
         route_logs_to_serve()
         self.cfg = PipelineConfig.from_args(args)
+        from raylane.monitoring.tracing import configure
+
+        if configure(f"{self.cfg.name}-{self.kind}"):  # OTEL_* in the replica's environment
+            log.warning("%s of %s: OpenTelemetry tracing on", self.kind, self.cfg.name)
         self._loop: Any = None
         self._error: BaseException | None = None
         self._task = asyncio.get_running_loop().create_task(self._main())
