@@ -31,8 +31,12 @@ ENV_RAY_HOST = "RAYLANE_RAY_HOST"
 
 #: Ray Serve's documented latency/throughput mode for the replicas: user code and the
 #: handle router on the replica's own event loop, no extra thread hop per model call.
-#: (Not for the driver: it calls handles synchronously.)
-REPLICA_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+#: (Not for the driver: it calls handles synchronously.) That mode also turns on Serve's
+#: "direct ingress": HTTP/gRPC servers in the application's ingress replica, which on stop
+#: stays open 30 s (RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S) for load balancers to
+#: deregister it. raylane's ingress reads Kafka and serves no HTTP, so that only delayed
+#: every stop (Ctrl-C, a redeploy, each test module) by 30 s and opened unused listeners.
+REPLICA_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
 
 
 def _loopback_only() -> dict[str, Any]:
