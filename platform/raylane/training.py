@@ -1,12 +1,31 @@
-"""Training helpers shared by the use cases under models/: fit, evaluate, log, register.
+"""Training helpers for a use case's ``models/<name>/train.py``: fit, evaluate, log, register.
 
-A use case builds a :class:`TrainingSet` (feature columns in the order its serve config's
-``FeaturesConfig.columns()`` gives), then :func:`fit` fits one :class:`ModelSpec` with
-XGBoost (or :func:`fit_sklearn` one :class:`SklearnSpec`, any scikit-learn binary
-classifier) and evaluates it on held-out later rows, and :func:`log_and_register` logs it
-to MLflow in its own flavor (signature in column order, input example, AUC, params, a
-reference sample for the drift monitor) and registers it with the spec's label as alias.
-Fitting never touches MLflow, so tests train without it.
+The contract a use case's training fulfils, whatever the model flavor, so that `serve run`
+can load and monitor what it registers:
+
+1. **Columns.** A :class:`TrainingSet` holds the feature columns in the order the serve
+   config's ``FeaturesConfig.columns()`` gives, computed the way serving computes them:
+   :func:`training_set` builds one from raw events with the platform's own code (event
+   fields, categorical encodings, window aggregates replayed in event-time order, derived
+   columns), so training and serving never disagree on a value.
+2. **Fit.** A spec per model (:class:`ModelSpec` / :data:`XGBoostSpec` for XGBoost,
+   :class:`SklearnSpec` for any scikit-learn binary classifier; one class per flavor, each
+   with its own ``fit``) is fitted on the earlier rows and evaluated (ROC AUC) on the later,
+   held-out ones. Fitting never touches MLflow, so tests train without it.
+3. **Signature.** The model is logged in its own MLflow flavor with a signature whose
+   inputs are its columns in order (``infer_signature``): serving stacks exactly these
+   columns and refuses a model that needs one the pipeline does not produce.
+4. **Reference sample.** A sample of training rows (its columns, ``score`` and ``label``)
+   is logged as the run artifact ``reference/reference.parquet``: the drift monitor compares
+   live windows with it.
+5. **Registration and aliases.** :func:`log_and_register` registers a new version of the
+   model name the config's URIs use and points the spec's label (``champion``,
+   ``challenger``) at it, which is what ``models:/<name>@champion`` resolves to.
+
+scikit-learn with MLflow 3.17: the skops format refuses to save (and load) types outside
+skops' trusted list, e.g. ``HistGradientBoostingClassifier``'s ``TreePredictor`` ("The saved
+sklearn model references untrusted types"); :meth:`FittedSklearnModel.log_model` passes
+``skops_trusted_types`` computed from the estimator it has just fitted.
 """
 
 from __future__ import annotations
@@ -14,18 +33,40 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 import xgboost as xgb
 from sklearn.metrics import roc_auc_score
 
-from raylane.config import FeaturesConfig
+from raylane.config import EventTimeConfig, FeaturesConfig
+
+__all__ = [
+    "BASE_PARAMS",
+    "REFERENCE_ROWS",
+    "Fitted",
+    "FittedModel",
+    "FittedSklearnModel",
+    "ModelSpec",
+    "SklearnSpec",
+    "Spec",
+    "TrainResult",
+    "TrainingSet",
+    "XGBoostSpec",
+    "fit",
+    "fit_and_register",
+    "fit_any",
+    "fit_sklearn",
+    "log_and_register",
+    "print_results",
+    "simulate_fit_register",
+    "training_set",
+]
 
 REFERENCE_ROWS = 5000
 BASE_PARAMS: dict[str, Any] = {
@@ -47,6 +88,13 @@ class ModelSpec:
     drop_columns: tuple[str, ...] = ()
     description: str = ""
 
+    def fit(self, data: TrainingSet, *, nthread: int | None = 1) -> FittedModel:
+        return fit(data, self, nthread=nthread)
+
+
+#: The XGBoost spec under its flavor's name.
+XGBoostSpec = ModelSpec
+
 
 @dataclass(frozen=True)
 class SklearnSpec:
@@ -59,6 +107,49 @@ class SklearnSpec:
     drop_columns: tuple[str, ...] = ()
     description: str = ""
 
+    def fit(self, data: TrainingSet, *, nthread: int | None = 1) -> FittedSklearnModel:
+        return fit_sklearn(data, self)
+
+
+class Spec(Protocol):
+    """What every model spec has: a label (its alias), what it leaves out, and ``fit``.
+
+    A new flavor is one spec class whose ``fit`` returns a :class:`Fitted`."""
+
+    @property
+    def label(self) -> str: ...
+    @property
+    def drop_views(self) -> tuple[str, ...]: ...
+    @property
+    def drop_columns(self) -> tuple[str, ...]: ...
+    @property
+    def description(self) -> str: ...
+
+    def fit(self, data: TrainingSet, *, nthread: int | None = 1) -> Fitted: ...
+
+
+class Fitted(Protocol):
+    """A fitted model of any flavor: what :func:`log_and_register` and reports need."""
+
+    @property
+    def spec(self) -> Spec: ...
+    @property
+    def feature_names(self) -> list[str]: ...
+    @property
+    def auc(self) -> float: ...
+    @property
+    def n_train(self) -> int: ...
+    @property
+    def n_test(self) -> int: ...
+    @property
+    def fit_seconds(self) -> float: ...
+    @property
+    def reference(self) -> pd.DataFrame: ...
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray: ...
+    def params(self) -> dict[str, Any]: ...
+    def log_model(self, *, signature: Any, input_example: pd.DataFrame) -> Any: ...
+
 
 @dataclass(frozen=True)
 class TrainingSet:
@@ -70,7 +161,7 @@ class TrainingSet:
     columns: list[str]
     features: FeaturesConfig
 
-    def columns_for(self, spec: ModelSpec) -> list[str]:
+    def columns_for(self, spec: Spec) -> list[str]:
         dropped = set(spec.drop_columns)
         dropped |= {
             c for v in self.features.online if v.view in spec.drop_views for c in v.columns()
@@ -82,6 +173,59 @@ class TrainingSet:
         order = np.argsort(self.event_time, kind="stable")
         cut = int(len(order) * (1.0 - test_fraction))
         return order[:cut], order[cut:]
+
+
+def training_set(
+    events: Sequence[Mapping[str, Any]],
+    labels: Sequence[int] | np.ndarray,
+    features: FeaturesConfig,
+    *,
+    event_time: EventTimeConfig | None = None,
+    online: Mapping[str, pd.DataFrame] | None = None,
+    warmup_s: float | None = None,
+) -> TrainingSet:
+    """The training rows of `events` (in arrival order), computed by serving's own code.
+
+    Event fields, categorical encodings (:func:`raylane.features.categorical_columns`),
+    online features looked up in `online` (view name -> a DataFrame indexed by the view's
+    join key, holding the view's features: the values the offline source holds; a key it
+    lacks is missing, as in serving), window aggregates replayed in order
+    (:func:`raylane.features.reference_window_features`, the Redis script's reference) and
+    derived columns. Rows in the first `warmup_s` (default: the longest window) are left
+    out: their windows are not yet full.
+    """
+    from raylane.features import categorical_columns, reference_window_features
+    from raylane.features.derived import compute_derived
+    from raylane.pipeline.enrich import event_column
+
+    et = event_time or EventTimeConfig()
+    evs = [dict(e) for e in events]
+    y = np.asarray(labels, dtype=np.int8)
+    if len(y) != len(evs):
+        raise ValueError(f"{len(evs)} events but {len(y)} labels")
+    cols: dict[str, np.ndarray] = {f: event_column(evs, f) for f in features.event}
+    cols.update(categorical_columns(evs, features.categorical))
+    for v in features.online:
+        if online is None or v.view not in online:
+            raise ValueError(
+                f"features.online reads view {v.view!r}; pass its rows as online[{v.view!r}] "
+                "(a DataFrame indexed by the join key)"
+            )
+        rows = online[v.view].reindex([str(ev.get(v.entity_field)) for ev in evs])
+        for f, col in zip(v.features, v.columns(), strict=True):
+            cols[col] = rows[f].to_numpy(dtype=np.float64)
+    if features.windows:
+        cols.update(reference_window_features(evs, features.windows, et))
+    if features.derived:
+        compute_derived(cols, features.derived)
+    t = np.fromiter((et.ms(ev) for ev in evs), dtype=np.int64, count=len(evs))
+    warm = (
+        max((w.window_s for w in features.windows), default=0.0) if warmup_s is None else warmup_s
+    )
+    keep = t >= (t.min() if len(t) else 0) + int(warm * 1000)
+    columns = features.columns()
+    frame = pd.DataFrame({c: cols[c][keep] for c in columns})
+    return TrainingSet(frame, y[keep], t[keep], columns, features)
 
 
 @dataclass(frozen=True)
@@ -177,18 +321,18 @@ class FittedSklearnModel:
 class TrainResult:
     """Fitted models by label, their registry references (if logged) and timings."""
 
-    models: dict[str, FittedModel | FittedSklearnModel]
+    models: dict[str, Fitted]
     registered: dict[str, Any]
     n_events: int
     positive_rate: float
     seconds: float
 
     @property
-    def champion(self) -> FittedModel | FittedSklearnModel:
+    def champion(self) -> Fitted:
         return self.models["champion"]
 
     @property
-    def challenger(self) -> FittedModel | FittedSklearnModel:
+    def challenger(self) -> Fitted:
         return self.models["challenger"]
 
     @property
@@ -268,17 +412,13 @@ def fit_sklearn(
     )
 
 
-def fit_any(
-    data: TrainingSet, spec: ModelSpec | SklearnSpec, *, nthread: int | None = 1
-) -> FittedModel | FittedSklearnModel:
-    """:func:`fit_sklearn` for a :class:`SklearnSpec`, :func:`fit` (XGBoost) otherwise."""
-    if isinstance(spec, SklearnSpec):
-        return fit_sklearn(data, spec)
-    return fit(data, spec, nthread=nthread)
+def fit_any(data: TrainingSet, spec: Spec, *, nthread: int | None = 1) -> Fitted:
+    """Fit `spec` with its own flavor (the spec's ``fit``)."""
+    return spec.fit(data, nthread=nthread)
 
 
 def log_and_register(
-    model: FittedModel | FittedSklearnModel,
+    model: Fitted,
     *,
     registered_name: str,
     tracking_uri: str,
@@ -345,7 +485,8 @@ def _tracking(uri: str) -> Iterator[None]:
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(before)  # None: back to MLflow's default, the variable unset
+        # None: back to MLflow's default, the variable unset
+        mlflow.set_tracking_uri(before)  # type: ignore[arg-type]
 
 
 def _ensure_experiment(name: str, tracking_uri: str, artifact_location: str | None) -> None:
@@ -361,7 +502,7 @@ def _ensure_experiment(name: str, tracking_uri: str, artifact_location: str | No
 
 def fit_and_register(
     data: TrainingSet,
-    specs: Sequence[ModelSpec | SklearnSpec],
+    specs: Sequence[Spec],
     *,
     registered_name: str,
     log: bool,
@@ -370,9 +511,9 @@ def fit_and_register(
     extra_params: dict[str, Any] | None = None,
     nthread: int | None = 1,
     status: Callable[[str], None] = lambda _: None,
-) -> tuple[dict[str, FittedModel | FittedSklearnModel], dict[str, Any]]:
+) -> tuple[dict[str, Fitted], dict[str, Any]]:
     """Fit every spec; when `log`, log and register each under `registered_name`."""
-    models: dict[str, FittedModel | FittedSklearnModel] = {}
+    models: dict[str, Fitted] = {}
     registered: dict[str, Any] = {}
     for spec in specs:
         status(f"fitting {spec.label} ({spec.description})")
@@ -430,7 +571,7 @@ def simulate_fit_register(
     what: str,
     simulate: Callable[[], Sequence[Any]],
     build: Callable[[Sequence[Any]], TrainingSet],
-    specs: Sequence[ModelSpec | SklearnSpec],
+    specs: Sequence[Spec],
     *,
     registered_name: str,
     extra_params: dict[str, Any],
