@@ -255,7 +255,7 @@ class WindowFeature(Frozen):
         "(1.0 when this event is the first for its key)."
     )
     key_fields: tuple[Ident, ...] = Field(
-        min_length=1, description="Event fields that form the aggregation key (e.g. [user_id])."
+        min_length=1, description="Event fields that form the aggregation key (e.g. [account_id])."
     )
     value_field: Ident | None = Field(default=None, description="Event field summed by `sum`.")
     window_s: PositiveFloat = Field(
@@ -994,7 +994,7 @@ def load_serve_config(
     try:
         doc = yaml.safe_load(p.read_text())
     except FileNotFoundError as e:
-        raise ConfigError(f"{p}: no such file; pass a path like serve_configs/fraud.yaml") from e
+        raise ConfigError(f"{p}: no such file; pass a path like serve_configs/<name>.yaml") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML: {e}") from e
     apps = (doc or {}).get("applications") if isinstance(doc, dict) else None

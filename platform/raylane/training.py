@@ -191,8 +191,8 @@ def training_set(
     join key, holding the view's features: the values the offline source holds; a key it
     lacks is missing, as in serving), window aggregates replayed in order
     (:func:`raylane.features.reference_window_features`, the Redis script's reference) and
-    derived columns. Rows in the first `warmup_s` (default: the longest window) are left
-    out: their windows are not yet full.
+    derived columns. Rows in the first `warmup_s` (default: the longest window, at most half
+    the events' time span) are left out: their windows are not yet full.
     """
     from raylane.features import categorical_columns, reference_window_features
     from raylane.features.derived import compute_derived
@@ -219,10 +219,11 @@ def training_set(
     if features.derived:
         compute_derived(cols, features.derived)
     t = np.fromiter((et.ms(ev) for ev in evs), dtype=np.int64, count=len(evs))
-    warm = (
-        max((w.window_s for w in features.windows), default=0.0) if warmup_s is None else warmup_s
-    )
-    keep = t >= (t.min() if len(t) else 0) + int(warm * 1000)
+    t0 = int(t.min()) if len(t) else 0
+    if warmup_s is None:
+        span_s = (int(t.max()) - t0) / 1000.0 if len(t) else 0.0
+        warmup_s = min(max((w.window_s for w in features.windows), default=0.0), span_s / 2)
+    keep = t >= t0 + int(warmup_s * 1000)
     columns = features.columns()
     frame = pd.DataFrame({c: cols[c][keep] for c in columns})
     return TrainingSet(frame, y[keep], t[keep], columns, features)
@@ -258,6 +259,7 @@ class FittedModel:
             signature=signature,
             input_example=input_example,
             model_format="ubj",
+            pip_requirements=_requirements("xgboost"),
         )
 
 
@@ -314,7 +316,18 @@ class FittedSklearnModel:
             input_example=input_example,
             serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
             skops_trusted_types=self.skops_trusted_types() or None,
+            pip_requirements=_requirements("scikit-learn", "skops"),
         )
+
+
+def _requirements(*dists: str) -> list[str]:
+    """The model's pip requirements, pinned to what trained it.
+
+    Given explicitly, MLflow does not infer them, which it does by loading the model again
+    in a subprocess (seconds per model on a small machine)."""
+    from importlib.metadata import version
+
+    return [f"{d}=={version(d)}" for d in ("mlflow", *dists)]
 
 
 @dataclass(frozen=True)
