@@ -87,9 +87,9 @@ class DecodeStage:
     def _time_error(self, ev: dict[str, Any], rec: InRecord) -> EventTimeOutOfRange | None:
         """The event-time check against the record's broker timestamp, if it fails."""
         et = self.cfg.input.event_time
-        if not rec.timestamp_ms or not isinstance(ev.get(et.field), int | float):
+        t = et.ms_or_none(ev)
+        if t is None or not rec.timestamp_ms:
             return None
-        t = et.ms(ev)
         name = et.field if et.unit == "ms" else f"{et.field} ({ev[et.field]} {et.unit})"
         ahead = t - rec.timestamp_ms
         if self._max_ahead_ms is not None and ahead > self._max_ahead_ms:

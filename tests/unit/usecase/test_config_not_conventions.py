@@ -163,3 +163,24 @@ async def test_producer_key_comes_from_the_pipeline_and_a_keyless_event_is_refus
     other = EventProducer("127.0.0.1:1", "t.in", codec, key_field="account_id")
     with pytest.raises(ContractError, match=r"has no .account_id., the key field of topic t\.in"):
         other.encode(activity(0, "pro", "login"))
+
+
+async def test_the_event_time_check_reads_the_configured_field_and_unit() -> None:
+    a = args()
+    a["input"]["event_time"] = {"field": "event_time", "unit": "s"}
+    cfg = PipelineConfig.from_args(a)
+    p = fake_pipeline(cfg, model=FakeModel(lambda cols: cols["session_minutes"] * 0.0))
+    codec = Codec.for_contract("churn.activity")
+    ok = {**activity(0, "pro", "login"), "event_time": T0 // 1000}  # seconds, on time
+    ahead = {**activity(1, "pro", "login"), "event_time": T0 // 1000 + 3600}  # 1 h ahead
+    recs = [
+        InRecord("t.in", 0, i, b"k", codec.encode(ev), [], T0) for i, ev in enumerate([ok, ahead])
+    ]
+    res = await p.processor.process(recs)
+    assert [
+        Codec.for_contract("churn-risk-scored").decode(r.value)["event_id"] for r in res.outputs
+    ] == ["e0"]
+    assert len(res.dlq) == 1 and res.dlq_by_class == {"EventTimeOutOfRange": 1}
+    # scored_at <- event_time: the input's time in ms, whatever its unit
+    scored = Codec.for_contract("churn-risk-scored").decode(res.outputs[0].value)
+    assert scored["scored_at"] == T0
