@@ -105,7 +105,8 @@ def test_the_tutorial_scores_a_scaffolded_use_case(
 
         def done(got: dict[str, list[Any]]) -> bool:
             ids = {out.decode(m.value)["event_id"] for m in got[scored_t]}
-            return len(got[dlq_t]) >= 3 and ids >= set(sent)
+            # the shadow runs after the batch is committed, off the critical path
+            return len(got[dlq_t]) >= 3 and ids >= set(sent) and bool(got[shadow_t])
 
         got = asyncio.run(
             _collect(stack.kafka_bootstrap, [scored_t, dlq_t, shadow_t], done, timeout_s=120)
@@ -130,4 +131,13 @@ def test_the_tutorial_scores_a_scaffolded_use_case(
         hot = {c: r["features"][f"channel__{c}"] for c in ("web", "mobile", "store")}
         assert hot[r["channel"]] == 1.0 and sum(hot.values()) == 1.0
         assert r["features"]["channel__unknown"] == 0.0
-    assert got[shadow_t], "the XGBoost shadow compared no event"
+    # the XGBoost shadow compared events with the primary, stamped with their event time
+    shadow = Codec.for_contract(cfg.outputs.shadow.contract, registry)
+    comparisons = [shadow.decode(m.value) for m in got[shadow_t]]
+    assert comparisons, "the XGBoost shadow compared no event"
+    by_id = {r["event_id"]: r for r in scored}
+    for c in comparisons:
+        assert c["shadow_model"] == NAME and c["event_id"] in by_id
+        assert c["shadow_version"] != c["primary_version"]  # the challenger, not the champion
+        assert c["primary_score"] == by_id[c["event_id"]]["score"]
+        assert c["event_time"] == by_id[c["event_id"]]["event_time"]
