@@ -184,3 +184,27 @@ async def test_the_event_time_check_reads_the_configured_field_and_unit() -> Non
     # scored_at <- event_time: the input's time in ms, whatever its unit
     scored = Codec.for_contract("churn-risk-scored").decode(res.outputs[0].value)
     assert scored["scored_at"] == T0
+
+
+async def test_training_rows_equal_the_serving_columns() -> None:
+    """raylane.training.training_set computes what the feature stage computes, column by
+    column, for the same events (categorical, window and derived columns included)."""
+    from raylane.pipeline.enrich import FeatureStage
+    from raylane.testing.fakes import FakeWindows
+    from raylane.training import training_set
+
+    a = args()
+    a["input"]["event_time"] = {"field": "event_time", "unit": "ms"}
+    a["features"]["derived"] = [
+        {"name": "minutes_per_event", "op": "ratio", "left": "session_minutes", "right": "n_60s"}
+    ]
+    cfg = PipelineConfig.from_args(a)
+    plans = ["free", "pro", "team", None]
+    kinds = ["login", "page_view", "other"]
+    events = [activity(i, plans[i % 4], kinds[i % 3]) for i in range(40)]
+    stage = FeatureStage(cfg, FakeWindows(cfg.features.windows), None)
+    served = await stage(events, {})
+    data = training_set(events, [i % 2 for i in range(40)], cfg.features, warmup_s=0)
+    assert data.columns == cfg.features.columns()
+    for c in data.columns:
+        assert np.array_equal(data.frame[c].to_numpy(), served[c], equal_nan=True), c
