@@ -56,7 +56,7 @@ async def _produce(
 
     codec = Codec.for_contract("payments.initiated")
     t0 = time.perf_counter()
-    async with EventProducer(bootstrap, topic, codec) as prod:
+    async with EventProducer(bootstrap, topic, codec, key_field="user_id") as prod:
         if rate is None:
             for i in range(0, len(events), 2000):
                 await prod.send_many(events[i : i + 2000], wait=False)

@@ -1,6 +1,7 @@
 """Bootstrap hook of the fraud pipeline (called by `raylane bootstrap`).
 
-1. Profiles of the simulated world → Feast parquet sources → `feast apply` → materialize to Redis.
+1. Profiles of the simulated world → the Feast repo's parquet sources (by their FileSource
+   names in features/definitions.py) → `feast apply` → materialize to Redis.
 2. Window state backfilled from recent history through the serving code path (Redis Lua),
    so a user's usual merchants are not "first seen" when live traffic starts.
 3. Champion and challenger trained on simulated history and registered in MLflow
@@ -53,7 +54,11 @@ def prepare(
     t0 = time.perf_counter()
     with console.status(f"feast: writing profiles of {users:,} users and applying the repo"):
         as_of = now - timedelta(minutes=1)
-        write_sources(world.user_profiles(as_of), world.merchant_profiles(as_of), repo)
+        sources = {
+            "user_profiles": world.user_profiles(as_of),
+            "merchant_profiles": world.merchant_profiles(as_of),
+        }
+        write_sources(sources, repo)
         apply(repo)
     with console.status("feast: materializing profiles to Redis"):
         materialize(repo, end=now)

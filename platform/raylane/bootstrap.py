@@ -110,7 +110,7 @@ def backfill_windows(
 
         client = connect(settings.redis_url)
         try:
-            store = RedisWindowStore(client, cfg.name, cfg.features.windows)
+            store = RedisWindowStore(client, cfg.name, cfg.features.windows, cfg.input.event_time)
             await store.clear()
             return await store.backfill(events)
         finally:

@@ -11,6 +11,7 @@ runs locally and on a cluster.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -31,6 +32,7 @@ from pydantic import (
 from raylane.errors import ConfigError
 
 __all__ = [
+    "FIELD_SOURCES",
     "ActionTopic",
     "ActionsConfig",
     "ActorOptions",
@@ -38,12 +40,14 @@ __all__ = [
     "BatchingConfig",
     "BreakerConfig",
     "CacheConfig",
+    "CategoricalFeature",
     "Condition",
     "ConfluentRegistryConfig",
     "DecisionConfig",
     "DecisionRule",
     "DerivedFeature",
     "DriftConfig",
+    "EventTimeConfig",
     "FeaturesConfig",
     "FileRegistryConfig",
     "Frozen",
@@ -81,13 +85,56 @@ class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+_TIME_SCALE_TO_MS = {"ms": 1.0, "s": 1000.0, "us": 0.001}
+
+
+class EventTimeConfig(Frozen):
+    """Where an event's own time is: window features, event-time checks, shadow and drift
+    windows read it. Inside the platform it is epoch milliseconds (:meth:`ms`)."""
+
+    field: Ident = Field(
+        default="event_time",
+        description="Event field holding the event's time as an epoch number (an Avro "
+        "timestamp-millis/micros logical type is read as its epoch integer).",
+    )
+    unit: Literal["ms", "s", "us"] = Field(
+        default="ms",
+        description="Unit of that epoch number: milliseconds, seconds or microseconds.",
+    )
+
+    def ms(self, event: Mapping[str, Any]) -> int:
+        """The event's time in epoch milliseconds; KeyError / TypeError / ValueError when the
+        field is missing or not a number."""
+        v = event[self.field]
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise TypeError(f"{self.field} is {v!r}, not an epoch number ({self.unit})")
+        return int(v) if self.unit == "ms" else int(v * _TIME_SCALE_TO_MS[self.unit])
+
+    def ms_or_none(self, event: Mapping[str, Any]) -> int | None:
+        """:meth:`ms`, or None when the event has no usable time."""
+        try:
+            return self.ms(event)
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def ms_or(self, event: Mapping[str, Any], default: int = 0) -> int:
+        """:meth:`ms`, or `default` when the event has no usable time."""
+        t = self.ms_or_none(event)
+        return default if t is None else t
+
+
 class InputConfig(Frozen):
     topic: Topic = Field(description="Kafka topic the ingress consumes.")
     contract: str = Field(
         description="Schema name of the input contract; its subject is `<contract>-value`."
     )
     key_field: Ident = Field(
-        default="user_id", description="Event field used as the Kafka key of every output."
+        description="Event field holding the entity key: the Kafka key of every output, and of "
+        "every event the platform's producer sends for this pipeline (ordering per entity)."
+    )
+    event_time: EventTimeConfig = Field(
+        default_factory=EventTimeConfig,
+        description="The event-time field and its unit (default: `event_time`, epoch ms).",
     )
     formats: tuple[Literal["avro", "json"], ...] = Field(
         default=("avro", "json"),
@@ -115,13 +162,13 @@ class InputConfig(Frozen):
     )
     max_future_skew_s: PositiveFloat | None = Field(
         default=300.0,
-        description="An event whose `event_time` is more than this ahead of its record's broker "
+        description="An event whose event time is more than this ahead of its record's broker "
         "timestamp goes to the DLQ (EventTimeOutOfRange): one far-future event would otherwise "
         "move its key's window forward and drop the real events from it. null turns it off.",
     )
     max_event_age_s: PositiveFloat | None = Field(
         default=None,
-        description="An event whose `event_time` is more than this behind its broker timestamp "
+        description="An event whose event time is more than this behind its broker timestamp "
         "goes to the DLQ (EventTimeOutOfRange). Off by default: replays and backfills carry old "
         "event times.",
     )
@@ -208,7 +255,7 @@ class WindowFeature(Frozen):
         "(1.0 when this event is the first for its key)."
     )
     key_fields: tuple[Ident, ...] = Field(
-        min_length=1, description="Event fields that form the aggregation key (e.g. [user_id])."
+        min_length=1, description="Event fields that form the aggregation key (e.g. [account_id])."
     )
     value_field: Ident | None = Field(default=None, description="Event field summed by `sum`.")
     window_s: PositiveFloat = Field(
@@ -239,10 +286,62 @@ class DerivedFeature(Frozen):
     )
 
 
+_SLUG = re.compile(r"[^A-Za-z0-9_]+")
+
+
+class CategoricalFeature(Frozen):
+    """A categorical event field turned into numeric columns, the same way in training
+    (:func:`raylane.features.encode_categorical`) and in serving."""
+
+    field: Ident = Field(description="Event field holding the category (string, int or bool).")
+    encoding: Literal["one_hot", "ordinal"] = Field(
+        description="one_hot: one 0/1 column per category plus `<name>__unknown` for any other "
+        "value; ordinal: one column, category i of `categories` -> i + 1, any other value "
+        "(unknown or missing) -> 0."
+    )
+    categories: tuple[str, ...] = Field(
+        min_length=1,
+        description="The known categories, in order (values are compared as strings).",
+    )
+    name: Ident | None = Field(
+        default=None, description="Column name (ordinal) or prefix (one_hot); defaults to `field`."
+    )
+
+    @property
+    def column(self) -> str:
+        return self.name or self.field
+
+    def columns(self) -> list[str]:
+        """The columns it produces, in order."""
+        if self.encoding == "ordinal":
+            return [self.column]
+        return [f"{self.column}__{_SLUG.sub('_', c)}" for c in self.categories] + [
+            f"{self.column}__unknown"
+        ]
+
+    @model_validator(mode="after")
+    def _distinct(self) -> CategoricalFeature:
+        if len(set(self.categories)) != len(self.categories):
+            raise ValueError(f"categorical {self.field!r} lists a category twice")
+        cols = self.columns()
+        dup = sorted({c for c in cols if cols.count(c) > 1})
+        if dup:
+            raise ValueError(
+                f"categorical {self.field!r}: categories map to the same column(s) {dup} "
+                "(characters other than letters, digits and _ become _); rename one"
+            )
+        return self
+
+
 class FeaturesConfig(Frozen):
     feast_repo: str = Field(default="features", description="Path of the Feast feature repo.")
     event: tuple[Ident, ...] = Field(
         default=(), description="Numeric event fields passed to the models as features."
+    )
+    categorical: tuple[CategoricalFeature, ...] = Field(
+        default=(),
+        description="Categorical event fields encoded into numeric columns (one-hot or "
+        "ordinal with an unknown bucket), identically in training and serving.",
     )
     online: tuple[OnlineFeatureView, ...] = Field(default=(), description="Feast online reads.")
     windows: tuple[WindowFeature, ...] = Field(default=(), description="Streaming window features.")
@@ -254,6 +353,8 @@ class FeaturesConfig(Frozen):
 
     def base_columns(self) -> list[str]:
         cols = list(self.event)
+        for c in self.categorical:
+            cols += c.columns()
         for v in self.online:
             cols += v.columns()
         cols += [w.name for w in self.windows]
@@ -480,9 +581,35 @@ class Condition(Frozen):
         return cls(column=m.group(1), op=m.group(2), value=float(m.group(3)))  # type: ignore[arg-type]
 
 
+#: What an output field can be filled from (`OutputConfig.fields`).
+FIELD_SOURCES = ("now", "event_time", "score", "decision", "rule", "model_name", "model_version")
+_FIELD_SOURCE = re.compile(
+    r"^(?:(?:" + "|".join(FIELD_SOURCES) + r")|(?:input|feature)\.[A-Za-z_][A-Za-z0-9_]*)$"
+)
+
+
 class OutputConfig(Frozen):
     topic: Topic = Field(description="Kafka topic.")
     contract: str = Field(description="Schema name of the records written there.")
+    fields: dict[Ident, str] = Field(
+        default_factory=dict,
+        description="Output fields filled from a source: `now` (epoch ms when the batch was "
+        "scored), `event_time` (the input's event time, epoch ms), `score`, `decision`, "
+        "`rule`, `model_name`, `model_version`, `input.<event field>` or "
+        "`feature.<feature column>`. Every field of the contract that the input event has is "
+        "copied as is; `scored_at` and `flagged_at` are `now` unless set here.",
+    )
+
+    @field_validator("fields")
+    @classmethod
+    def _sources(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, src in v.items():
+            if not _FIELD_SOURCE.match(src):
+                raise ValueError(
+                    f"fields.{name} is {src!r}, not a source; use one of "
+                    f"{', '.join(FIELD_SOURCES)}, input.<event field> or feature.<column>"
+                )
+        return v
 
 
 class DecisionRule(Frozen):
@@ -666,9 +793,9 @@ class UpdateProfileAction(Frozen):
         description="Raise a feature of the entity's online row."
     )
     name: Ident = Field(default="update_profile", description="Handler name (dedupe key, metrics).")
-    view: Ident = Field(default="user_risk_profile", description="Feast feature view to update.")
-    entity_field: Ident = Field(default="user_id", description="Event field holding the join key.")
-    feature: Ident = Field(default="risk_score", description="Feature raised by the action.")
+    view: Ident = Field(description="Feast feature view to update.")
+    entity_field: Ident = Field(description="Event field holding the join key.")
+    feature: Ident = Field(description="Feature raised by the action.")
     increase: PositiveFloat = Field(default=0.25, description="Added to the feature's value.")
     maximum: float = Field(default=1.0, description="The value never goes above this.")
 
@@ -790,6 +917,18 @@ class PipelineConfig(Frozen):
                         f"decision.rules[{i}].when uses column {c.column!r}, which is neither "
                         f"`score` nor a feature column; known columns: {sorted(known)}"
                     )
+        outs = [("outputs.scored", self.outputs.scored)] + [
+            (f"decision.rules[{i}].publish", r.publish)
+            for i, r in enumerate(self.decision.rules)
+            if r.publish is not None
+        ]
+        for where, out in outs:
+            for name, src in out.fields.items():
+                if src.startswith("feature.") and src[len("feature.") :] not in known:
+                    raise ValueError(
+                        f"{where}.fields.{name} is {src!r}, which is not a feature column; "
+                        f"known columns: {sorted(known - {'score'})}"
+                    )
         if self.models.shadows and self.outputs.shadow is None:
             raise ValueError(
                 "models.shadows is set but outputs.shadow is not; add outputs.shadow "
@@ -855,7 +994,7 @@ def load_serve_config(
     try:
         doc = yaml.safe_load(p.read_text())
     except FileNotFoundError as e:
-        raise ConfigError(f"{p}: no such file; pass a path like serve_configs/fraud.yaml") from e
+        raise ConfigError(f"{p}: no such file; pass a path like serve_configs/<name>.yaml") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML: {e}") from e
     apps = (doc or {}).get("applications") if isinstance(doc, dict) else None

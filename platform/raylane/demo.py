@@ -117,7 +117,9 @@ async def _drive(cfg: PipelineConfig, opts: DemoOptions, console: Console, st: _
     metrics: dict[str, float] = {}
     last_view = 0.0
     try:
-        async with EventProducer(settings.kafka_bootstrap, cfg.input.topic, codec) as prod:
+        async with EventProducer(
+            settings.kafka_bootstrap, cfg.input.topic, codec, key_field=cfg.input.key_field
+        ) as prod:
             with Live(console=console, refresh_per_second=4) as live:
                 while (elapsed := time.monotonic() - t_start) < opts.duration:
                     now_ms = int(time.time() * 1000)

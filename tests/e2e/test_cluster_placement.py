@@ -53,7 +53,9 @@ async def _ids(
 
 
 async def _send(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> None:
-    async with EventProducer(bootstrap, topic, Codec.for_contract("payments.initiated")) as p:
+    async with EventProducer(
+        bootstrap, topic, Codec.for_contract("payments.initiated"), key_field="user_id"
+    ) as p:
         await p.send_many(events)
 
 

@@ -104,7 +104,9 @@ async def test_flagged_payment_raises_the_profile_the_next_payment_is_scored_wit
     burst = [le.event for le in stream.take(300) if le.kind == "burst"]
     assert len(burst) == 30 and {e["user_id"] for e in burst} == set(victims)
     before = {u: await _risk(u) for u in victims}
-    async with EventProducer(s.kafka_bootstrap, args["input"]["topic"], codec) as prod:
+    async with EventProducer(
+        s.kafka_bootstrap, args["input"]["topic"], codec, key_field=args["input"]["key_field"]
+    ) as prod:
         await prod.send_many(burst)
     ids = {e["event_id"] for e in burst}
 
@@ -145,7 +147,9 @@ async def test_flagged_payment_raises_the_profile_the_next_payment_is_scored_wit
         event_time=burst[-1]["event_time"] + 5_000,
         amount=12.5,
     )
-    async with EventProducer(s.kafka_bootstrap, args["input"]["topic"], codec) as prod:
+    async with EventProducer(
+        s.kafka_bootstrap, args["input"]["topic"], codec, key_field=args["input"]["key_field"]
+    ) as prod:
         await prod.send_many([nxt])
 
     def next_scored(got: dict[str, list[Any]]) -> bool:

@@ -127,7 +127,12 @@ def test_sklearn_primary_with_an_xgboost_shadow(bootstrapped, capsys) -> None:  
 
         async def produce() -> None:
             codec = Codec.for_contract("payments.initiated")
-            async with EventProducer(stack.kafka_bootstrap, args["input"]["topic"], codec) as p:
+            async with EventProducer(
+                stack.kafka_bootstrap,
+                args["input"]["topic"],
+                codec,
+                key_field=args["input"]["key_field"],
+            ) as p:
                 await p.send_many(events)
 
         asyncio.run(produce())

@@ -117,7 +117,7 @@ async def test_thousand_payments_end_to_end(fraud_app, capsys) -> None:
     bad = [_malformed(codec, good[i], i) for i in range(20)]
     corr_bad = [f"corr-bad-{i}" for i in range(20)]
     topic = args["input"]["topic"]
-    async with EventProducer(bootstrap, topic, codec) as prod:
+    async with EventProducer(bootstrap, topic, codec, key_field="user_id") as prod:
         futs = []
         for i, ev in enumerate(good):
             futs += await prod.send_many([ev], wait=False)

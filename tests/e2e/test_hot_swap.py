@@ -41,7 +41,7 @@ RATE = 250.0  # events per second: the stream lasts ~20 s
 def _produce(bootstrap: str, topic: str, events: list[dict[str, Any]], sent: list[int]) -> None:
     async def run() -> None:
         codec = Codec.for_contract("payments.initiated")
-        async with EventProducer(bootstrap, topic, codec) as prod:
+        async with EventProducer(bootstrap, topic, codec, key_field="user_id") as prod:
             t0 = time.monotonic()
             for i in range(0, len(events), 50):
                 await prod.send_many(events[i : i + 50])

@@ -1,7 +1,9 @@
 """Event contracts: Avro schemas, the schema registry and the Confluent wire-format codec.
 
-Contracts live as ``schemas/<contract>.avsc``; the committed file registry in
-``registry/`` holds their subjects (``<contract>-value``), versions and global ids.
+The platform's contracts live as ``schemas/<contract>.avsc``; the committed file registry
+in ``registry/`` holds their subjects (``<contract>-value``), versions and global ids. A
+project's own contracts live in its ``contracts/`` folder (:class:`ProjectContracts`),
+whose registry starts as a copy of the built-in one.
 A :class:`Codec` encodes and decodes one subject's events; every failure is a typed
 :class:`raylane.errors.ContractError` subclass, so bad input goes to the DLQ.
 
@@ -80,6 +82,7 @@ from raylane.contracts._gate import (
     register_checked,
 )
 from raylane.contracts._open import open_registry
+from raylane.contracts._project import DEFAULT_CONTRACTS_DIR, ProjectContracts, contract_sources
 from raylane.contracts._registry import (
     BUILTIN_REGISTRY_DIR,
     FileSchemaRegistry,
@@ -93,6 +96,7 @@ __all__ = [
     "COMPATIBILITY_LEVELS",
     "CONSUMERS_DIR",
     "DEFAULT_COMPATIBILITY",
+    "DEFAULT_CONTRACTS_DIR",
     "DEFAULT_MAX_EVENT_BYTES",
     "MAGIC_BYTE",
     "SCHEMAS_DIR",
@@ -115,6 +119,7 @@ __all__ = [
     "LimitExceeded",
     "MissingField",
     "NonFiniteNumber",
+    "ProjectContracts",
     "RegisteredSchema",
     "SchemaMismatch",
     "SchemaNotFound",
@@ -132,6 +137,7 @@ __all__ = [
     "check_schema",
     "check_schemas",
     "contract_names",
+    "contract_sources",
     "format_issues",
     "history",
     "load_contract",

@@ -1,8 +1,8 @@
 """The contracts shipped with raylane: ``schemas/<contract>.avsc`` and their registration.
 
 A contract is named like its topic (``payments.initiated``); its registry subject
-is ``<contract>-value`` (TopicNameStrategy). Adding a use case means adding
-``.avsc`` files here and registering them; no platform code changes.
+is ``<contract>-value`` (TopicNameStrategy). A use case's own contracts do not go here:
+they live in the project's ``contracts/`` folder (see :mod:`raylane.contracts._project`).
 
 ``python -m raylane.contracts [REGISTRY_DIR]`` registers every ``.avsc``
 into a registry (default: the committed one) and prints the subjects and ids;

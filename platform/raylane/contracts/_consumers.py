@@ -256,8 +256,11 @@ def pipeline_reads(
     reads: dict[str, str] = {"event_id": "string", cfg.input.key_field: "any"}
     for f in cfg.features.event:
         reads[f] = "double?"  # a missing value becomes NaN
+    et = cfg.input.event_time
     if cfg.features.windows:
-        reads["event_time"] = "long"
+        reads[et.field] = "long" if et.unit == "ms" else "any"
+    for c in cfg.features.categorical:
+        reads.setdefault(c.field, "any?")  # a missing value is the unknown category
     for w in cfg.features.windows:
         for k in w.key_fields:
             reads.setdefault(k, "any")
@@ -267,13 +270,19 @@ def pipeline_reads(
         reads.setdefault(view.entity_field, "any")
     # every output field the ingress does not compute is copied from the input event
     reg = registry if registry is not None else FileSchemaRegistry()
-    outputs = {cfg.outputs.scored.contract} | {
-        r.publish.contract for r in cfg.decision.rules if r.publish is not None
-    }
-    for contract in sorted(outputs):
+    outs = [cfg.outputs.scored] + [r.publish for r in cfg.decision.rules if r.publish is not None]
+    filled: dict[str, set[str]] = {}
+    for out in outs:
+        filled.setdefault(out.contract, set()).update(out.fields)
+        for src in out.fields.values():
+            if src.startswith("input."):
+                reads.setdefault(src[len("input.") :], "any?")
+            elif src == "event_time":
+                reads.setdefault(et.field, "any")
+    for contract in sorted(filled):
         for f in json.loads(reg.latest(subject_for(contract)).text)["fields"]:
             name = f["name"]
-            if name in COMPUTED_OUTPUT_FIELDS or name in reads:
+            if name in COMPUTED_OUTPUT_FIELDS or name in reads or name in filled[contract]:
                 continue
             t = f["type"]
             nullable = isinstance(t, list) and "null" in t

@@ -5,6 +5,8 @@
 * :class:`RedisWindowStore` updates and reads window features (count / sum over a
   sliding event-time window, first_seen) for a batch in one atomic round trip;
   :class:`ReferenceWindowState` is the pure-Python definition it is tested against.
+* :func:`categorical_columns` encodes categorical event fields (one-hot / ordinal), the
+  same in training and serving.
 * :class:`FeastRepo`, :func:`write_sources`, :func:`apply`, :func:`materialize`:
   what `raylane bootstrap` runs.
 
@@ -18,6 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from raylane.features._redis_window import RedisWindowStore
+from raylane.features.categorical import categorical_columns, encode_categorical
 from raylane.features.window import (
     LATENESS_S,
     ReferenceWindowState,
@@ -28,13 +31,14 @@ from raylane.features.window import (
 if TYPE_CHECKING:
     from raylane.features.feast_repo import (
         DEFAULT_REPO,
-        SOURCE_SCHEMAS,
         FeastRepo,
         RepoLike,
+        SourceSchema,
         apply,
         feast_connection_string,
         feature_store,
         materialize,
+        source_schemas,
         teardown,
         write_sources,
     )
@@ -46,13 +50,14 @@ _LAZY = {
         name: "raylane.features.feast_repo"
         for name in (
             "DEFAULT_REPO",
-            "SOURCE_SCHEMAS",
             "FeastRepo",
             "RepoLike",
+            "SourceSchema",
             "apply",
             "feast_connection_string",
             "feature_store",
             "materialize",
+            "source_schemas",
             "teardown",
             "write_sources",
         )
@@ -62,17 +67,20 @@ _LAZY = {
 __all__ = [
     "DEFAULT_REPO",
     "LATENESS_S",
-    "SOURCE_SCHEMAS",
     "FeastRepo",
     "OnlineFeatureReader",
     "RedisWindowStore",
     "ReferenceWindowState",
     "RepoLike",
+    "SourceSchema",
     "apply",
+    "categorical_columns",
+    "encode_categorical",
     "feast_connection_string",
     "feature_store",
     "materialize",
     "reference_window_features",
+    "source_schemas",
     "teardown",
     "window_key",
     "write_sources",

@@ -95,7 +95,8 @@ async def _bench(iters: int, redis_url: str) -> None:
         redis_url=redis_url,
         registry_path=tmp / "registry.db",
     )
-    write_sources(*_profiles(), repo)
+    users, merchants = _profiles()
+    write_sources({"user_profiles": users, "merchant_profiles": merchants}, repo)
     apply(repo)
     materialize(repo)
     store = repo.store()

@@ -26,7 +26,7 @@ import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from raylane.config import WindowFeature
+from raylane.config import EventTimeConfig, WindowFeature
 from raylane.errors import ContractError
 from raylane.features._redis import client_url, redis_errors, roundtrip
 from raylane.features.window import LATENESS_S
@@ -50,12 +50,18 @@ class RedisWindowStore:
         namespace: prefixes every key (e.g. the pipeline name), so pipelines and tests
             never share state.
         specs: the pipeline's ``features.windows``.
+        event_time: the pipeline's ``input.event_time`` (default: ``event_time`` in ms).
     """
 
     def __init__(
-        self, redis: aioredis.Redis, namespace: str, specs: Sequence[WindowFeature]
+        self,
+        redis: aioredis.Redis,
+        namespace: str,
+        specs: Sequence[WindowFeature],
+        event_time: EventTimeConfig | None = None,
     ) -> None:
         self._redis = redis
+        self.event_time = event_time or EventTimeConfig()
         self.namespace = namespace
         self.specs = list(specs)
         self.redis_url = client_url(redis)
@@ -87,10 +93,11 @@ class RedisWindowStore:
         argv: list[Any] = []
         groups = self._key_groups
         sums = self._sum_fields
+        time_ms = self.event_time.ms
         try:
             for ev in events:
                 argv.append(str(ev["event_id"]))
-                argv.append(int(ev["event_time"]))
+                argv.append(time_ms(ev))
                 for fields, prefixes in groups:
                     k = "|".join([str(ev[f]) for f in fields])
                     keys += [p + k for p in prefixes]
@@ -116,8 +123,8 @@ class RedisWindowStore:
     async def update_and_read(self, events: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
         """Add `events` in order and return one float64 column per spec (one round trip).
 
-        Each event needs ``event_id``, ``event_time`` (epoch ms), the specs' key fields and
-        sum value fields. Raises DependencyError when Redis fails, ContractError for an
+        Each event needs ``event_id``, its event time (``input.event_time``), the specs' key
+        fields and sum value fields. Raises DependencyError when Redis fails, ContractError for an
         event lacking a field.
         """
         if not events:

@@ -1,6 +1,7 @@
 """Feast integration: load the feature repo with raylane's settings, write sources, materialize.
 
-`raylane bootstrap` calls :func:`write_sources` → :func:`apply` → :func:`materialize`;
+A use case's ``prepare`` calls :func:`write_sources` (with the offline sources it declares,
+by the names of the repo's ``FileSource`` objects) → :func:`apply` → :func:`materialize`;
 serving builds an :class:`~raylane.features.online.OnlineFeatureReader` from
 :func:`feature_store`. The repo (``features/`` at the repo root) holds
 ``feature_store.yaml`` and the entity / view definitions; raylane overrides the
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,13 +36,14 @@ from raylane.settings import Settings, raylane_home
 
 __all__ = [
     "DEFAULT_REPO",
-    "SOURCE_SCHEMAS",
     "FeastRepo",
     "RepoLike",
+    "SourceSchema",
     "apply",
     "feast_connection_string",
     "feature_store",
     "materialize",
+    "source_schemas",
     "teardown",
     "write_sources",
 ]
@@ -49,20 +51,28 @@ __all__ = [
 #: The Feast repo, relative to the raylane repo root.
 DEFAULT_REPO = "features"
 
-#: Parquet source name -> (entity key column, {feature column: numpy dtype}). Each file also
-#: holds ``event_timestamp`` (tz-aware UTC) and ``created``.
-SOURCE_SCHEMAS: dict[str, tuple[str, dict[str, str]]] = {
-    "user_profiles": (
-        "user_id",
-        {
-            "risk_score": "float64",
-            "avg_amount": "float64",
-            "txn_count_30d": "int64",
-            "account_age_days": "int64",
-        },
-    ),
-    "merchant_profiles": ("merchant_id", {"category_risk": "float64", "fraud_rate_90d": "float64"}),
+#: Feast value types -> the pandas dtype a parquet column of that type is written with.
+_DTYPES = {
+    "Float64": "float64",
+    "Float32": "float32",
+    "Int64": "int64",
+    "Int32": "int32",
+    "String": "str",
+    "Bool": "bool",
 }
+
+
+@dataclass(frozen=True)
+class SourceSchema:
+    """One parquet ``FileSource`` of the repo: where it lives and the columns its views read."""
+
+    name: str
+    path: str
+    timestamp_field: str
+    created_column: str | None
+    #: column -> pandas dtype, from the schemas of the views reading this source
+    columns: dict[str, str]
+
 
 _FIX = "run `raylane bootstrap`"
 
@@ -211,20 +221,51 @@ def feature_store(repo: RepoLike = DEFAULT_REPO) -> FeatureStore:
         return r.store()
 
 
-def write_sources(
-    user_df: pd.DataFrame, merchant_df: pd.DataFrame, repo: RepoLike = DEFAULT_REPO
-) -> dict[str, Path]:
-    """Write the profile DataFrames as the repo's parquet sources (``data/*.parquet``).
+def source_schemas(repo: RepoLike = DEFAULT_REPO) -> dict[str, SourceSchema]:
+    """The repo's local parquet ``FileSource`` objects read by its feature views, by name."""
+    from feast import FileSource
 
-    Columns: the entity key, the features of :data:`SOURCE_SCHEMAS`, ``event_timestamp``
-    and ``created`` (naive timestamps are taken as UTC, as Feast does). Extra columns are
-    dropped. Each file is replaced atomically. Returns source name -> path.
+    r = _repo(repo)
+    out: dict[str, SourceSchema] = {}
+    for obj in _load_definitions(r.path):
+        src = getattr(obj, "batch_source", None)
+        if not isinstance(obj, FeatureView) or not isinstance(src, FileSource):
+            continue
+        if "://" in src.path:
+            continue  # remote sources are written by whoever owns them
+        have = out.get(src.name)
+        cols = dict(have.columns) if have else {}
+        for f in [*obj.entity_columns, *obj.features]:
+            cols[f.name] = _DTYPES.get(str(f.dtype), "object")
+        out[src.name] = SourceSchema(
+            src.name, src.path, src.timestamp_field, src.created_timestamp_column or None, cols
+        )
+    return out
+
+
+def write_sources(
+    sources: Mapping[str, pd.DataFrame], repo: RepoLike = DEFAULT_REPO
+) -> dict[str, Path]:
+    """Write offline sources of the repo: source name (its ``FileSource``'s name) -> rows.
+
+    The file goes where the ``FileSource`` says (relative to the repo). Columns: those the
+    views reading it declare (join keys and features, cast to the views' types), its
+    timestamp field and created column (naive timestamps are taken as UTC, as Feast does);
+    extra columns are dropped. Each file is replaced atomically. Returns name -> path.
     """
     r = _repo(repo)
+    known = source_schemas(r)
     out: dict[str, Path] = {}
-    for name, df in (("user_profiles", user_df), ("merchant_profiles", merchant_df)):
-        table = _conform(name, df)
-        path = r.path / "data" / f"{name}.parquet"
+    for name, df in sources.items():
+        if name not in known:
+            raise ConfigError(
+                f"{r.path} has no local parquet FileSource named {name!r} read by a feature "
+                f"view; its sources: {sorted(known)}",
+                stage="features",
+            )
+        schema = known[name]
+        table = _conform(schema, df)
+        path = r.path / schema.path
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".parquet.tmp{os.getpid()}")
         table.to_parquet(tmp, index=False)
@@ -233,28 +274,29 @@ def write_sources(
     return out
 
 
-def _conform(name: str, df: pd.DataFrame) -> pd.DataFrame:
-    key, features = SOURCE_SCHEMAS[name]
-    cols = [key, *features, "event_timestamp", "created"]
+def _conform(schema: SourceSchema, df: pd.DataFrame) -> pd.DataFrame:
+    times = [schema.timestamp_field] + ([schema.created_column] if schema.created_column else [])
+    cols = [*schema.columns, *times]
     missing = [c for c in cols if c not in df.columns]
     if missing:
         raise ConfigError(
-            f"{name} DataFrame lacks columns {missing}; it needs {cols}", stage="features"
+            f"source {schema.name}: the DataFrame lacks columns {missing}; it needs {cols}",
+            stage="features",
         )
-    out = pd.DataFrame({key: df[key].astype(str)})
-    for col, dtype in features.items():
+    out = pd.DataFrame(index=df.index)
+    for col, dtype in schema.columns.items():
         try:
             out[col] = df[col].astype(dtype)
         except (TypeError, ValueError) as e:
             raise ConfigError(
-                f"{name}.{col} cannot be stored as {dtype} ({e}); fill or drop "
+                f"{schema.name}.{col} cannot be stored as {dtype} ({e}); fill or drop "
                 "the missing/non-numeric values",
                 stage="features",
             ) from e
-    for col in ("event_timestamp", "created"):
+    for col in times:
         ts = pd.to_datetime(df[col])
         out[col] = ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
-    return out
+    return out.reset_index(drop=True)
 
 
 def _load_definitions(root: Path) -> list[Entity | FeatureView]:

@@ -246,7 +246,7 @@ class OnlineFeatureReader:
     async def read(self, entities: Mapping[str, Sequence[Any]]) -> dict[str, np.ndarray]:
         """Float64 column per ``<view>__<feature>`` for the batch (missing → NaN).
 
-        `entities` maps each event field of :attr:`entity_fields` (e.g. ``user_id``) to the
+        `entities` maps each event field of :attr:`entity_fields` (e.g. ``account_id``) to the
         batch's values, all of the same length. Raises DependencyError when Redis fails.
         """
         _, groups = await self._fetch(entities)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from raylane.config import WindowFeature
+from raylane.config import EventTimeConfig, WindowFeature
 
 __all__ = ["LATENESS_S", "ReferenceWindowState", "reference_window_features", "window_key"]
 
@@ -46,8 +46,11 @@ def window_key(spec: WindowFeature, event: Mapping[str, Any]) -> str:
 class ReferenceWindowState:
     """In-memory state with exactly the Redis implementation's semantics."""
 
-    def __init__(self, specs: Sequence[WindowFeature]) -> None:
+    def __init__(
+        self, specs: Sequence[WindowFeature], event_time: EventTimeConfig | None = None
+    ) -> None:
         self.specs = list(specs)
+        self.event_time = event_time or EventTimeConfig()
         # per spec name -> key -> {event_id: (event_time_ms, value)}
         self._events: dict[str, dict[str, dict[str, tuple[int, float]]]] = {
             s.name: defaultdict(dict) for s in self.specs
@@ -58,7 +61,7 @@ class ReferenceWindowState:
         """Add `events` in order and return one float64 column per spec."""
         out = {s.name: np.zeros(len(events), dtype=np.float64) for s in self.specs}
         for i, ev in enumerate(events):
-            t = int(ev["event_time"])
+            t = self.event_time.ms(ev)
             eid = str(ev["event_id"])
             for s in self.specs:
                 key = window_key(s, ev)
@@ -79,7 +82,9 @@ class ReferenceWindowState:
 
 
 def reference_window_features(
-    events: Sequence[Mapping[str, Any]], specs: Sequence[WindowFeature]
+    events: Sequence[Mapping[str, Any]],
+    specs: Sequence[WindowFeature],
+    event_time: EventTimeConfig | None = None,
 ) -> dict[str, np.ndarray]:
     """Window feature columns for `events` processed in order from an empty state."""
-    return ReferenceWindowState(specs).update_and_read(events)
+    return ReferenceWindowState(specs, event_time).update_and_read(events)

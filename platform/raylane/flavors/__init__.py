@@ -71,10 +71,14 @@ def pick_flavor(
                 stage="config",
             )
         if configured not in available:
+            usable = [n for n in PREFERENCE if n in available]
+            fix = (
+                f"set `flavor: {usable[0]}` in the model config, or register a {configured} model"
+                if usable
+                else f"register a {configured} model (raylane loads {', '.join(PREFERENCE)})"
+            )
             raise ModelError(
-                f"{label} has flavors [{have}]; this deployment loads {configured} (set "
-                f"`flavor:` in the model config to one of its flavors, or register a "
-                f"{configured} model)",
+                f"{label} has flavors [{have}]; this deployment loads {configured}; {fix}",
                 stage="registry",
             )
         return FLAVORS[configured]

@@ -4,7 +4,9 @@ Used by the demo, the bench, tests, notebooks and actions. Every event is
 validated against its contract before anything is sent: a bad event raises a
 :class:`~raylane.contracts.ContractViolation` whose message and ``path`` name
 the field (``amount: expected double, got str '12'``), and in a batch nothing at
-all goes out when one event is bad. Each event is keyed by its key field and
+all goes out when one event is bad. Each event is keyed by its key field (the pipeline
+config's ``input.key_field``: :meth:`EventProducer.for_pipeline`; an event without it is
+refused, never sent with an empty key that would lose its ordering per entity) and
 carries ``correlation_id`` and ``event_id`` headers (a correlation id is made
 up, and marked ``raylane.correlation_id.generated: true``, when it has none).
 ``send_raw`` is the only way around the contract; tests use it to inject bad bytes.
@@ -17,7 +19,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, Self
 
-from raylane.errors import DependencyError
+from raylane.config import PipelineConfig
+from raylane.errors import ContractError, DependencyError
 from raylane.kafka.client import KafkaConnection, connection
 
 GENERATED_HEADER = "raylane.correlation_id.generated"
@@ -38,7 +41,7 @@ class EventProducer:
         topic: str,
         codec: EventEncoder,
         *,
-        key_field: str = "user_id",
+        key_field: str,
         linger_ms: int = 2,
         max_request_size: int = 1 << 20,
     ) -> None:
@@ -50,6 +53,13 @@ class EventProducer:
             linger_ms=linger_ms, max_batch_size=512 << 10, max_request_size=max_request_size
         )
         self.bootstrap = conn.bootstrap
+
+    @classmethod
+    def for_pipeline(
+        cls, cfg: PipelineConfig, bootstrap: str | KafkaConnection, codec: EventEncoder, **kw: Any
+    ) -> EventProducer:
+        """A producer onto `cfg`'s input topic, keyed by its ``input.key_field``."""
+        return cls(bootstrap, cfg.input.topic, codec, key_field=cfg.input.key_field, **kw)
 
     async def __aenter__(self) -> Self:
         try:
@@ -67,6 +77,14 @@ class EventProducer:
     def encode(self, event: Mapping[str, Any]) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
         """(key, value, headers) for `event`; raises ContractError before anything is sent."""
         value = self.codec.encode(event)
+        key = event.get(self.key_field)
+        if key is None:
+            raise ContractError(
+                f"event {event.get('event_id')!r} has no {self.key_field!r}, the key field of "
+                f"topic {self.topic}; set it, or key the producer by another field "
+                "(key_field=..., the pipeline's input.key_field)",
+                stage="validate",
+            )
         cid = event.get("correlation_id")
         headers = [
             ("correlation_id", str(cid or uuid.uuid4()).encode()),
@@ -74,7 +92,7 @@ class EventProducer:
         ]
         if not cid:
             headers.append((GENERATED_HEADER, b"true"))
-        return str(event.get(self.key_field, "")).encode(), value, headers
+        return str(key).encode(), value, headers
 
     async def send(self, event: Mapping[str, Any], *, wait: bool = True) -> asyncio.Future[Any]:
         """Validate and send one event; raises ContractError (nothing sent) if it is bad."""

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from raylane.config import EventTimeConfig
 from raylane.pipeline.decision import DecisionEngine
 from raylane.pipeline.processor import Prediction, ShadowJob
 
@@ -59,6 +60,7 @@ def compare(
     primary_label: str = "",
     shadow_label: str = "",
     sample_fraction: float = 1.0,
+    event_time: EventTimeConfig | None = None,
 ) -> tuple[list[dict[str, Any]], int, np.ndarray]:
     """Comparison records for one batch, the number of agreements, and |Δ| per event."""
     p = job.primary.scores.astype(np.float64)
@@ -68,6 +70,7 @@ def compare(
     shadow_dec = engine.decide(s, job.columns).decision
     delta = np.abs(p - s)
     now_ms = int(time.time() * 1000)
+    et = event_time or EventTimeConfig()
     out = []
     agree = 0
     p_l, s_l, d_l = p.tolist(), s.tolist(), delta.tolist()
@@ -79,7 +82,7 @@ def compare(
                 "event_id": ev["event_id"],
                 "correlation_id": ev["correlation_id"],
                 "pipeline": pipeline,
-                "event_time": ev.get("event_time"),
+                "event_time": et.ms_or_none(ev),
                 "primary_model": job.primary.model_name,
                 "primary_version": job.primary.model_version,
                 "primary_score": p_l[i],

@@ -140,6 +140,7 @@ class ShadowRunner:
                 primary_label=self.cfg.models.primary.name,
                 shadow_label=client.name,
                 sample_fraction=fraction,
+                event_time=self.cfg.input.event_time,
             )
             reason = "publish"
             await self._publish(job, recs)

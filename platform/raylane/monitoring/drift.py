@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from raylane.config import EventTimeConfig
 from raylane.errors import ConfigError
 
 __all__ = ["ColumnDrift", "DriftDetector", "DriftResult", "Window", "WindowBuffer", "event_row"]
@@ -136,8 +137,10 @@ class WindowBuffer:
         size: int,
         span_s: float | None = None,
         min_size: int = 1,
+        event_time: EventTimeConfig | None = None,
     ) -> None:
         self.columns = list(columns)
+        self.event_time = event_time or EventTimeConfig()
         self.prediction_column = prediction_column
         self.size = size
         self.span_s = span_s
@@ -160,7 +163,7 @@ class WindowBuffer:
             w = self.current = Window(name, version)
         w.add(
             event_row(event, self.columns, self.prediction_column),
-            int(event.get("event_time") or 0),
+            self.event_time.ms_or(event),
             str(event.get("correlation_id", "")),
         )
         if w.count >= self.size or (

@@ -137,6 +137,7 @@ class DriftMonitor:
             size=self.drift.window_size,
             span_s=self.drift.window_s,
             min_size=self.drift.min_window_size,
+            event_time=cfg.input.event_time,
         )
         self.open = False
         self._clean_run = 0
@@ -368,7 +369,7 @@ class DriftLoop:
                     m.offset,
                     err,
                 )
-        events.sort(key=lambda ev: int(ev.get("event_time") or 0))
+        events.sort(key=self.cfg.input.event_time.ms_or)
         self._pending += self.monitor.add(events)
         self.stats["events"] += len(events)
         DRIFT_METRICS.events.labels(**self._lab).inc(len(events))

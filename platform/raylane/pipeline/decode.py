@@ -88,21 +88,23 @@ class DecodeStage:
 
     def _time_error(self, ev: dict[str, Any], rec: InRecord) -> EventTimeOutOfRange | None:
         """The event-time check against the record's broker timestamp, if it fails."""
-        t = ev.get("event_time")
-        if not isinstance(t, int) or not rec.timestamp_ms:
+        et = self.cfg.input.event_time
+        t = et.ms_or_none(ev)
+        if t is None or not rec.timestamp_ms:
             return None
+        name = et.field if et.unit == "ms" else f"{et.field} ({ev[et.field]} {et.unit})"
         ahead = t - rec.timestamp_ms
         if self._max_ahead_ms is not None and ahead > self._max_ahead_ms:
             return EventTimeOutOfRange(
-                f"event_time {t} is {ahead / 1000:.0f} s ahead of the broker timestamp "
+                f"{name} {t} is {ahead / 1000:.0f} s ahead of the broker timestamp "
                 f"{rec.timestamp_ms}; input.max_future_skew_s is {self._max_ahead_ms / 1000:g} s",
-                path="event_time",
+                path=et.field,
             )
         if self._max_behind_ms is not None and -ahead > self._max_behind_ms:
             return EventTimeOutOfRange(
-                f"event_time {t} is {-ahead / 1000:.0f} s behind the broker timestamp "
+                f"{name} {t} is {-ahead / 1000:.0f} s behind the broker timestamp "
                 f"{rec.timestamp_ms}; input.max_event_age_s is {self._max_behind_ms / 1000:g} s",
-                path="event_time",
+                path=et.field,
             )
         return None
 

@@ -1,8 +1,9 @@
 """Stage 2 of a batch: the feature columns, from the event, the feature sources and derivations.
 
 One window round trip and one online round trip per batch, concurrently. Event fields
-become float64 columns; derived columns are computed on the result. A feature source that
-returns fewer columns than the config names is a dependency failure, never NaN scoring.
+become float64 columns, categorical ones one-hot or ordinal columns; derived columns are
+computed on the result. A feature source that returns fewer columns than the config names
+is a dependency failure, never NaN scoring.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 
 from raylane.config import PipelineConfig
 from raylane.errors import DependencyError
+from raylane.features.categorical import categorical_columns
 from raylane.features.derived import compute_derived
 from raylane.pipeline.ports import OnlineSource, WindowSource
 
@@ -52,6 +54,8 @@ class FeatureStage:
         self, events: list[dict[str, Any]], stage_ms: dict[str, float]
     ) -> dict[str, np.ndarray]:
         cols = {f: event_column(events, f) for f in self.cfg.features.event}
+        if self.cfg.features.categorical:
+            cols.update(categorical_columns(events, self.cfg.features.categorical))
 
         async def timed(name: str, coro: Any) -> dict[str, np.ndarray]:
             t0 = time.perf_counter()

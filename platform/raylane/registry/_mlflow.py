@@ -132,8 +132,9 @@ def _message(what: str, uri: str, name: str | None, e: MlflowException) -> str:
     if flavor is not None:
         thing = f"model {name}" if name else "the model"
         return (
-            f"{what} failed: {thing} has no {flavor} flavor (it was logged with another); set "
-            "`flavor:` in the model config to one of its flavors (see its MLmodel file), or "
+            f"{what} failed: {thing} has no {flavor} flavor (it exists, logged with other "
+            "flavors: see the `flavors:` of its MLmodel file); this deployment loads "
+            f"{flavor}; set `flavor:` in the model config to one of the model's flavors, or "
             f"register a {flavor} model"
         )
     if is_not_found(e):

@@ -133,7 +133,7 @@ def load_model(
                 artifact_uri=source, tracking_uri=tu, dst_path=tmp
             )
         flavors = _flavors(local, label, ref)
-        loader = pick_flavor(flavors, flavor, label=label)
+        loader = pick_flavor(flavors, flavor, label=f"model {ref.name} version {ref.version}")
         try:
             scorer = loader.load(local, device=device, nthread=nthread, label=label)
         except RaylaneError:

@@ -2,7 +2,7 @@
 
 Each is a one-replica deployment bound into the pipeline's app by
 :func:`raylane.serving.app.build_app` when the config has a ``drift`` / ``actions``
-section (and it is enabled), so ``serve run serve_configs/fraud.yaml`` starts them from
+section (and it is enabled), so ``serve run serve_configs/<pipeline>.yaml`` starts them from
 the same config. Like :class:`~raylane.serving._deployments.KafkaIngress` they only host
 a plain asyncio loop (:class:`~raylane.monitoring.drift_monitor.DriftLoop`,
 :class:`~raylane.actions.ActionRunner`); a dead loop makes the replica unhealthy and

@@ -1,6 +1,6 @@
 """The application builder named by every serve config's ``import_path``.
 
-``serve run serve_configs/fraud.yaml`` calls :func:`build_app` with the
+``serve run serve_configs/<pipeline>.yaml`` calls :func:`build_app` with the
 application's ``args``; it validates them (errors name the YAML path) and binds
 one model deployment per model (given the columns the pipeline produces, so a model
 needing another one is refused) plus the Kafka ingress. Connection settings come

@@ -1,7 +1,7 @@
 """The model a Serve replica hosts, and its hot swap: plain Python, no Ray.
 
 A :class:`HostedModel` scores batches with the current version (through the optional
-prediction cache) and, for an alias URI (``models:/fraud@champion``), checks the
+prediction cache) and, for an alias URI (``models:/<name>@champion``), checks the
 registry every ``reload_poll_s``: when the alias has moved it loads the new version
 *beside* the old one (the old keeps scoring meanwhile), then swaps in one assignment
 and clears the cache. Every batch is scored by exactly one version, which the result

@@ -22,7 +22,7 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import ConsumerStoppedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
-from raylane.config import OnlineFeatureView, PipelineConfig, WindowFeature
+from raylane.config import EventTimeConfig, OnlineFeatureView, PipelineConfig, WindowFeature
 from raylane.errors import DependencyError, PublishRejected
 from raylane.features.window import ReferenceWindowState
 from raylane.kafka.records import Headers, OutRecord
@@ -139,8 +139,9 @@ class FakeWindows:
         raise_for: RaiseFor | None = None,
         fail_times: int = 0,
         log: EventLog | None = None,
+        event_time: EventTimeConfig | None = None,
     ) -> None:
-        self.state = ReferenceWindowState(specs)
+        self.state = ReferenceWindowState(specs, event_time)
         self.raise_for = raise_for
         self.outages = Outages("window features", "features", fail_times)
         self.log = log
@@ -302,7 +303,7 @@ def fake_pipeline(
     inp, outs = codecs_for(cfg)
     model = model or FakeModel(log=log)
     if windows is None and cfg.features.windows:
-        windows = FakeWindows(cfg.features.windows, log=log)
+        windows = FakeWindows(cfg.features.windows, log=log, event_time=cfg.input.event_time)
     if online is None and cfg.features.online:
         online = FakeOnline(cfg.features.online, log=log)
     processor = BatchProcessor(

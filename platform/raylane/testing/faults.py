@@ -295,7 +295,12 @@ class Traffic:
         pending: list[tuple[asyncio.Future[Any], Poison]] = []
         acks: list[asyncio.Future[Any]] = []
         try:
-            async with EventProducer(rig.bootstrap, rig.args["input"]["topic"], codec) as prod:
+            async with EventProducer(
+                rig.bootstrap,
+                rig.args["input"]["topic"],
+                codec,
+                key_field=rig.args["input"]["key_field"],
+            ) as prod:
                 self.started = t0 = last = time.monotonic()
                 due = 0.0  # events the schedule owes so far
                 i = 0

@@ -179,7 +179,10 @@ async def _run(cfg: PipelineConfig, stack: Any, batches: list[list[dict[str, Any
     task = asyncio.create_task(runner.run())
     try:
         async with EventProducer(
-            stack.kafka_bootstrap, topic.topic, Codec.for_contract("payments.flagged")
+            stack.kafka_bootstrap,
+            topic.topic,
+            Codec.for_contract("payments.flagged"),
+            key_field="user_id",
         ) as p:
             total = 0
             for batch in batches:
@@ -306,7 +309,10 @@ async def test_crash_mid_handler_reruns_it_and_any_handler_error_goes_to_the_dlq
             # what a runner killed inside the webhook call of event 0 leaves behind
             await redis.set(crashed, PENDING, ex=5)
             async with EventProducer(
-                stack.kafka_bootstrap, topic.topic, Codec.for_contract("payments.flagged")
+                stack.kafka_bootstrap,
+                topic.topic,
+                Codec.for_contract("payments.flagged"),
+                key_field="user_id",
             ) as p:
                 await p.send_many(events)
             deadline = time.monotonic() + 60

@@ -38,7 +38,10 @@ async def _produce_mixed(bootstrap: str, topic: str, events: list[dict[str, Any]
     """Even events written by a v1 producer, odd ones by a v2 producer with a device_id."""
     v1, v2 = Codec(SUBJECT, version=1), Codec(SUBJECT)
     assert (v1.version, v2.version) == (1, 2)
-    async with EventProducer(bootstrap, topic, v1) as p1, EventProducer(bootstrap, topic, v2) as p2:
+    async with (
+        EventProducer(bootstrap, topic, v1, key_field="user_id") as p1,
+        EventProducer(bootstrap, topic, v2, key_field="user_id") as p2,
+    ):
         for i, ev in enumerate(events):
             if i % 2:
                 await p2.send({**ev, "device_id": f"dev-{i}"}, wait=False)
@@ -117,7 +120,9 @@ async def test_producer_refuses_a_bad_event_and_sends_nothing(stack: Any, unique
     await ensure_topics_async(stack.kafka_bootstrap, [topic], partitions=1)
     good = _events(3, seed=23)
     bad = {**good[1], "amount": "12.50"}
-    async with EventProducer(stack.kafka_bootstrap, topic, Codec(SUBJECT)) as prod:
+    async with EventProducer(
+        stack.kafka_bootstrap, topic, Codec(SUBJECT), key_field="user_id"
+    ) as prod:
         with pytest.raises(WrongType) as e:
             await prod.send_many([good[0], bad, good[2]])
         assert e.value.path == "amount" and "amount: expected double, got str" in e.value.message
@@ -161,8 +166,12 @@ async def test_ingress_with_the_confluent_registry_backend(
         events = _events(20, seed=24)
         old, new = Codec(SUBJECT, rest, version=1), Codec(SUBJECT, rest)
         async with (
-            EventProducer(stack.kafka_bootstrap, cfg.input.topic, old) as p1,
-            EventProducer(stack.kafka_bootstrap, cfg.input.topic, new) as p2,
+            EventProducer(
+                stack.kafka_bootstrap, cfg.input.topic, old, key_field=cfg.input.key_field
+            ) as p1,
+            EventProducer(
+                stack.kafka_bootstrap, cfg.input.topic, new, key_field=cfg.input.key_field
+            ) as p2,
         ):
             await p1.send_many(events[:10])
             await p2.send_many([{**e, "device_id": "d"} for e in events[10:]])

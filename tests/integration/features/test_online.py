@@ -82,7 +82,8 @@ def repo(redis_url, tmp_path_factory):
     r = FeastRepo.load(
         tmp / "repo", project=project, redis_url=redis_url, registry_path=tmp / "registry.db"
     )
-    write_sources(*profiles(datetime.now(UTC)), r)
+    users, merchants = profiles(datetime.now(UTC))
+    write_sources({"user_profiles": users, "merchant_profiles": merchants}, r)
     apply(r)
     materialize(r)
     yield r

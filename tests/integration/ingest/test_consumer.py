@@ -96,7 +96,9 @@ async def test_dlq_keeps_original_bytes_and_names_the_error(stack, unique: str) 
         json.dumps({"event_id": "x"}).encode(): "MissingField",
         b"": "EmptyEvent",
     }
-    async with EventProducer(stack.kafka_bootstrap, cfg.input.topic, codec) as prod:
+    async with EventProducer(
+        stack.kafka_bootstrap, cfg.input.topic, codec, key_field=cfg.input.key_field
+    ) as prod:
         await prod.send_many(events[:15])
         for raw in bad:
             await prod.send_raw(
@@ -164,7 +166,10 @@ async def test_dead_dependency_pauses_and_loses_nothing(stack, unique: str) -> N
     await ensure_topics_async(stack.kafka_bootstrap, pipeline_topics(cfg), partitions=2)
     events = [le.event for le in World(seed=4, n_users=50).stream(start=0, rate=10).take(200)]
     async with EventProducer(
-        stack.kafka_bootstrap, cfg.input.topic, Codec.for_contract("payments.initiated")
+        stack.kafka_bootstrap,
+        cfg.input.topic,
+        Codec.for_contract("payments.initiated"),
+        key_field=cfg.input.key_field,
     ) as p:
         await p.send_many(events)
 
@@ -239,7 +244,9 @@ async def test_poison_records_are_isolated_and_scoring_never_stops(stack, unique
         inf_json: "NonFiniteNumber",
         future: "EventTimeOutOfRange",
     }
-    async with EventProducer(stack.kafka_bootstrap, cfg.input.topic, codec) as prod:
+    async with EventProducer(
+        stack.kafka_bootstrap, cfg.input.topic, codec, key_field=cfg.input.key_field
+    ) as prod:
         await prod.send_many(events[:200])
         for raw in bad:
             await prod.send_raw(raw, key=b"attacker")

@@ -87,7 +87,9 @@ async def test_an_output_over_the_producers_limit_is_dead_lettered_and_the_rest_
     limit = len(big_value) + 3000
     assert limit < 3 * LONG
 
-    async with EventProducer(stack.kafka_bootstrap, cfg.input.topic, codec) as prod:
+    async with EventProducer(
+        stack.kafka_bootstrap, cfg.input.topic, codec, key_field=cfg.input.key_field
+    ) as prod:
         await prod.send_many(events[:5])
         await prod.send_raw(
             big_value,
@@ -116,7 +118,9 @@ async def test_an_output_over_the_producers_limit_is_dead_lettered_and_the_rest_
                 task.result()
             await asyncio.sleep(0.05)
         # the loop goes on after the refusal
-        async with EventProducer(stack.kafka_bootstrap, cfg.input.topic, codec) as prod:
+        async with EventProducer(
+            stack.kafka_bootstrap, cfg.input.topic, codec, key_field=cfg.input.key_field
+        ) as prod:
             await prod.send({**events[0], "event_id": "after-the-refusal"})
         while loop.stats.events_in < 13:
             assert time.monotonic() < deadline, f"stuck: {loop.stats}"

@@ -133,7 +133,9 @@ async def test_replay_after_fix_scores_once_and_one_correlation_id_goes_everywhe
     v3 = Codec(SUBJECT, FileSchemaRegistry(producer_reg))
     v2 = Codec(SUBJECT, FileSchemaRegistry(ingress_reg))
     assert v3.schema_id == v3_id != v2.schema_id
-    async with EventProducer(stack.kafka_bootstrap, cfg.input.topic, v3) as prod:
+    async with EventProducer(
+        stack.kafka_bootstrap, cfg.input.topic, v3, key_field=cfg.input.key_field
+    ) as prod:
         # v3 events: one with a correlation id header, one with no headers at all, one plain
         await prod.send_raw(
             v3.encode({**events[0], "channel": "web"}),
@@ -250,7 +252,11 @@ async def test_oversized_event_goes_to_dlq_truncated_and_the_consumer_goes_on(
     ).encode()
     assert len(big) > 3 << 20  # over the default 1 MiB and the ingress's 1 MiB partition fetch
     async with EventProducer(
-        stack.kafka_bootstrap, cfg.input.topic, codec, max_request_size=4 << 20
+        stack.kafka_bootstrap,
+        cfg.input.topic,
+        codec,
+        max_request_size=4 << 20,
+        key_field=cfg.input.key_field,
     ) as prod:
         await prod.send_many(events[:3])
         await (await prod.send_raw(big, key=b"big", headers=[("correlation_id", b"cid-big")]))
@@ -302,7 +308,7 @@ def test_dlq_cli_inspect_counts_and_decodes_replay_dry_run(
     ]
 
     async def write() -> None:
-        async with EventProducer(stack.kafka_bootstrap, dlq, codec) as prod:
+        async with EventProducer(stack.kafka_bootstrap, dlq, codec, key_field="user_id") as prod:
             for r in recs:
                 await prod.send_raw(r.value, key=r.key, headers=r.headers)
             await prod.flush()

@@ -220,7 +220,10 @@ async def test_ingress_dead_letters_and_scores_through_tls(
     await ensure_topics_async(connection(), pipeline_topics(cfg), partitions=1)
     events = [le.event for le in World(seed=21, n_users=10).stream(start=0, rate=10).take(4)]
     async with EventProducer(
-        connection(), cfg.input.topic, Codec.for_contract("payments.initiated")
+        connection(),
+        cfg.input.topic,
+        Codec.for_contract("payments.initiated"),
+        key_field=cfg.input.key_field,
     ) as prod:
         await prod.send_many(events)
         await (await prod.send_raw(b"\x07not an event", key=b"bad"))
@@ -252,7 +255,9 @@ def test_dlq_cli_reads_and_replays_through_tls(stack: Any, tls_env: TlsBroker, u
     ]
 
     async def write() -> None:
-        async with EventProducer(connection(), dlq, Codec("payments.initiated-value")) as p:
+        async with EventProducer(
+            connection(), dlq, Codec("payments.initiated-value"), key_field="user_id"
+        ) as p:
             for r in recs:
                 await p.send_raw(r.value, key=r.key, headers=r.headers)
             await p.flush()

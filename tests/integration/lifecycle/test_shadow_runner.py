@@ -119,7 +119,10 @@ async def _run(
 ) -> tuple[Any, dict[str, dict[str, Any]]]:
     await ensure_topics_async(bootstrap, pipeline_topics(cfg), partitions=2)
     async with EventProducer(
-        bootstrap, cfg.input.topic, Codec.for_contract("payments.initiated")
+        bootstrap,
+        cfg.input.topic,
+        Codec.for_contract("payments.initiated"),
+        key_field=cfg.input.key_field,
     ) as p:
         await p.send_many(events)
     loop = await build_ingress(cfg, Primary(), shadows, metrics_endpoint=False)

@@ -156,7 +156,10 @@ async def _run_monitor(
         bootstrap, [cfg.outputs.scored.topic, cfg.drift.output.topic], partitions=1
     )
     async with EventProducer(
-        bootstrap, cfg.outputs.scored.topic, Codec.for_contract("payments.scored")
+        bootstrap,
+        cfg.outputs.scored.topic,
+        Codec.for_contract("payments.scored"),
+        key_field="user_id",
     ) as p:
         for i in range(0, len(records), 1000):
             await p.send_many(records[i : i + 1000])

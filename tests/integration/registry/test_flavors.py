@@ -127,12 +127,12 @@ def test_a_flavor_the_model_lacks_names_its_flavors_not_not_found(sk) -> None:  
         load_model(f"models:/{name}@champion", tracking_uri=sk["uri"], flavor="xgboost")
     msg = e.value.message
     assert "not found" not in msg
-    assert msg.startswith(f"model {name} v{v} has flavors [")
+    assert msg.startswith(f"model {name} version {v} has flavors [")
     flavors = msg[msg.index("[") + 1 : msg.index("]")].split(", ")
     assert sorted(flavors) == ["python_function", "sklearn"]
     assert msg.endswith(
-        "this deployment loads xgboost (set `flavor:` in the model config to one of its "
-        "flavors, or register a xgboost model)"
+        "this deployment loads xgboost; set `flavor: sklearn` in the model config, or "
+        "register a xgboost model"
     )
 
 

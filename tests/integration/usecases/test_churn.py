@@ -42,7 +42,10 @@ async def test_churn_pipeline_scores_activity_events(stack, unique: str) -> None
 
     events = [le.event for le in World(seed=7, n_users=500).activity(rate=5.0, seed=3).take(300)]
     async with EventProducer(
-        stack.kafka_bootstrap, cfg.input.topic, Codec.for_contract("churn.activity")
+        stack.kafka_bootstrap,
+        cfg.input.topic,
+        Codec.for_contract("churn.activity"),
+        key_field=cfg.input.key_field,
     ) as p:
         await p.send_many(events)
 

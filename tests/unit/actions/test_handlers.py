@@ -124,7 +124,9 @@ def test_actions_config_validates_handlers_and_names_the_path() -> None:
     args = _args()
     cfg = PipelineConfig.from_args(args)
     assert cfg.actions is not None and cfg.actions.topics[0].dlq == "payments.flagged.actions.dlq"
-    args["actions"]["topics"][0]["handlers"].append({"type": "update_profile"})
+    args["actions"]["topics"][0]["handlers"].append(
+        {"type": "update_profile", "view": "v", "entity_field": "k", "feature": "f"}
+    )
     with pytest.raises(
         ConfigError, match=r"handler names \['update_profile'\] are used more than once"
     ):

@@ -103,8 +103,12 @@ def repo(tmp_path) -> FeastRepo:
     )
 
 
+def _sources(users: pd.DataFrame, merchants: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    return {"user_profiles": users, "merchant_profiles": merchants}
+
+
 def test_write_sources_conforms_columns(repo):
-    paths = write_sources(*_profiles(naive=True), repo)
+    paths = write_sources(_sources(*_profiles(naive=True)), repo)
     users = pd.read_parquet(paths["user_profiles"])
     assert list(users.columns) == [
         "user_id",
@@ -123,14 +127,16 @@ def test_write_sources_conforms_columns(repo):
 def test_write_sources_rejects_bad_frames(repo):
     users, merchants = _profiles()
     with pytest.raises(ConfigError, match=r"lacks columns \['fraud_rate_90d'\]"):
-        write_sources(users, merchants.drop(columns=["fraud_rate_90d"]), repo)
+        write_sources(_sources(users, merchants.drop(columns=["fraud_rate_90d"])), repo)
     users["txn_count_30d"] = [1.0, np.nan]
     with pytest.raises(ConfigError, match="txn_count_30d cannot be stored as int64"):
-        write_sources(users, merchants, repo)
+        write_sources(_sources(users, merchants), repo)
+    with pytest.raises(ConfigError, match=r"has no local parquet FileSource named 'orders'"):
+        write_sources({"orders": users}, repo)
 
 
 def test_materialize_without_redis_is_a_dependency_error(repo):
-    write_sources(*_profiles(), repo)
+    write_sources(_sources(*_profiles()), repo)
     apply(repo)
     with pytest.raises(DependencyError, match=r"127.0.0.1:1") as info:
         materialize(repo)

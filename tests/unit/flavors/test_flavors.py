@@ -260,12 +260,19 @@ def test_picker_prefers_native_flavors_and_falls_back_to_pyfunc() -> None:
 
 def test_picker_names_the_model_flavors_and_the_fix() -> None:
     with pytest.raises(ModelError) as e:
-        pick_flavor(["sklearn", "python_function"], "xgboost", label="model fraud v3")
+        pick_flavor(["sklearn", "python_function"], "xgboost", label="model fraud version 3")
     assert e.value.message == (
-        "model fraud v3 has flavors [sklearn, python_function]; this deployment loads xgboost "
-        "(set `flavor:` in the model config to one of its flavors, or register a xgboost model)"
+        "model fraud version 3 has flavors [sklearn, python_function]; this deployment loads "
+        "xgboost; set `flavor: sklearn` in the model config, or register a xgboost model"
     )
     assert "not found" not in e.value.message
+    # a model with only a flavor raylane cannot load: the fix is registering another model
+    with pytest.raises(ModelError) as e:
+        pick_flavor(["onnx"], "sklearn", label="model churn version 2")
+    assert e.value.message.startswith(
+        "model churn version 2 has flavors [onnx]; this deployment loads sklearn; register a "
+        "sklearn model"
+    )
     with pytest.raises(ModelError, match=r"model fraud v4 has flavors \[onnx\]; raylane loads"):
         pick_flavor(["onnx"], label="model fraud v4")
     with pytest.raises(ModelError, match=r"flavor 'h2o' is not one raylane loads"):

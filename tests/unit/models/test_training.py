@@ -90,8 +90,7 @@ def test_logging_a_model_leaves_the_process_tracking_uri_alone(
     not leave it set, or every Ray replica started later in the process looks there."""
     import mlflow
 
-    _load_train()  # puts models/ on sys.path
-    import _training
+    from raylane import training as _training
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     scratch = f"sqlite:///{tmp_path / 'mlflow.db'}"
