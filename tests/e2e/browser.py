@@ -104,13 +104,29 @@ def wait_equal(
 
 
 def screenshot(driver: Any, name: str) -> Path:
-    """A full-page PNG of the current page under test-artifacts/dashboard/."""
+    """A full-page PNG of the current page under test-artifacts/dashboard/ (DevTools
+    protocol: the whole document, not only the window)."""
+    import base64
+
     out = ARTIFACTS / "dashboard"
     out.mkdir(parents=True, exist_ok=True)
-    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
-    width = int(driver.execute_script("return window.innerWidth"))
-    driver.set_window_size(width, min(max(height + 20, 800), 6000))
-    time.sleep(0.3)  # Plotly's responsive charts follow the resize
+    time.sleep(0.5)  # Plotly finishes its transitions
+    metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
+    size = metrics.get("cssContentSize") or metrics["contentSize"]
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {
+            "format": "png",
+            "captureBeyondViewport": True,
+            "clip": {
+                "x": 0,
+                "y": 0,
+                "width": size["width"],
+                "height": min(size["height"], 8000),
+                "scale": 1,
+            },
+        },
+    )
     path = out / f"{name}.png"
-    driver.save_screenshot(str(path))
+    path.write_bytes(base64.b64decode(shot["data"]))
     return path

@@ -18,6 +18,7 @@ import os
 import struct
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import psutil
@@ -102,7 +103,20 @@ async def _committed_at_end(
         await c.stop()
 
 
-async def test_thousand_payments_end_to_end(fraud_app, capsys) -> None:
+@pytest.fixture(scope="module")
+def dashboard(fraud_app: tuple[Any, dict[str, Any]]) -> Iterator[Any]:
+    """The web dashboard of this module's pipeline, up before its traffic (so its charts
+    show the traffic as it flowed); test_dashboard_pages_in_a_browser opens it."""
+    from raylane.dashboard import DashboardServer, open_dashboard
+
+    running, _ = fraud_app
+    server = DashboardServer(open_dashboard(running.cfg, scrape_every_s=1.0), port=0, refresh_s=1)
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_thousand_payments_end_to_end(fraud_app, dashboard, capsys) -> None:
     running, args = fraud_app
     bootstrap = Settings.load().kafka_bootstrap
     codec = Codec.for_contract("payments.initiated")
@@ -296,11 +310,12 @@ def _int(v: float) -> str:
     return f"{round(v):,}"
 
 
-def test_dashboard_pages_in_a_browser(fraud_app: tuple[Any, dict[str, Any]]) -> None:
+def test_dashboard_pages_in_a_browser(
+    fraud_app: tuple[Any, dict[str, Any]], dashboard: Any
+) -> None:
     """Each page in headless Chromium shows the figures the platform holds, read directly."""
     from selenium.webdriver.common.by import By
 
-    from raylane.dashboard import DashboardServer, open_dashboard
     from raylane.lifecycle.gates import RedisDriftCheck, evaluate_gates
     from raylane.lifecycle.shadow_stats import ShadowStore
     from raylane.monitoring.drift_state import read_state, read_windows
@@ -312,8 +327,7 @@ def test_dashboard_pages_in_a_browser(fraud_app: tuple[Any, dict[str, Any]]) -> 
     cfg = running.cfg
     settings = Settings.load()
     driver = chromium_or_skip()
-    server = DashboardServer(open_dashboard(cfg, scrape_every_s=1.0), port=0, refresh_s=1.0)
-    url = server.start()
+    url = dashboard.url
     shots = []
 
     def text(element_id: str) -> str:
@@ -432,5 +446,4 @@ def test_dashboard_pages_in_a_browser(fraud_app: tuple[Any, dict[str, Any]]) -> 
         assert not errors, errors
     finally:
         driver.quit()
-        server.stop()
     assert all(p.stat().st_size > 10_000 for p in shots), shots

@@ -10,6 +10,7 @@ from :func:`raylane.lifecycle.shadow_stats.aggregate`, gates from
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -159,7 +160,32 @@ def _jsonable(v: Any) -> Any:
 # ----------------------------------------------------------------------------- pipeline
 
 #: Per-batch stages of ``raylane_stage_latency_ms`` in the order of the data path.
-STAGES = ("decode_ms", "window_ms", "online_ms", "score_ms", "publish_ms", "batch_ms")
+STAGES = (
+    "queue_ms",
+    "decode_ms",
+    "window_ms",
+    "online_ms",
+    "features_ms",
+    "score_ms",
+    "encode_ms",
+    "publish_ms",
+    "commit_ms",
+    "batch_ms",
+)
+
+
+def _partition_key(name: str) -> tuple[str, int]:
+    """``topic[3]`` -> ("topic", 3), so partitions sort by number (a bare "3" too)."""
+    m = re.fullmatch(r"(.*?)\[?(\d+)\]?", name)
+    return (m.group(1), int(m.group(2))) if m else (name, -1)
+
+
+def _partition_labels(names: Sequence[str]) -> dict[str, str]:
+    """Short labels: ``p3`` while every partition is of one topic, else the full name."""
+    topics = {_partition_key(n)[0] for n in names}
+    if len(topics) > 1:
+        return {n: n for n in names}
+    return {n: f"p{_partition_key(n)[1]}" if _partition_key(n)[1] >= 0 else n for n in names}
 
 
 def _stage_order(stage: str) -> tuple[int, str]:
@@ -181,7 +207,12 @@ def pipeline_page(cfg: PipelineConfig, history: MetricsHistory) -> dict[str, Any
     flagged_rate = [sum(v[i] for d, v in rates_dec.items() if d != default) for i in range(n)]
     stages = sorted(totals_by(m, "raylane_stage_latency_ms_count", "stage"), key=_stage_order)
     batches = total(m, "raylane_batch_size_count")
-    lag = totals_by(m, "raylane_consumer_lag", "partition")
+    lag = dict(
+        sorted(
+            totals_by(m, "raylane_consumer_lag", "partition").items(),
+            key=lambda kv: _partition_key(kv[0]),
+        )
+    )
     e2e_t, e2e_p50 = history.quantile_series("raylane_event_to_scored_latency_ms", 0.5)
     _, e2e_p99 = history.quantile_series("raylane_event_to_scored_latency_ms", 0.99)
     return {
@@ -201,7 +232,8 @@ def pipeline_page(cfg: PipelineConfig, history: MetricsHistory) -> dict[str, Any
             "flagged": flagged_rate,
             "dlq": rates_dlq.get("", zero),
         },
-        "lag": dict(sorted(lag.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else -1)),
+        "lag": lag,
+        "lag_labels": _partition_labels(list(lag)),
         "stages": {
             st: {
                 "p50": _num(quantile(m, "raylane_stage_latency_ms", 0.5, {"stage": st})),

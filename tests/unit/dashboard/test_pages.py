@@ -149,6 +149,14 @@ def test_pipeline_page(cfg: PipelineConfig) -> None:
     assert page["breakers"] == {"redis": 0.0} and page["scraped"]
 
 
+def test_pipeline_page_labels_partitions_of_one_topic_by_number(cfg: PipelineConfig) -> None:
+    h = MetricsHistory()
+    h.add({f"raylane_consumer_lag{{partition=payments.x[{p}]}}": 1.0 for p in (10, 2, 0)}, t=1.0)
+    page = pipeline_page(cfg, h)
+    assert list(page["lag"]) == ["payments.x[0]", "payments.x[2]", "payments.x[10]"]
+    assert list(page["lag_labels"].values()) == ["p0", "p2", "p10"]
+
+
 def test_pipeline_page_before_any_scrape(cfg: PipelineConfig) -> None:
     page = pipeline_page(cfg, MetricsHistory())
     assert not page["scraped"] and page["totals"]["in"] == 0

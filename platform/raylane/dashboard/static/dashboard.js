@@ -38,11 +38,16 @@ function table(id, head, rows) {
 function num(text, id) { return { html: `<span${id ? ` id="${id}"` : ""}>${esc(text)}</span>`, cls: "n" }; }
 function chart(id) { return `<div class="chart" id="${id}"></div>`; }
 function layout(title, extra) {
-  return Object.assign({
+  extra = extra || {};
+  const lay = Object.assign({
     title: { text: title, font: { size: 13 }, x: 0.02 },
-    margin: { l: 50, r: 20, t: 34, b: 36 }, legend: { orientation: "h", y: -0.18 },
+    margin: { l: 50, r: 20, t: 34, b: 36 }, legend: { orientation: "h", y: -0.22 },
     paper_bgcolor: "#fff", plot_bgcolor: "#fff", font: { size: 11 },
-  }, extra || {});
+  }, extra);
+  // long category names (columns, error classes) push the margins instead of being cut
+  lay.xaxis = Object.assign({ automargin: true }, extra.xaxis || {});
+  lay.yaxis = Object.assign({ automargin: true }, extra.yaxis || {});
+  return lay;
 }
 function plot(id, traces, lay) {
   const el = document.getElementById(id);
@@ -87,17 +92,18 @@ function drawShadow(d) {
     const p = `shadow-${slug(s.name)}`, tl = s.timeline, x = dates(tl.t);
     plot(`${p}-c-agree`, [
       { x, y: tl.agreement, name: "agreement", mode: "lines+markers", line: { color: COLORS.ok } },
-      { x, y: tl.primary_flag_rate, name: "flag rate primary", yaxis: "y2", mode: "lines", line: { color: COLORS.primary } },
-      { x, y: tl.shadow_flag_rate, name: "flag rate shadow", yaxis: "y2", mode: "lines", line: { color: COLORS.shadow, dash: "dot" } },
+      { x, y: tl.primary_flag_rate, name: "flag rate primary", yaxis: "y2", mode: "lines+markers", line: { color: COLORS.primary } },
+      { x, y: tl.shadow_flag_rate, name: "flag rate shadow", yaxis: "y2", mode: "lines+markers", line: { color: COLORS.shadow, dash: "dot" } },
     ], layout("Agreement and flag rate over time", {
-      yaxis: { tickformat: ".1%", title: "agreement" },
-      yaxis2: { overlaying: "y", side: "right", tickformat: ".1%", title: "flag rate" },
+      margin: { l: 60, r: 60, t: 34, b: 36 },
+      yaxis: { tickformat: ".0%", title: "agreement", range: [0, 1.02] },
+      yaxis2: { overlaying: "y", side: "right", tickformat: ".1%", title: "flag rate", rangemode: "tozero", automargin: true },
     }));
     plot(`${p}-c-lat`, [
-      { x, y: tl.primary_p50, name: "primary p50", mode: "lines", line: { color: COLORS.primary } },
-      { x, y: tl.primary_p99, name: "primary p99", mode: "lines", line: { color: COLORS.primary, dash: "dash" } },
-      { x, y: tl.shadow_p50, name: "shadow p50", mode: "lines", line: { color: COLORS.shadow } },
-      { x, y: tl.shadow_p99, name: "shadow p99", mode: "lines", line: { color: COLORS.shadow, dash: "dash" } },
+      { x, y: tl.primary_p50, name: "primary p50", mode: "lines+markers", line: { color: COLORS.primary } },
+      { x, y: tl.primary_p99, name: "primary p99", mode: "lines+markers", line: { color: COLORS.primary, dash: "dash" } },
+      { x, y: tl.shadow_p50, name: "shadow p50", mode: "lines+markers", line: { color: COLORS.shadow } },
+      { x, y: tl.shadow_p99, name: "shadow p99", mode: "lines+markers", line: { color: COLORS.shadow, dash: "dash" } },
     ], layout("Model call latency per batch (ms)", { yaxis: { rangemode: "tozero" } }));
     const h = s.delta_histogram;
     plot(`${p}-c-hist`, h ? [{ type: "bar", x: h.centers, y: h.counts, width: h.width, marker: { color: COLORS.grey }, name: "events" }] : [],
@@ -143,7 +149,7 @@ function renderPipeline(d) {
   html += table("pipe-dlq-classes", ["DLQ error class", "records"], Object.entries(d.dlq_by_class).map(([k, v]) => [k, num(fmtInt(v), `pipe-dlq-${slug(k)}`)]));
   html += table("pipe-breaker-table", ["dependency breaker", "state"], Object.entries(d.breakers).map(([k, v]) =>
     [k, { html: v > 0 ? "open" : "closed", cls: v > 0 ? "fail" : "pass" }]));
-  html += table("pipe-lag-table", ["partition", "lag"], Object.entries(d.lag).map(([k, v]) => [k, num(fmtInt(v), `pipe-lag-${slug(k)}`)]));
+  html += table("pipe-lag-table", ["partition", "lag"], Object.entries(d.lag).map(([k, v]) => [d.lag_labels[k] || k, num(fmtInt(v), `pipe-lag-${slug(k)}`)]));
   html += table("pipe-retries", ["retries by stage", "batches"], Object.entries(d.retries).map(([k, v]) => [k, num(fmtInt(v))]));
   html += "</div>";
   return html;
@@ -156,8 +162,8 @@ function drawPipeline(d) {
     { x, y: r.flagged, name: "flagged", mode: "lines", line: { color: COLORS.shadow } },
     { x, y: r.dlq, name: "DLQ", mode: "lines", line: { color: COLORS.bad } },
   ], layout("Events per second", { yaxis: { rangemode: "tozero" } }));
-  plot("pipe-c-lag", [{ type: "bar", x: Object.keys(d.lag).map((p) => "p" + p), y: Object.values(d.lag), marker: { color: COLORS.primary } }],
-    layout("Consumer lag per partition (records)", { yaxis: { rangemode: "tozero" } }));
+  plot("pipe-c-lag", [{ type: "bar", x: Object.keys(d.lag).map((p) => d.lag_labels[p] || p), y: Object.values(d.lag), marker: { color: COLORS.primary } }],
+    layout("Consumer lag per partition (records)", { yaxis: { rangemode: "tozero" }, xaxis: { type: "category" } }));
   const st = Object.keys(d.stages);
   plot("pipe-c-stages", [
     { type: "bar", name: "p50", x: st.map((s) => s.replace(/_ms$/, "")), y: st.map((s) => d.stages[s].p50), marker: { color: COLORS.primary } },
@@ -185,8 +191,9 @@ function renderDrift(d) {
       card("drift-share", "drifted share (latest window)", fmtNum(s.drift_share, 3)) +
       card("drift-threshold", "alert threshold", fmtNum(s.threshold, 3)) +
       card("drift-windows", `windows of v${d.model_version}`, fmtInt(d.windows.length)) +
-      card("drift-columns", "drifted columns", s.drifted_columns.length ? s.drifted_columns.join(", ") : "none") +
+      card("drift-columns", "drifted columns", `${s.drifted_columns.length} of ${d.columns.length}`) +
       card("drift-window-end", "latest window end", s.window_end.slice(0, 19).replace("T", " ")) + "</div>";
+    html += `<p id="drift-column-names">drifted in the latest window: ${s.drifted_columns.length ? s.drifted_columns.map(esc).join(", ") : "none"}</p>`;
   }
   html += '<div class="grid2" style="margin-top:12px">' + chart("drift-c-heat") + chart("drift-c-share") + "</div>";
   html += "<h2>Windows (newest first)</h2>" + table("drift-window-table", ["window end", "events", "drifted share", "drifted columns", "report"],
@@ -201,8 +208,8 @@ function renderDrift(d) {
 }
 function drawDrift(d) {
   const x = d.windows.map((w) => w.end.slice(11, 19));
-  plot("drift-c-heat", [{ type: "heatmap", x, y: d.columns, z: d.scores, colorscale: "YlOrRd", colorbar: { title: "score" }, hoverongaps: false }],
-    layout(`Per-column drift score per window (v${d.model_version})`, { margin: { l: 190, r: 20, t: 34, b: 40 } }));
+  plot("drift-c-heat", [{ type: "heatmap", x, y: d.columns, z: d.scores, colorscale: "YlOrRd", reversescale: true, colorbar: { title: "score" }, hoverongaps: false }],
+    layout(`Per-column drift score per window (v${d.model_version})`, { xaxis: { type: "category" } }));
   plot("drift-c-share", [
     { x, y: d.windows.map((w) => w.drift_share), type: "bar", name: "drifted share",
       marker: { color: d.windows.map((w) => (w.drifted ? COLORS.bad : COLORS.ok)) } },
