@@ -19,6 +19,7 @@ import struct
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import psutil
@@ -112,6 +113,7 @@ def dashboard(fraud_app: tuple[Any, dict[str, Any]]) -> Iterator[Any]:
     running, _ = fraud_app
     server = DashboardServer(open_dashboard(running.cfg, scrape_every_s=1.0), port=0, refresh_s=1)
     server.start()
+    server.started_at = datetime.now(UTC).isoformat()  # windows of this module's traffic end later
     yield server
     server.stop()
 
@@ -396,30 +398,6 @@ def test_dashboard_pages_in_a_browser(
         wait_equal("the pipeline page to match the metrics", pipeline_matches, 30)
         shots.append(screenshot(driver, "pipeline"))
 
-        # -- drift: the state and the serving version's windows the monitor recorded
-        wait_for("a drift window", lambda: read_state(settings.redis_url, cfg.name), 60)
-        open_page("drift", "drift-share")
-
-        def drift_matches() -> tuple[dict[str, str], dict[str, str], bool]:
-            state = read_state(settings.redis_url, cfg.name)
-            assert state is not None
-            mine = [
-                w
-                for w in read_windows(settings.redis_url, cfg.name)
-                if w["model_version"] == state.model_version
-            ]
-            want = {
-                "drift-share": f"{state.drift_share:.3f}",
-                "drift-windows": _int(len(mine)),
-                "drift-verdict": ("OPEN drift alert" if state.open else "no drift alert")
-                + f" on {state.model_name} v{state.model_version}",
-            }
-            shown = {k: text(k) for k in want}
-            return want, shown, bool(mine)
-
-        wait_equal("the drift page to match the drift state", drift_matches, 30)
-        shots.append(screenshot(driver, "drift"))
-
         # -- actions and models: handler outcomes, and the aliases MLflow holds
         open_page("actions", "act-outcomes")
         c = client(settings.mlflow_tracking_uri)
@@ -440,6 +418,42 @@ def test_dashboard_pages_in_a_browser(
 
         wait_equal("the actions page to match the metrics and MLflow", actions_matches, 30)
         shots.append(screenshot(driver, "actions"))
+
+        # -- drift: the state and the serving version's windows the monitor recorded
+        # (last: the monitor evaluates this module's first window off the scoring path, slowly
+        # on a busy machine; the state in Redis may still be an earlier run's until then)
+        wait_for(
+            "the drift monitor to record a window of this module's traffic",
+            lambda: [
+                w
+                for w in read_windows(settings.redis_url, cfg.name)
+                if w["window_end"] >= dashboard.started_at
+            ],
+            120,
+        )
+        open_page("drift", "drift-share")
+
+        def drift_matches() -> tuple[dict[str, str], dict[str, str], bool]:
+            state = read_state(settings.redis_url, cfg.name)
+            assert state is not None
+            mine = [
+                w
+                for w in read_windows(settings.redis_url, cfg.name)
+                if w["model_version"] == state.model_version
+            ]
+            want = {
+                "drift-share": f"{state.drift_share:.3f}",
+                "drift-windows": _int(len(mine)),
+                "drift-window-end": state.window_end[:19].replace("T", " "),
+                "drift-verdict": ("OPEN drift alert" if state.open else "no drift alert")
+                + f" on {state.model_name} v{state.model_version}",
+            }
+            shown = {k: text(k) for k in want}
+            return want, shown, bool(mine) and state.window_end >= dashboard.started_at
+
+        wait_equal("the drift page to match the drift state", drift_matches, 30)
+        shots.append(screenshot(driver, "drift"))
+
         errors = [
             e for e in driver.get_log("browser") if e.get("level") == "SEVERE"
         ]  # a script error in any page would show here

@@ -56,7 +56,13 @@ def _timeline(entries: Sequence[Entry], max_buckets: int = 60) -> dict[str, list
     lo, hi = float(ts.min()), float(ts.max())
     width = max(1.0, (hi - lo) / max_buckets)
     idx = ((ts - lo) // width).astype(int)
+    previous: int | None = None
     for b in sorted(set(idx.tolist())):
+        if previous is not None and b - previous > 3:  # a pause in traffic: no line across it
+            out["t"].append(lo + (previous + 2) * width)
+            for k in (*keys[1:], *lat, "pair"):
+                out[k].append(None)
+        previous = b
         chosen = [e for e, i in zip(entries, idx, strict=True) if i == b]
         ag = np.concatenate([np.asarray(e["ag"], dtype=float) for e in chosen])
         pf = np.concatenate([np.asarray(e["pf"], dtype=float) for e in chosen])

@@ -99,6 +99,16 @@ def test_shadow_page_window_is_the_newest_version_pair(cfg: PipelineConfig) -> N
     assert s["verdict"].startswith("blocked: min_samples FAILED")
 
 
+def test_shadow_timeline_breaks_where_traffic_paused(cfg: PipelineConfig) -> None:
+    early = [_entry(1000.0 + i, [0.1] * 5, [0.1] * 5) for i in range(60)]
+    late = [_entry(5000.0 + i, [0.9] * 5, [0.1] * 5) for i in range(60)]
+    tl = shadow_page(cfg, {"challenger": (early + late)[::-1]}, {}, None)["shadows"][0]["timeline"]
+    assert None in tl["agreement"]  # one gap between the two runs
+    gap = tl["agreement"].index(None)
+    assert set(tl["agreement"][:gap]) == {1.0} and set(tl["agreement"][gap + 1 :]) == {0.0}
+    assert sum(n for n in tl["n"] if n) == 600
+
+
 def test_shadow_page_without_comparisons(cfg: PipelineConfig) -> None:
     s = shadow_page(cfg, {}, {}, None)["shadows"][0]
     assert s["aggregate"]["n"] == 0 and s["aggregate"]["agreement_rate"] is None
