@@ -1,4 +1,6 @@
-"""docker/grafana/dashboards/raylane.json: its PromQL against raylane.monitoring.metrics."""
+"""docker/grafana/dashboards/raylane.json and docker/prometheus/alerts.yml: their PromQL
+against raylane's metric families (raylane.monitoring.metrics, the drift monitor's and the
+action layer's)."""
 
 from __future__ import annotations
 
@@ -37,10 +39,15 @@ def metric_families() -> dict[str, tuple[str, set[str]]]:
     histogram exposes `_bucket` (with `le`), `_count` and `_sum`.
     """
     from prometheus_client.metrics import MetricWrapperBase
+    from raylane.actions.metrics import ACTION_METRICS
+    from raylane.monitoring.drift_monitor import DRIFT_METRICS
     from raylane.monitoring.metrics import METRICS
 
     out: dict[str, tuple[str, set[str]]] = {}
-    for collector in vars(METRICS).values():
+    collectors = [
+        c for group in (METRICS, DRIFT_METRICS, ACTION_METRICS) for c in vars(group).values()
+    ]
+    for collector in collectors:
         if not isinstance(collector, MetricWrapperBase):
             continue
         labels = set(collector._labelnames)
@@ -111,7 +118,42 @@ REQUIRED: dict[str, Callable[[str], Any]] = {
     "consumer paused": lambda e: "raylane_consumer_paused" in e,
     "breaker open": lambda e: "raylane_breaker_open" in e,
     "batch retries": lambda e: "raylane_batch_retries_total" in e,
+    "flag rate per model": lambda e: "raylane_shadow_flag_rate" in e and "role" in e,
+    "model latency per model": lambda e: "raylane_shadow_model_latency_ms" in e,
+    "consumer lag per partition": lambda e: "raylane_consumer_lag" in e and "partition" in e,
+    "seconds since commit": lambda e: "raylane_seconds_since_commit" in e,
+    "drift share": lambda e: "raylane_drift_share" in e,
+    "drift alert": lambda e: "raylane_drift_open" in e,
+    "drift score per column": lambda e: "raylane_drift_column_score" in e and "column" in e,
+    "actions by handler and outcome": lambda e: "raylane_actions_total" in e and "outcome" in e,
+    "action breaker": lambda e: "raylane_action_breaker_open" in e,
+    "prediction cache": lambda e: "raylane_prediction_cache_hit_rate" in e,
 }
+
+
+def alert_problems(rules: dict[str, Any]) -> list[str]:
+    """Problems of a Prometheus rule file's expressions: unknown metrics or labels."""
+    families = metric_families()
+    problems = []
+    for group in rules.get("groups", []):
+        for rule in group.get("rules", []):
+            name = rule.get("alert") or rule.get("record") or "?"
+            selectors, grouping = promql_parts(str(rule.get("expr", "")))
+            if not selectors:
+                problems.append(f"{name}: no metric in {rule.get('expr')!r}")
+            labels: set[str] = set()
+            for metric, used in selectors:
+                if metric not in families:
+                    problems.append(f"{name}: metric {metric} is not exposed by raylane")
+                    continue
+                labels |= families[metric][1]
+                if used - families[metric][1]:
+                    problems.append(
+                        f"{name}: {metric} has no label {sorted(used - families[metric][1])}"
+                    )
+            if grouping - labels and all(n in families for n, _ in selectors):
+                problems.append(f"{name}: grouping by unknown labels {sorted(grouping - labels)}")
+    return problems
 
 
 def dashboard_problems(dash: dict[str, Any]) -> list[str]:

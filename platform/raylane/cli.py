@@ -204,6 +204,12 @@ def demo_cmd(
     ] = 0.002,
     keep_stack: Annotated[bool, typer.Option(help="Leave the embedded stack running.")] = False,
     config: ConfigOpt = Path("serve_configs/fraud.yaml"),
+    dashboard_port: Annotated[
+        int,
+        typer.Option(
+            help="Port of the web dashboard on 127.0.0.1 while streaming (0: none).", min=0
+        ),
+    ] = 8350,
 ) -> None:
     """The fraud flow end to end: stack, bootstrap, Serve app, live traffic, summary."""
     from raylane.demo import DemoOptions, run_demo
@@ -218,6 +224,7 @@ def demo_cmd(
             malformed_rate=malformed_rate,
             users=users,
             keep_stack=keep_stack,
+            dashboard_port=dashboard_port or None,
         ),
         console,
     )

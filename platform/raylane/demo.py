@@ -3,8 +3,9 @@
 Starts the embedded stack (unless one runs), bootstraps the pipeline, deploys
 the Serve app on local Ray, streams synthetic payments in real time (with fraud
 bursts and a trickle of malformed records), and shows what a downstream
-consumer sees plus the replicas' Prometheus metrics. Ctrl-C or the end of
-`duration` stops everything it started.
+consumer sees plus the replicas' Prometheus metrics. While it streams, the web
+dashboard (:mod:`raylane.dashboard`) is up on 127.0.0.1 and its URL is printed.
+Ctrl-C or the end of `duration` stops everything it started.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class DemoOptions:
     malformed_rate: float = 0.002
     users: int = 20_000
     keep_stack: bool = False
+    #: port of the web dashboard on 127.0.0.1 (another free one if taken); None: no dashboard
+    dashboard_port: int | None = 8350
 
 
 def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any]:
@@ -65,14 +68,19 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
             ctx = run_pipeline(opts.config)
             running = ctx.__enter__()
         live = _LiveState()
+        dashboard = None
         try:
             running.wait_assigned()
+            dashboard = _start_dashboard(cfg, opts, console)
             console.print("[green]✓[/] app running; streaming payments (Ctrl-C stops)")
             asyncio.run(_drive(cfg, opts, console, live))
             stop: tuple[Any, Any, Any] = (None, None, None)
         except KeyboardInterrupt as e:
             console.print("[yellow]interrupted[/]: summary of what was seen so far")
             stop = (KeyboardInterrupt, e, None)
+        finally:
+            if dashboard is not None:
+                dashboard.stop()
         summary = _summary(live, console)
         with (
             console.status("stopping the Serve app and Ray"),
@@ -85,6 +93,26 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
             with console.status("stopping the embedded stack"):
                 localstack.down()
             console.print("[green]✓[/] everything stopped")
+
+
+def _start_dashboard(cfg: PipelineConfig, opts: DemoOptions, console: Console) -> Any:
+    """The web dashboard on 127.0.0.1 while the demo streams (None if it cannot start)."""
+    if opts.dashboard_port is None:
+        return None
+    from raylane.dashboard import DashboardServer, open_dashboard
+    from raylane.errors import RaylaneError
+
+    for port in dict.fromkeys((opts.dashboard_port, 0)):  # the asked port, else any free one
+        server = DashboardServer(open_dashboard(cfg), host="127.0.0.1", port=port, token=None)
+        try:
+            url = server.start()
+        except RaylaneError:
+            server.stop()
+            continue
+        console.print(f"[green]✓[/] dashboard: [bold]{url}[/] (up while the demo streams)")
+        return server
+    console.print("[yellow]the dashboard could not start[/]; the live view below has the figures")
+    return None
 
 
 @dataclass

@@ -17,6 +17,8 @@ import os
 import struct
 import time
 import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import psutil
@@ -101,7 +103,21 @@ async def _committed_at_end(
         await c.stop()
 
 
-async def test_thousand_payments_end_to_end(fraud_app, capsys) -> None:
+@pytest.fixture(scope="module")
+def dashboard(fraud_app: tuple[Any, dict[str, Any]]) -> Iterator[Any]:
+    """The web dashboard of this module's pipeline, up before its traffic (so its charts
+    show the traffic as it flowed); test_dashboard_pages_in_a_browser opens it."""
+    from raylane.dashboard import DashboardServer, open_dashboard
+
+    running, _ = fraud_app
+    server = DashboardServer(open_dashboard(running.cfg, scrape_every_s=1.0), port=0, refresh_s=1)
+    server.start()
+    server.started_at = datetime.now(UTC).isoformat()  # windows of this module's traffic end later
+    yield server
+    server.stop()
+
+
+async def test_thousand_payments_end_to_end(fraud_app, dashboard, capsys) -> None:
     running, args = fraud_app
     bootstrap = Settings.load().kafka_bootstrap
     codec = Codec.for_contract("payments.initiated")
@@ -278,3 +294,169 @@ def test_no_listener_of_the_running_pipeline_leaves_loopback(
     ours = {(pid, port) for _, pid, _, port in listeners if pid != os.getpid()}
     assert ours - shown == set(), f"not shown by raylane dev status: {sorted(ours - shown)}"
     assert os.environ.get("RAY_AUTH_MODE") == "token"
+
+
+# -- the dashboard in a real browser (shares this module's deployment and its traffic) -----
+
+
+def _pct(v: float) -> str:  # the page's number formats (dashboard.js)
+    return f"{100 * v:.2f} %"
+
+
+def _ms(v: float) -> str:
+    return f"{v:.2f} ms"
+
+
+def _int(v: float) -> str:
+    return f"{round(v):,}"
+
+
+def test_dashboard_pages_in_a_browser(
+    fraud_app: tuple[Any, dict[str, Any]], dashboard: Any
+) -> None:
+    """Each page in headless Chromium shows the figures the platform holds, read directly."""
+    from selenium.webdriver.common.by import By
+
+    from raylane.lifecycle.gates import RedisDriftCheck, evaluate_gates
+    from raylane.lifecycle.shadow_stats import ShadowStore
+    from raylane.monitoring.drift_state import read_state, read_windows
+    from raylane.monitoring.live import histogram_quantile, scrape
+    from raylane.registry._mlflow import client
+    from tests.e2e.browser import chromium_or_skip, screenshot, wait_equal, wait_for
+
+    running, _args = fraud_app
+    cfg = running.cfg
+    settings = Settings.load()
+    driver = chromium_or_skip()
+    url = dashboard.url
+    shots = []
+
+    def text(element_id: str) -> str:
+        return str(driver.find_element(By.ID, element_id).text)
+
+    def open_page(page: str, ready_id: str) -> None:
+        driver.get(url + page)
+        wait_for(f"{page} to load", lambda: driver.find_elements(By.ID, ready_id), 30)
+
+    try:
+        # -- shadow vs primary: the promotion window's aggregate and gates, as promote sees them
+        open_page("shadow", "shadow-challenger-n")
+        store, drift_check = ShadowStore(settings.redis_url), RedisDriftCheck(settings.redis_url)
+
+        def shadow_matches() -> tuple[dict[str, str], dict[str, str], bool]:
+            agg = store.aggregate(cfg.name, "challenger", cfg.promotion.window)
+            gates = evaluate_gates(cfg.name, agg, cfg.promotion, drift_check)
+            want = {
+                "n": _int(agg.n),
+                "agreement_rate": _pct(agg.agreement_rate or 0),
+                "primary_flag_rate": _pct(agg.primary_flag_rate or 0),
+                "shadow_flag_rate": _pct(agg.shadow_flag_rate or 0),
+                "p95_abs_delta": f"{agg.p95_abs_delta:.4f}",
+                "primary_latency_p99_ms": _ms(agg.primary_latency_p99_ms or 0),
+                "shadow_latency_p99_ms": _ms(agg.shadow_latency_p99_ms or 0),
+            }
+            shown = {k: text(f"shadow-challenger-{k}") for k in want}
+            # the verdict: ready, or blocked naming exactly the gates that fail
+            failed = sorted(g.name for g in gates if not g.passed)
+            want["verdict"] = "blocked: " + ", ".join(failed) if failed else "ready to promote"
+            said = text("shadow-challenger-verdict")
+            named = sorted(g.name for g in gates if f"{g.name} FAILED" in said)
+            shown["verdict"] = (
+                said if said == "ready to promote" else "blocked: " + ", ".join(named)
+            )
+            return want, shown, agg.n >= 980
+
+        wait_equal("the shadow page to match the aggregates", shadow_matches, 30)
+        assert driver.find_elements(By.CSS_SELECTOR, "#shadow-challenger-c-scatter .scatterlayer")
+        shots.append(screenshot(driver, "shadow"))
+
+        # -- pipeline: counters, DLQ classes and stage latency from the replicas' metrics
+        open_page("pipeline", "pipe-in")
+
+        def pipeline_matches() -> tuple[dict[str, str], dict[str, str], bool]:
+            m = scrape(settings.home, pipeline=cfg.name)
+            scored = {k: v for k, v in m.items() if k.startswith("raylane_events_scored_total{")}
+            dlq = sum(v for k, v in m.items() if k.startswith("raylane_events_dlq_total{"))
+            want = {
+                "pipe-in": _int(m.get("raylane_events_in_total{}", 0)),
+                "pipe-scored": _int(sum(scored.values())),
+                "pipe-flagged": _int(
+                    scored.get("raylane_events_scored_total{decision=flagged}", 0)
+                ),
+                "pipe-dlq": _int(dlq),
+                "pipe-stage-batch_ms-p99": _ms(
+                    histogram_quantile(m, "raylane_stage_latency_ms", 0.99, "stage=batch_ms")
+                ),
+                "pipe-dlq-TruncatedEvent": _int(
+                    m.get("raylane_events_dlq_total{error_class=TruncatedEvent}", 0)
+                ),
+            }
+            shown = {k: text(k) for k in want}
+            return want, shown, dlq >= 20
+
+        wait_equal("the pipeline page to match the metrics", pipeline_matches, 30)
+        shots.append(screenshot(driver, "pipeline"))
+
+        # -- actions and models: handler outcomes, and the aliases MLflow holds
+        open_page("actions", "act-outcomes")
+        c = client(settings.mlflow_tracking_uri)
+        aliases = dict(c.get_registered_model("fraud").aliases)
+
+        def actions_matches() -> tuple[dict[str, str], dict[str, str], bool]:
+            m = scrape(settings.home, pipeline=cfg.name)
+            done = m.get("raylane_actions_total{handler=publish,outcome=done}", 0)
+            want = {
+                "act-publish-done": _int(done),
+                "act-update_profile-done": _int(
+                    m.get("raylane_actions_total{handler=update_profile,outcome=done}", 0)
+                ),
+                **{f"alias-{a}": f"v{v}" for a, v in aliases.items()},
+            }
+            shown = {k: text(k) for k in want}
+            return want, shown, done > 0
+
+        wait_equal("the actions page to match the metrics and MLflow", actions_matches, 30)
+        shots.append(screenshot(driver, "actions"))
+
+        # -- drift: the state and the serving version's windows the monitor recorded
+        # (last: the monitor evaluates this module's first window off the scoring path, slowly
+        # on a busy machine; the state in Redis may still be an earlier run's until then)
+        wait_for(
+            "the drift monitor to record a window of this module's traffic",
+            lambda: [
+                w
+                for w in read_windows(settings.redis_url, cfg.name)
+                if w["window_end"] >= dashboard.started_at
+            ],
+            120,
+        )
+        open_page("drift", "drift-share")
+
+        def drift_matches() -> tuple[dict[str, str], dict[str, str], bool]:
+            state = read_state(settings.redis_url, cfg.name)
+            assert state is not None
+            mine = [
+                w
+                for w in read_windows(settings.redis_url, cfg.name)
+                if w["model_version"] == state.model_version
+            ]
+            want = {
+                "drift-share": f"{state.drift_share:.3f}",
+                "drift-windows": _int(len(mine)),
+                "drift-window-end": state.window_end[:19].replace("T", " "),
+                "drift-verdict": ("OPEN drift alert" if state.open else "no drift alert")
+                + f" on {state.model_name} v{state.model_version}",
+            }
+            shown = {k: text(k) for k in want}
+            return want, shown, bool(mine) and state.window_end >= dashboard.started_at
+
+        wait_equal("the drift page to match the drift state", drift_matches, 30)
+        shots.append(screenshot(driver, "drift"))
+
+        errors = [
+            e for e in driver.get_log("browser") if e.get("level") == "SEVERE"
+        ]  # a script error in any page would show here
+        assert not errors, errors
+    finally:
+        driver.quit()
+    assert all(p.stat().st_size > 10_000 for p in shots), shots

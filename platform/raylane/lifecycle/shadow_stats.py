@@ -32,6 +32,7 @@ __all__ = [
     "batch_entry",
     "counts_key",
     "entries_key",
+    "newest_pair",
     "record_batch",
     "record_count",
 ]
@@ -126,17 +127,8 @@ def aggregate(
         "skipped": c.get("skipped", 0),
         "counts": c,
     }
-    chosen: list[Mapping[str, Any]] = []
-    n = 0
-    pair: tuple[str, str] | None = None
-    for e in entries:
-        key = (str(e["pv"]), str(e["sv"]))
-        if pair is None:
-            pair = key
-        if key != pair or n >= window:
-            break
-        chosen.append(e)
-        n += len(e["p"])
+    chosen = newest_pair(entries, window)
+    pair = (str(chosen[0]["pv"]), str(chosen[0]["sv"])) if chosen else None
     if not chosen or pair is None:
         return ShadowAggregate(shadow, **base)  # type: ignore[arg-type]
     p = np.concatenate([np.asarray(e["p"], dtype=np.float64) for e in chosen])
@@ -166,6 +158,23 @@ def aggregate(
         until=max(ts),
         **base,  # type: ignore[arg-type]
     )
+
+
+def newest_pair(entries: Iterable[Mapping[str, Any]], window: int) -> list[Mapping[str, Any]]:
+    """The entries :func:`aggregate` uses: the newest (newest first) of the newest version
+    pair, up to the first that brings the events to `window`."""
+    chosen: list[Mapping[str, Any]] = []
+    n = 0
+    pair: tuple[str, str] | None = None
+    for e in entries:
+        key = (str(e["pv"]), str(e["sv"]))
+        if pair is None:
+            pair = key
+        if key != pair or n >= window:
+            break
+        chosen.append(e)
+        n += len(e["p"])
+    return chosen
 
 
 _EVENT_COLS = ("p", "s", "pf", "sf", "ag")  # per event: scores, flags, agreement

@@ -43,7 +43,13 @@ from raylane.errors import ConfigError, DependencyError
 from raylane.kafka.offsets import commit_owned
 from raylane.kafka.sidecar import close_clients, open_clients
 from raylane.monitoring.drift import DriftDetector, DriftResult, Window, WindowBuffer
-from raylane.monitoring.drift_state import DriftState, iso_ms, now_iso, write_state_async
+from raylane.monitoring.drift_state import (
+    DriftState,
+    iso_ms,
+    now_iso,
+    record_window_async,
+    write_state_async,
+)
 
 __all__ = [
     "DRIFT_METRICS",
@@ -81,6 +87,12 @@ class _DriftMetrics:
             "raylane_drift_share", "Drifted column share of the latest window.", ["pipeline"]
         )
         self.open = Gauge("raylane_drift_open", "1 while a drift alert is open.", ["pipeline"])
+        self.column_score = Gauge(
+            "raylane_drift_column_score",
+            "Test score of each compared column in the latest window (PSI, p-value, ... as "
+            "the column's test defines it).",
+            ["pipeline", "column"],
+        )
         self.eval_s = Histogram(
             "raylane_drift_evaluation_seconds",
             "Time to evaluate one window.",
@@ -102,6 +114,23 @@ class Evaluation:
     state: DriftState
     event: dict[str, Any] | None
     report: Path | None
+
+    def record(self) -> dict[str, Any]:
+        """What the window list in Redis keeps of this window (the dashboard's drift page)."""
+        w, r = self.window, self.result
+        return {
+            "model_name": w.model_name,
+            "model_version": w.model_version,
+            "window_start": iso_ms(w.start_ms or 0),
+            "window_end": iso_ms(w.end_ms or 0),
+            "count": w.count,
+            "drift_share": float(r.drift_share),
+            "threshold": float(r.threshold),
+            "drifted": bool(r.drifted),
+            "open": bool(self.state.open),
+            "columns": [c.as_record() for c in r.columns],
+            "report": self.report.name if self.report is not None else None,
+        }
 
 
 def mlflow_reference(tracking_uri: str | None = None) -> ReferenceLoader:
@@ -397,6 +426,7 @@ class DriftLoop:
                         ev.state.drifted_columns,
                         ev.report,
                     )
+                await record_window_async(self.redis, self.cfg.name, ev.record())
                 await write_state_async(self.redis, self.cfg.name, ev.state)
             self._pending.pop(0)
             self._current, self._published_current = None, False
@@ -419,6 +449,8 @@ class DriftLoop:
         DRIFT_METRICS.windows.labels(verdict=verdict, **self._lab).inc()
         DRIFT_METRICS.share.labels(**self._lab).set(ev.result.drift_share)
         DRIFT_METRICS.open.labels(**self._lab).set(1 if ev.state.open else 0)
+        for c in ev.result.columns:
+            DRIFT_METRICS.column_score.labels(column=c.column, **self._lab).set(c.score)
         self.stats["windows"] += 1
         self.stats["open"] = ev.state.open
         self.stats["last_share"] = ev.result.drift_share

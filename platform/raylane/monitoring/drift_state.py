@@ -11,6 +11,10 @@ first drifting window and stays true until ``clear_after`` consecutive windows
 (DriftConfig, default 1) are clean; ``raylane promote`` refuses to move an alias while
 it is open (unless forced), and ``raylane drift status <pipeline>`` shows it. A clean
 window also refreshes the other fields, so they always describe the latest window.
+
+Beside it, ``raylane:drift:<pipeline>:windows`` is a capped list (newest first, the last
+:data:`WINDOWS_KEPT`) of every evaluated window: its verdict, each column's test score and
+the file name of its report (drifted windows only), for the dashboard's per-window view.
 """
 
 from __future__ import annotations
@@ -27,14 +31,32 @@ from raylane.errors import DependencyError
 from raylane.redaction import mask_url, mask_urls
 from raylane.redis_clients import connect_sync
 
-__all__ = ["DriftState", "drift_key", "read_state", "read_state_async", "write_state_async"]
+__all__ = [
+    "WINDOWS_KEPT",
+    "DriftState",
+    "drift_key",
+    "read_state",
+    "read_state_async",
+    "read_windows",
+    "record_window_async",
+    "windows_key",
+    "write_state_async",
+]
 
 _PREFIX = "raylane:drift:"
+
+#: Evaluated windows kept per pipeline in ``raylane:drift:<pipeline>:windows``.
+WINDOWS_KEPT = 200
 
 
 def drift_key(pipeline: str) -> str:
     """Redis key of a pipeline's drift state."""
     return f"{_PREFIX}{pipeline}"
+
+
+def windows_key(pipeline: str) -> str:
+    """Redis key of a pipeline's evaluated windows (newest first)."""
+    return f"{_PREFIX}{pipeline}:windows"
 
 
 @dataclass(frozen=True)
@@ -111,3 +133,47 @@ def read_state(redis_url: str, pipeline: str) -> DriftState | None:
     finally:
         client.close()
     return DriftState.from_json(raw) if raw else None  # type: ignore[arg-type]
+
+
+async def record_window_async(
+    client: aioredis.Redis, pipeline: str, record: dict[str, Any]
+) -> None:
+    """Prepend one evaluated window's record to the capped list (one round trip)."""
+    key = windows_key(pipeline)
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.lpush(key, json.dumps(record, separators=(",", ":")))
+        pipe.ltrim(key, 0, WINDOWS_KEPT - 1)
+        await pipe.execute()
+    except redis.RedisError as e:
+        raise DependencyError(
+            f"recording a drift window of {pipeline} in Redis failed: {e}", stage="drift"
+        ) from e
+
+
+def read_windows(redis_url: str, pipeline: str, limit: int = WINDOWS_KEPT) -> list[dict[str, Any]]:
+    """The evaluated windows of a pipeline, newest first (a window recorded twice, after a
+    retried write, once)."""
+    client = connect_sync(redis_url, decode_responses=True)
+    try:
+        raw = client.lrange(windows_key(pipeline), 0, limit - 1)
+    except redis.RedisError as e:
+        raise DependencyError(
+            f"reading the drift windows of {pipeline} from Redis at {mask_url(redis_url)} "
+            f"failed: {mask_urls(str(e))}; is Redis up (`raylane dev status`)?",
+            stage="drift",
+        ) from e
+    finally:
+        client.close()
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[str, str, int]] = set()
+    for item in raw:  # type: ignore[union-attr]
+        try:
+            rec = json.loads(item)
+            key = (str(rec["model_version"]), str(rec["window_end"]), int(rec["count"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+        if key not in seen:
+            seen.add(key)
+            out.append(rec)
+    return out

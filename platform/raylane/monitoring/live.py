@@ -122,8 +122,10 @@ class OutputWatcher:
                         s.dlq += 1
 
 
-def scrape(home: Path, timeout_s: float = 1.0) -> dict[str, float]:
-    """Sum of every raylane_* sample across the announced targets, keyed by name{labels}."""
+def scrape(home: Path, timeout_s: float = 1.0, pipeline: str | None = None) -> dict[str, float]:
+    """Sum of every raylane_* sample across the announced targets, keyed by name{labels}
+    (without the `pipeline` label; with `pipeline` given, only that pipeline's samples and
+    those without the label)."""
     out: dict[str, float] = {}
     for f in target_files(home):
         try:
@@ -141,6 +143,10 @@ def scrape(home: Path, timeout_s: float = 1.0) -> dict[str, float]:
                     if not fam.name.startswith("raylane_"):
                         continue
                     for smp in fam.samples:
+                        if pipeline is not None and smp.labels.get("pipeline", pipeline) != (
+                            pipeline
+                        ):
+                            continue
                         labels = ",".join(
                             f"{k}={v}" for k, v in sorted(smp.labels.items()) if k != "pipeline"
                         )

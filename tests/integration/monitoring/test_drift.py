@@ -32,7 +32,7 @@ from raylane.kafka.admin import ensure_topics_async
 from raylane.kafka.producer import EventProducer
 from raylane.loading import import_file
 from raylane.monitoring.drift_monitor import DriftLoop, DriftMonitor, mlflow_reference
-from raylane.monitoring.drift_state import read_state_async
+from raylane.monitoring.drift_state import read_state_async, read_windows, windows_key
 from raylane.registry import load_model
 from raylane.testing import LabeledEvent, World
 from raylane.testing.kafka import isolated_args
@@ -179,7 +179,8 @@ async def _run_monitor(
         await loop.close()
     assert loop.stats["windows"] == expected, loop.stats
     state = await read_state_async(redis, cfg.name)
-    await redis.delete(f"raylane:drift:{cfg.name}")
+    loop.stats["recorded"] = await asyncio.to_thread(read_windows, redis_url, cfg.name)
+    await redis.delete(f"raylane:drift:{cfg.name}", windows_key(cfg.name))
     await redis.aclose()
     loop.stats["state"] = state
     return loop
@@ -225,6 +226,15 @@ async def test_stationary_stream_over_21_windows_publishes_no_drift(
     state = loop.stats["state"]
     assert state is not None and state.open is False and state.model_name == "fraud"
     assert not list(tmp_path.glob("*.html"))
+    # every window is recorded for the dashboard, newest first, each column with its score
+    recorded = loop.stats["recorded"]
+    assert len(recorded) == 21 and not any(w["drifted"] or w["report"] for w in recorded)
+    assert [w["window_end"] for w in recorded] == sorted(
+        (w["window_end"] for w in recorded), reverse=True
+    )
+    assert recorded[0]["window_end"] == state.window_end
+    assert all(w["count"] == cfg.drift.window_size for w in recorded)
+    assert {c["column"] for c in recorded[0]["columns"]} >= {"amount", "score"}
 
 
 async def test_shift_is_reported_within_two_windows_naming_the_shifted_columns(
@@ -256,6 +266,11 @@ async def test_shift_is_reported_within_two_windows_naming_the_shifted_columns(
     assert report.is_file() and "merchant_profile__category_risk" in report.read_text()
     state = loop.stats["state"]
     assert state.open is True and "amount" in state.drifted_columns
+    # the recorded windows: the drifted one with its report and the same columns as the event
+    recorded = {w["window_end"]: w for w in loop.stats["recorded"]}
+    mine = next(w for w in recorded.values() if w["report"] == report.name)
+    assert mine["drifted"] and mine["drift_share"] == first["drift_share"]
+    assert {c["column"] for c in mine["columns"] if c["drifted"]} == drifted
 
 
 def test_drift_status_shows_the_state_the_monitor_keeps(stack, unique: str) -> None:
