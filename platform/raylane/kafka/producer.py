@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, Self
 
-from raylane.errors import DependencyError
+from raylane.errors import DependencyError, RaylaneError
 from raylane.kafka.client import KafkaConnection, connection
 
 GENERATED_HEADER = "raylane.correlation_id.generated"
@@ -56,6 +56,8 @@ class EventProducer:
             await self._producer.start()
         except Exception as e:
             await self._producer.stop()
+            if isinstance(e, RaylaneError):  # a refused login says so itself
+                raise
             raise DependencyError(
                 f"cannot reach Kafka at {self.bootstrap}: {e}", stage="publish"
             ) from e
