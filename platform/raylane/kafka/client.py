@@ -28,7 +28,8 @@ Environment (each replica reads these itself; none travels in Serve init args):
 =====================================  ==========================================================
 
 Invalid combinations (SASL settings with ``PLAINTEXT``, a mechanism without credentials, a
-missing file) fail at load with a :class:`~raylane.errors.ConfigError` naming the variable.
+missing file) fail at load with a :class:`~raylane.errors.ConfigError` naming the variable,
+and so does a login the broker refuses, when the client starts (see :mod:`._login`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient
 
 from raylane.errors import ConfigError
+from raylane.kafka._login import login_errors
 from raylane.kafka.security import ENV_SECURITY, KafkaSecurity
 from raylane.settings import ENV_IDEMPOTENCE
 
@@ -59,6 +61,38 @@ def _flag(name: str) -> bool | None:
     if raw in _FALSE:
         return None if raw == "" else False
     raise ConfigError(f"{name}={raw!r} is not a boolean; use true or false", stage="config")
+
+
+class _Producer(AIOKafkaProducer):
+    raylane: KafkaConnection
+
+    async def start(self) -> None:
+        async with login_errors(self.raylane.security, self.raylane.bootstrap):
+            await super().start()
+
+
+class _Consumer(AIOKafkaConsumer):
+    raylane: KafkaConnection
+
+    async def start(self) -> None:
+        async with login_errors(self.raylane.security, self.raylane.bootstrap):
+            await super().start()
+
+
+class _Client(AIOKafkaClient):
+    raylane: KafkaConnection
+
+    async def bootstrap(self) -> None:
+        async with login_errors(self.raylane.security, self.raylane.bootstrap):
+            await super().bootstrap()
+
+
+class _Admin(AIOKafkaAdminClient):
+    raylane: KafkaConnection
+
+    async def start(self) -> None:
+        async with login_errors(self.raylane.security, self.raylane.bootstrap):
+            await super().start()
 
 
 @dataclass(frozen=True)
@@ -100,7 +134,9 @@ class KafkaConnection:
         if client_id is not None:
             kw["client_id"] = client_id
         kw.update(options)
-        return AIOKafkaProducer(**self.common(), **kw)
+        producer = _Producer(**self.common(), **kw)
+        producer.raylane = self
+        return producer
 
     def consumer(
         self, *topics: str, client_id: str | None = None, **options: Any
@@ -110,15 +146,21 @@ class KafkaConnection:
         if client_id is not None:
             kw["client_id"] = client_id
         kw.update(options)
-        return AIOKafkaConsumer(*topics, **self.common(), **kw)
+        consumer = _Consumer(*topics, **self.common(), **kw)
+        consumer.raylane = self
+        return consumer
 
     def client(self, **options: Any) -> AIOKafkaClient:
         """A low-level client (not bootstrapped), for metadata round trips (health checks)."""
-        return AIOKafkaClient(**self.common(), **options)
+        client = _Client(**self.common(), **options)
+        client.raylane = self
+        return client
 
     def admin(self, **options: Any) -> AIOKafkaAdminClient:
         """An admin client (not started) for topic management."""
-        return AIOKafkaAdminClient(**self.common(), **options)
+        admin = _Admin(**self.common(), **options)
+        admin.raylane = self
+        return admin
 
 
 def connection(target: str | KafkaConnection | None = None) -> KafkaConnection:

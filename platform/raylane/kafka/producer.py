@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, Self
 
 from raylane.config import PipelineConfig
-from raylane.errors import ContractError, DependencyError
+from raylane.errors import ContractError, DependencyError, RaylaneError
 from raylane.kafka.client import KafkaConnection, connection
 
 GENERATED_HEADER = "raylane.correlation_id.generated"
@@ -66,6 +66,8 @@ class EventProducer:
             await self._producer.start()
         except Exception as e:
             await self._producer.stop()
+            if isinstance(e, RaylaneError):  # a refused login says so itself
+                raise
             raise DependencyError(
                 f"cannot reach Kafka at {self.bootstrap}: {e}", stage="publish"
             ) from e

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from raylane.errors import DependencyError
+from raylane.errors import DependencyError, RaylaneError
 from raylane.kafka.client import KafkaConnection, connection
 
 __all__ = ["read_topic"]
@@ -41,6 +41,8 @@ async def read_topic(
         await c.start()
     except Exception as e:
         await c.stop()
+        if isinstance(e, RaylaneError):  # a refused login says so itself
+            raise
         raise DependencyError(
             f"cannot reach Kafka at {conn.bootstrap}: {e}; "
             "is the broker up (`raylane dev status`)?",

@@ -172,6 +172,8 @@ async def replay(
         await producer.start()
     except Exception as e:
         await producer.stop()
+        if isinstance(e, RaylaneError):  # a refused login says so itself
+            raise
         raise DependencyError(f"cannot reach Kafka at {conn.bootstrap}: {e}", stage="dlq") from e
     try:
         now = int(time.time() * 1000)

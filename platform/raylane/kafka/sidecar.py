@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from raylane.errors import DependencyError
+from raylane.errors import DependencyError, RaylaneError
 from raylane.kafka.client import KafkaConnection, connection
 
 __all__ = ["close_clients", "open_clients"]
@@ -57,6 +57,8 @@ async def open_clients(
         await consumer.start()
     except Exception as e:
         await close_clients(who, consumer, producer)
+        if isinstance(e, RaylaneError):  # a refused login says so itself
+            raise
         raise DependencyError(
             f"{who} cannot reach Kafka at {conn.bootstrap}: {e}", stage=stage
         ) from e

@@ -11,9 +11,7 @@ nothing reaches the broker unencrypted. The clients are configured only through 
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -25,8 +23,9 @@ import pytest
 
 from raylane.errors import ConfigError
 from raylane.kafka.client import connection
-from raylane.localstack._broker import broker_binary
 
+from ._listener_checks import dlq_cli_reads_and_replays, ingress_dead_letters_and_scores
+from ._tansu import free_port, tansu
 from ._tls import GeneratedCA, make_ca
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -79,12 +78,6 @@ class TlsProxy:
         self.thread.join(5)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass(frozen=True)
 class TlsBroker:
     bootstrap: str
@@ -107,34 +100,12 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
     server_ctx.load_cert_chain(ca.cert, ca.key)
     proxy = TlsProxy(server_ctx)
     tls_port = proxy.start()
-    proxy.upstream = _free_port()
-    log = (tmp_path_factory.mktemp("tansu") / "tansu.log").open("w")
-    broker = subprocess.Popen(
-        [
-            broker_binary(),
-            "broker",
-            *("--listener-url", f"tcp://127.0.0.1:{proxy.upstream}"),
-            *("--advertised-listener-url", f"tcp://localhost:{tls_port}"),
-            *("--storage-engine", "memory://tansu/"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    proxy.upstream = free_port()
+    log = tmp_path_factory.mktemp("tansu") / "tansu.log"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", proxy.upstream), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or broker.poll() is not None:
-                    raise RuntimeError("the TLS test's Tansu broker did not start") from None
-                time.sleep(0.05)
-        yield TlsBroker(f"localhost:{tls_port}", ca, proxy)
+        with tansu(proxy.upstream, f"localhost:{tls_port}", log):
+            yield TlsBroker(f"localhost:{tls_port}", ca, proxy)
     finally:
-        broker.terminate()
-        broker.wait(10)
-        log.close()
         proxy.stop()
 
 
@@ -208,70 +179,11 @@ def test_a_tls_setting_with_plaintext_fails_naming_the_fix(
 async def test_ingress_dead_letters_and_scores_through_tls(
     stack: Any, tls_env: TlsBroker, unique: str
 ) -> None:
-    from raylane.bootstrap import pipeline_topics
-    from raylane.contracts import Codec
-    from raylane.kafka.admin import ensure_topics_async
-    from raylane.kafka.producer import EventProducer
-    from raylane.kafka.replay import read_dead_letters, summarize
-    from raylane.testing import World
-    from tests.integration.kafka.test_deadletter_tools import _cfg, _run
-
-    cfg = _cfg(unique)
-    await ensure_topics_async(connection(), pipeline_topics(cfg), partitions=1)
-    events = [le.event for le in World(seed=21, n_users=10).stream(start=0, rate=10).take(4)]
-    async with EventProducer(
-        connection(),
-        cfg.input.topic,
-        Codec.for_contract("payments.initiated"),
-        key_field=cfg.input.key_field,
-    ) as prod:
-        await prod.send_many(events)
-        await (await prod.send_raw(b"\x07not an event", key=b"bad"))
-    stats = await _run(cfg, lambda s: s.scored + s.dlq >= 5)
-    assert (stats.scored, stats.dlq) == (4, 1)
-    letters = await read_dead_letters(connection(), cfg.input.dlq)
-    assert sum(summarize(letters).values()) == 1
+    await ingress_dead_letters_and_scores(unique)
 
 
 def test_dlq_cli_reads_and_replays_through_tls(stack: Any, tls_env: TlsBroker, unique: str) -> None:
-    from typer.testing import CliRunner
-
-    from raylane.cli import app
-    from raylane.contracts import Codec, UnknownSchemaId
-    from raylane.kafka.deadletters import dlq_record
-    from raylane.kafka.producer import EventProducer
-    from raylane.kafka.reader import read_topic
-    from raylane.kafka.records import InRecord
-
-    dlq, source = f"tlscli.{unique}.dlq", f"tlscli.{unique}"
-    recs = [
-        dlq_record(
-            InRecord(source, 0, i, b"k", b"\x07bad", [("event_id", f"e{i}".encode())]),
-            UnknownSchemaId(f"schema id {i} unknown"),
-            f"cid-{i}",
-            dlq,
-        )
-        for i in range(2)
-    ]
-
-    async def write() -> None:
-        async with EventProducer(
-            connection(), dlq, Codec("payments.initiated-value"), key_field="user_id"
-        ) as p:
-            for r in recs:
-                await p.send_raw(r.value, key=r.key, headers=r.headers)
-            await p.flush()
-
-    asyncio.run(write())
-    runner = CliRunner()
-    res = runner.invoke(app, ["dlq", "inspect", dlq], env={"COLUMNS": "250"})
-    assert res.exit_code == 0, res.output
-    out = " ".join(res.output.split())  # rich wraps at the runner's width
-    assert "2 dead letters" in out and "UnknownSchemaId" in out
-    res = runner.invoke(app, ["dlq", "replay", dlq, "--to", source], env={"COLUMNS": "250"})
-    assert res.exit_code == 0, res.output
-    replayed = asyncio.run(read_topic(connection(), source, 1.0, stage="dlq"))
-    assert sorted(dict(m.headers)["event_id"] for m in replayed) == [b"e0", b"e1"]
+    dlq_cli_reads_and_replays(unique, "tlscli")
 
 
 async def test_action_runner_consumes_and_publishes_through_tls(

@@ -105,7 +105,9 @@ async def test_one_events_trace_runs_from_the_producer_to_payments_blocked(
         inject(carrier)
         producer_ctx = ps.get_span_context()
     headers = [(k, v.encode()) for k, v in carrier.items()]
-    async with EventProducer(stack.kafka_bootstrap, cfg.input.topic, codec) as prod:
+    async with EventProducer(
+        stack.kafka_bootstrap, cfg.input.topic, codec, key_field=cfg.input.key_field
+    ) as prod:
         await prod.send_many(events[:10])
         await prod.send_raw(codec.encode(traced), key=traced["user_id"].encode(), headers=headers)
         await prod.send_many(events[10:])
