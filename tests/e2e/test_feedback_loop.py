@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from raylane.config import OnlineFeatureView
 from raylane.contracts import Codec
@@ -22,6 +21,7 @@ from raylane.features import FeastRepo, OnlineFeatureReader
 from raylane.kafka.producer import EventProducer
 from raylane.settings import Settings
 from raylane.testing import World
+from raylane.testing.kafka import collect
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -47,28 +47,6 @@ async def _risk(user: str) -> float:
         return float((await reader.read({"user_id": [user]}))[FEATURE][0])
     finally:
         await reader.aclose()
-
-
-async def _consume(
-    bootstrap: str, topics: list[str], until: Any, timeout_s: float
-) -> dict[str, list[Any]]:
-    got: dict[str, list[Any]] = {t: [] for t in topics}
-    c = AIOKafkaConsumer(
-        *topics,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=20,
-    )
-    await c.start()
-    try:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and not until(got):
-            for tp, msgs in (await c.getmany(timeout_ms=250)).items():
-                got[tp.topic] += msgs
-    finally:
-        await c.stop()
-    return got
 
 
 async def test_flagged_payment_raises_the_profile_the_next_payment_is_scored_with(
@@ -113,7 +91,7 @@ async def test_flagged_payment_raises_the_profile_the_next_payment_is_scored_wit
     def burst_scored(got: dict[str, list[Any]]) -> bool:
         return sum(scored_c.decode(m.value)["event_id"] in ids for m in got[scored_t]) == len(ids)
 
-    got = await _consume(s.kafka_bootstrap, [scored_t, flagged_t], burst_scored, 120)
+    got = await collect(s.kafka_bootstrap, [scored_t, flagged_t], burst_scored, 120)
     assert burst_scored(got), "every burst payment should have been scored"
     flagged = [flagged_c.decode(m.value) for m in got[flagged_t]]
     flagged = [f for f in flagged if f["event_id"] in ids]
@@ -155,7 +133,7 @@ async def test_flagged_payment_raises_the_profile_the_next_payment_is_scored_wit
     def next_scored(got: dict[str, list[Any]]) -> bool:
         return any(scored_c.decode(m.value)["event_id"] == nxt["event_id"] for m in got[scored_t])
 
-    got = await _consume(s.kafka_bootstrap, [scored_t, blocked_t], next_scored, 120)
+    got = await collect(s.kafka_bootstrap, [scored_t, blocked_t], next_scored, 120)
     second = next(
         e
         for e in (scored_c.decode(m.value) for m in got[scored_t])

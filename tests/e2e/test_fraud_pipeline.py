@@ -37,7 +37,7 @@ from raylane.kafka.deadletters import (
 from raylane.kafka.producer import EventProducer
 from raylane.settings import Settings
 from raylane.testing import World
-from raylane.testing.kafka import partition_ends
+from raylane.testing.kafka import collect, partition_ends
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -63,31 +63,6 @@ def _malformed(codec: Codec, base: dict[str, Any], i: int) -> tuple[bytes, str]:
         return json.dumps(doc).encode(), "MissingField"
     doc = dict(ev, amount="12.50")  # JSON with a wrong type
     return json.dumps(doc).encode(), "WrongType"
-
-
-async def _collect(
-    bootstrap: str, topics: list[str], until: Any, timeout_s: float
-) -> dict[str, list[Any]]:
-    """Read `topics` from the beginning until `until(got)` holds or the timeout passes."""
-    got: dict[str, list[Any]] = {t: [] for t in topics}
-    c = AIOKafkaConsumer(
-        *topics,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=20,
-    )
-    await c.start()
-    try:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and not until(got):
-            batch = await c.getmany(timeout_ms=250, max_records=5000)
-            for tp, msgs in batch.items():
-                got[tp.topic].extend(msgs)
-    finally:
-        await c.stop()
-    return got
 
 
 async def _committed_at_end(
@@ -164,7 +139,7 @@ async def test_thousand_payments_end_to_end(fraud_app, dashboard, capsys) -> Non
             and should_flag <= flagged_now
         )
 
-    got = await _collect(bootstrap, [scored_t, dlq_t, flagged_t, shadow_t], done, timeout_s=240)
+    got = await collect(bootstrap, [scored_t, dlq_t, flagged_t, shadow_t], done, timeout_s=240)
     scored = [scored_codec.decode(m.value) for m in got[scored_t]]
     ids = {r["event_id"] for r in scored}
     with capsys.disabled():  # shown in CI's output, not captured
@@ -220,7 +195,7 @@ async def test_thousand_payments_end_to_end(fraud_app, dashboard, capsys) -> Non
 
     # shadow comparisons name both versions
     shadow_codec = Codec.for_contract("fraud.shadow")
-    shadow_got = await _collect(bootstrap, [shadow_t], lambda g: len(g[shadow_t]) >= 980, 60)
+    shadow_got = await collect(bootstrap, [shadow_t], lambda g: len(g[shadow_t]) >= 980, 60)
     comps = [shadow_codec.decode(m.value) for m in shadow_got[shadow_t]]
     stats = await asyncio.to_thread(running.stats)
     with capsys.disabled():  # shown in CI's output, not captured

@@ -17,37 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from typer.testing import CliRunner
+
+from raylane.testing.kafka import collect
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 NAME = "tutorial"
-
-
-async def _collect(
-    bootstrap: str, topics: list[str], until: Any, timeout_s: float
-) -> dict[str, list[Any]]:
-    """Read `topics` from the beginning until `until(got)` holds or the timeout passes."""
-    got: dict[str, list[Any]] = {t: [] for t in topics}
-    c = AIOKafkaConsumer(
-        *topics,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=20,
-    )
-    await c.start()
-    try:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and not until(got):
-            batch = await c.getmany(timeout_ms=250, max_records=5000)
-            for tp, msgs in batch.items():
-                got[tp.topic].extend(msgs)
-    finally:
-        await c.stop()
-    return got
 
 
 def _cli(*argv: str) -> str:
@@ -109,7 +85,7 @@ def test_the_tutorial_scores_a_scaffolded_use_case(
             return len(got[dlq_t]) >= 3 and ids >= set(sent) and bool(got[shadow_t])
 
         got = asyncio.run(
-            _collect(stack.kafka_bootstrap, [scored_t, dlq_t, shadow_t], done, timeout_s=120)
+            collect(stack.kafka_bootstrap, [scored_t, dlq_t, shadow_t], done, timeout_s=120)
         )
         timings["scored"] = time.monotonic() - t
     scored = [out.decode(m.value) for m in got[scored_t]]

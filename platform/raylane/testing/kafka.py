@@ -2,13 +2,15 @@
 
 `isolated_args` gives a pipeline its own topics and consumer group, so runs never read
 each other's events (the pipeline keeps its name, and so its window state);
-`partition_ends` finds where each partition ends by reading it.
+`partition_ends` finds where each partition ends by reading it; `read_records` and
+`collect` read topics from the beginning while a pipeline is still writing them.
 """
 
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from raylane.bootstrap import pipeline_topics
 from raylane.config import PipelineConfig
 from raylane.kafka.client import connection
 
-__all__ = ["isolated_args", "isolated_topics", "partition_ends", "read_records"]
+__all__ = ["collect", "isolated_args", "isolated_topics", "partition_ends", "read_records"]
 
 
 def isolated_args(config: str | Path, suffix: str, **ingress: Any) -> dict[str, Any]:
@@ -106,3 +108,26 @@ async def read_records(bootstrap: str, topic: str, n: int, timeout_s: float = 30
     finally:
         await c.stop()
     return out
+
+
+async def collect(
+    bootstrap: str,
+    topics: list[str],
+    until: Callable[[dict[str, list[Any]]], bool],
+    timeout_s: float,
+) -> dict[str, list[Any]]:
+    """Records of `topics` by topic, read from the beginning until `until(got)` holds or
+    `timeout_s` runs out."""
+    got: dict[str, list[Any]] = {t: [] for t in topics}
+    c = connection(bootstrap).consumer(
+        *topics, group_id=None, auto_offset_reset="earliest", fetch_max_wait_ms=20
+    )
+    await c.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not until(got):
+            for tp, msgs in (await c.getmany(timeout_ms=250, max_records=5000)).items():
+                got[tp.topic].extend(msgs)
+    finally:
+        await c.stop()
+    return got

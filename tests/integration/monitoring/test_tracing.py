@@ -19,7 +19,6 @@ import pytest
 import redis.asyncio as aioredis
 from opentelemetry.propagate import inject
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -33,6 +32,7 @@ from raylane.kafka.producer import EventProducer
 from raylane.monitoring import tracing
 from raylane.testing import World
 from raylane.testing.kafka import read_records
+from raylane.testing.spans import captured_spans
 from tests.integration.ingest.test_consumer import AmountModel, _cfg, _run_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -42,15 +42,8 @@ STAGES = {"decode", "features", "score", "decision", "encode", "publish", "commi
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.use(provider)
-    try:
+    with captured_spans() as exporter:
         yield exporter
-    finally:
-        tracing.use(None)
-        provider.shutdown()
 
 
 def _with_actions(cfg: PipelineConfig, unique: str) -> PipelineConfig:
