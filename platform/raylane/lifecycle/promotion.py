@@ -240,31 +240,20 @@ def _move(
     actor: str | None,
     tu: str,
 ) -> dict[str, Any]:
-    now_ms = int(time.time() * 1000)
-    event: dict[str, Any] = {
-        "event_id": str(uuid.uuid4()),
-        "pipeline": cfg.name,
-        "action": action,
-        "model_name": name,
-        "alias": champion,
-        "from_version": current,
-        "to_version": target,
-        "previous_alias": cfg.promotion.previous_alias,
-        "actor": actor or default_actor(),
-        "at": now_ms,
-        "forced": forced,
-        "reason": reason,
-        "gates": [
-            {
-                "name": g.name,
-                "threshold": _text(g.threshold),
-                "measured": _text(g.measured),
-                "passed": g.passed,
-                "detail": g.detail,
-            }
-            for g in gates
-        ],
-    }
+    event = _event(
+        cfg,
+        action,
+        name,
+        champion,
+        current,
+        target,
+        cfg.promotion.previous_alias,
+        gates,
+        forced,
+        reason,
+        actor,
+    )
+    now_ms = event["at"]
     c = client(tu)
     key = promotion_key()
     with boundary(f"moving {name}@{champion} to v{target}", tu, name=name):
@@ -282,10 +271,55 @@ def _move(
             c.set_model_version_tag(name, target, f"raylane.{action}_reason", reason)
         if current is not None:
             c.set_model_version_tag(name, current, "raylane.replaced_at", str(now_ms))
-        c.set_registered_model_tag(
-            name, f"{HISTORY_TAG}{now_ms}", json.dumps(event, separators=(",", ":"))
-        )
+        _record(c, name, event)
     return event
+
+
+def _event(
+    cfg: PipelineConfig,
+    action: str,
+    name: str,
+    alias: str,
+    current: str | None,
+    target: str,
+    previous_alias: str,
+    gates: list[GateResult],
+    forced: bool,
+    reason: str,
+    actor: str | None,
+) -> dict[str, Any]:
+    """The audit event of one alias move (the models.promoted contract)."""
+    return {
+        "event_id": str(uuid.uuid4()),
+        "pipeline": cfg.name,
+        "action": action,
+        "model_name": name,
+        "alias": alias,
+        "from_version": current,
+        "to_version": target,
+        "previous_alias": previous_alias,
+        "actor": actor or default_actor(),
+        "at": int(time.time() * 1000),
+        "forced": forced,
+        "reason": reason,
+        "gates": [
+            {
+                "name": g.name,
+                "threshold": _text(g.threshold),
+                "measured": _text(g.measured),
+                "passed": g.passed,
+                "detail": g.detail,
+            }
+            for g in gates
+        ],
+    }
+
+
+def _record(c: Any, name: str, event: dict[str, Any]) -> None:
+    """Keep the audit event on the registered model (``raylane.history.<ms>``)."""
+    c.set_registered_model_tag(
+        name, f"{HISTORY_TAG}{event['at']}", json.dumps(event, separators=(",", ":"))
+    )
 
 
 def _approve(c: Any, key: bytes, name: str, alias: str, version: str) -> None:
@@ -335,31 +369,14 @@ def set_shadow(
     tu = resolve_tracking_uri(tracking_uri)
     c = client(tu)
     key = promotion_key()
-    now_ms = int(time.time() * 1000)
     with boundary(f"moving {name}@{alias} to v{version}", tu, name=name):
         target = str(c.get_model_version(name, str(version)).version)
         current = _alias_version(c, name, alias)
-        event: dict[str, Any] = {
-            "event_id": str(uuid.uuid4()),
-            "pipeline": cfg.name,
-            "action": "shadow",
-            "model_name": name,
-            "alias": alias,
-            "from_version": current,
-            "to_version": target,
-            "previous_alias": "",
-            "actor": actor or default_actor(),
-            "at": now_ms,
-            "forced": False,
-            "reason": reason,
-            "gates": [],
-        }
+        event = _event(cfg, "shadow", name, alias, current, target, "", [], False, reason, actor)
         if key is not None:
             _approve(c, key, name, alias, target)
         c.set_registered_model_alias(name, alias, target)
-        c.set_registered_model_tag(
-            name, f"{HISTORY_TAG}{now_ms}", json.dumps(event, separators=(",", ":"))
-        )
+        _record(c, name, event)
     if publish:
         publish_audit(cfg, event, Settings.load().kafka_bootstrap)
     return event

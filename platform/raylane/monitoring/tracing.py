@@ -25,7 +25,6 @@ import os
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagate import extract, inject
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
@@ -260,10 +259,6 @@ class BatchTrace:
             ctx = self._batch_ctx if ev is None else trace.set_span_in_context(ev)
             inject(_Carrier(out.headers), context=ctx)
 
-    def event_context(self, rec: InRecord) -> otel_context.Context | None:
-        ev = self._events.get(id(rec))
-        return None if ev is None else trace.set_span_in_context(ev)
-
     def end(self, error: BaseException | None = None) -> None:
         for ev in self._events.values():
             ev.end()
@@ -283,9 +278,6 @@ class _NoTrace:
         yield
 
     def stamp(self, outputs: Sequence[OutRecord], sources: Sequence[InRecord]) -> None:
-        return None
-
-    def event_context(self, rec: InRecord) -> None:
         return None
 
     def end(self, error: BaseException | None = None) -> None:
