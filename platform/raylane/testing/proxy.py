@@ -22,7 +22,7 @@ import contextlib
 import threading
 from typing import Literal
 
-__all__ = ["FaultProxy"]
+__all__ = ["FaultProxy", "relay"]
 
 Mode = Literal["up", "down", "silent"]
 
@@ -136,3 +136,16 @@ class FaultProxy:
                 continue  # swallowed: the other side waits until its own timeout
             dst.write(data)
             await dst.drain()
+
+
+async def relay(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    """Copy `src` to `dst` until `src` ends or either side fails, then close `dst` (one
+    direction of a plain TCP relay, e.g. a test listener in front of a broker)."""
+    try:
+        while data := await src.read(65536):
+            dst.write(data)
+            await dst.drain()
+    except (OSError, ConnectionError):
+        pass
+    finally:
+        dst.close()

@@ -23,6 +23,7 @@ import pytest
 
 from raylane.errors import ConfigError
 from raylane.kafka.client import connection
+from raylane.testing.proxy import relay
 
 from ._listener_checks import dlq_cli_reads_and_replays, ingress_dead_letters_and_scores
 from ._tansu import free_port, tansu
@@ -59,17 +60,7 @@ class TlsProxy:
             writer.close()
             return
 
-        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            try:
-                while data := await r.read(65536):
-                    w.write(data)
-                    await w.drain()
-            except (OSError, ConnectionError):
-                pass
-            finally:
-                w.close()
-
-        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+        await asyncio.gather(relay(reader, up_w), relay(up_r, writer))
 
     def stop(self) -> None:
         if self.server is not None:
