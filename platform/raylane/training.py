@@ -182,6 +182,7 @@ def training_set(
     *,
     event_time: EventTimeConfig | None = None,
     online: Mapping[str, pd.DataFrame] | None = None,
+    online_columns: Mapping[str, np.ndarray] | None = None,
     warmup_s: float | None = None,
 ) -> TrainingSet:
     """The training rows of `events` (in arrival order), computed by serving's own code.
@@ -189,7 +190,10 @@ def training_set(
     Event fields, categorical encodings (:func:`raylane.features.categorical_columns`),
     online features looked up in `online` (view name -> a DataFrame indexed by the view's
     join key, holding the view's features: the values the offline source holds; a key it
-    lacks is missing, as in serving), window aggregates replayed in order
+    lacks is missing, as in serving) or given as columns in `online_columns` (column ->
+    values in the events' order, e.g. Feast's point-in-time join from
+    :func:`raylane.features.historical.historical_online_columns`), window aggregates
+    replayed in order
     (:func:`raylane.features.reference_window_features`, the Redis script's reference) and
     derived columns. Rows in the first `warmup_s` (default: the longest window, at most half
     the events' time span) are left out: their windows are not yet full.
@@ -206,6 +210,10 @@ def training_set(
     cols: dict[str, np.ndarray] = {f: event_column(evs, f) for f in features.event}
     cols.update(categorical_columns(evs, features.categorical))
     for v in features.online:
+        if online_columns is not None and all(c in online_columns for c in v.columns()):
+            for col in v.columns():
+                cols[col] = np.asarray(online_columns[col], dtype=np.float64)
+            continue
         if online is None or v.view not in online:
             raise ValueError(
                 f"features.online reads view {v.view!r}; pass its rows as online[{v.view!r}] "

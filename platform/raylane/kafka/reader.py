@@ -1,4 +1,5 @@
-"""Read a whole topic from the beginning (DLQ tools, promotion history, tests, the bench)."""
+"""Read a topic: all of it (DLQ tools, promotion history, tests, the bench) or a time range
+(the SDK's ``read_topic`` for notebooks)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from aiokafka import TopicPartition
 from raylane.errors import DependencyError, RaylaneError
 from raylane.kafka.client import KafkaConnection, connection
 
-__all__ = ["read_topic"]
+__all__ = ["read_range", "read_topic"]
 
 
 async def read_topic(
@@ -81,4 +82,96 @@ async def read_topic(
     finally:
         await c.stop()
     out.sort(key=lambda m: (m.partition, m.offset))
+    return out
+
+
+async def read_range(
+    bootstrap: str | KafkaConnection,
+    topic: str,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    *,
+    idle_s: float = 1.0,
+    timeout_s: float = 60.0,
+    stage: str = "read",
+) -> list[Any]:
+    """The records of `topic` whose broker timestamp is in ``[start_ms, end_ms)``.
+
+    Each partition is read from the first offset at or after `start_ms` (the broker's
+    ListOffsets by time; from the beginning when the broker cannot answer it) up to the end
+    offsets the broker reported at the start, or until a record at or after `end_ms`; then
+    until `idle_s` passes without a new record (the embedded broker's end offsets can lag its
+    last record). Records outside the range are dropped. Raises a retriable
+    :class:`~raylane.errors.DependencyError` when a partition did not reach its end within
+    `timeout_s`, as :func:`read_topic` does: a partial read is never returned as whole.
+    """
+    conn = connection(bootstrap)
+    c = conn.consumer(
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=10,
+        max_partition_fetch_bytes=4 << 20,
+    )
+    try:
+        await c.start()
+    except Exception as e:
+        await c.stop()
+        if isinstance(e, RaylaneError):
+            raise
+        raise DependencyError(
+            f"cannot reach Kafka at {conn.bootstrap}: {e}; "
+            "is the broker up (`raylane dev status`)?",
+            stage=stage,
+        ) from e
+    out: list[Any] = []
+    try:
+        await c.topics()  # a metadata request: the partitions of every topic
+        parts = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+        if not parts:
+            return []
+        c.assign(parts)
+        ends = await c.end_offsets(parts)
+        starts: dict[TopicPartition, int] = {tp: 0 for tp in parts}
+        if start_ms is not None:
+            try:
+                found = await c.offsets_for_times({tp: int(start_ms) for tp in parts})
+                for tp, ot in found.items():
+                    starts[tp] = ends[tp] if ot is None else ot.offset
+            except Exception:  # a broker without ListOffsets by time: filter while reading
+                starts = {tp: 0 for tp in parts}
+        for tp, off in starts.items():
+            c.seek(tp, off)
+        done = {tp for tp in parts if starts[tp] >= ends[tp]}
+        pos = dict(starts)
+        deadline = time.monotonic() + timeout_s
+        idle_until = time.monotonic() + idle_s
+        while time.monotonic() < deadline:
+            got = await c.getmany(timeout_ms=200, max_records=10_000)
+            for tp, msgs in got.items():
+                if not msgs or tp in done:
+                    continue
+                idle_until = time.monotonic() + idle_s
+                for m in msgs:
+                    if end_ms is not None and m.timestamp >= end_ms:
+                        done.add(tp)  # broker timestamps of a partition only grow (LogAppendTime
+                        break  # or a well-behaved producer); later records are out of range
+                    if start_ms is None or m.timestamp >= start_ms:
+                        out.append(m)
+                pos[tp] = msgs[-1].offset + 1
+            reached = all(tp in done or pos[tp] >= ends[tp] for tp in parts)
+            if reached and time.monotonic() >= idle_until:
+                break
+        else:
+            short = [tp for tp in parts if tp not in done and pos[tp] < ends[tp]]
+            if short:
+                where = ", ".join(f"[{tp.partition}] at {pos[tp]} of {ends[tp]}" for tp in short)
+                raise DependencyError(
+                    f"read of {topic} incomplete after {timeout_s:g} s: {where}; "
+                    "nothing was done with the partial read, run it again",
+                    stage=stage,
+                )
+    finally:
+        await c.stop()
+    out.sort(key=lambda m: (m.timestamp, m.partition, m.offset))
     return out
