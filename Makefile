@@ -8,7 +8,7 @@ RATE     ?= 300
 DURATION ?= 60
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-unit test-integration test-e2e bench lint typecheck clean stack-down
+.PHONY: setup notebooks demo test test-unit test-integration test-e2e bench lint typecheck clean stack-down
 
 setup: $(STAMP)
 
@@ -18,6 +18,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
+
+# JupyterLab on 127.0.0.1 (with its login token) in notebooks/; `make demo` in another
+# terminal gives the notebooks a running pipeline to read.
+notebooks: setup $(VENV)/.notebooks
+	$(BIN)/jupyter lab --ip 127.0.0.1 --no-browser --notebook-dir notebooks
+
+$(VENV)/.notebooks: $(STAMP)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,notebooks]'
+	@touch $@
 
 demo: setup
 	$(BIN)/raylane demo --rate $(RATE) --duration $(DURATION)

@@ -41,8 +41,10 @@ if TYPE_CHECKING:
     from raylane.lifecycle.promotion import PromotionOutcome
     from raylane.lifecycle.shadow_stats import ShadowAggregate
     from raylane.monitoring.drift_state import DriftState
+    from raylane.registry import ModelRef
+    from raylane.training import Fitted, TrainingSet
 
-__all__ = ["Pipeline", "ReplayResult", "TimeLike", "to_ms"]
+__all__ = ["Pipeline", "ReplayResult", "TimeLike", "served_features", "to_ms"]
 
 TimeLike: TypeAlias = datetime | pd.Timestamp | int | float | str | None
 
@@ -71,6 +73,16 @@ def _frame(records: list[dict[str, Any]], meta: list[tuple[int, int, int]]) -> p
         df["_partition"], df["_offset"] = list(p), list(o)
         df["_timestamp"] = pd.to_datetime(list(ts), unit="ms", utc=True)
     return df
+
+
+def served_features(scored: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """The feature values the served model saw, one row per event_id (its first scoring),
+    from scored records (read from Kafka or the archive); index event_id."""
+    from raylane.lifecycle.backtest import dedupe_scored, feature_columns
+
+    first = dedupe_scored(scored)
+    cols = feature_columns(first, list(columns))
+    return pd.DataFrame(cols, index=pd.Index(first["event_id"].to_numpy(), name="event_id"))
 
 
 @dataclass(frozen=True)
@@ -190,6 +202,65 @@ class Pipeline:
         if self.cfg.outputs.shadow is None:
             raise ConfigError(f"pipeline {self.name} has no outputs.shadow", stage="sdk")
         return self.read_topic(self.cfg.outputs.shadow.topic, start, end)
+
+    # -- training ---------------------------------------------------------------------
+
+    @property
+    def model_name(self) -> str:
+        """The registered model name the primary's URI names (``fraud`` for models:/fraud@...)."""
+        from raylane.registry import parse_uri
+
+        return parse_uri(self.cfg.models.primary.uri)[0]
+
+    def training_set(
+        self, events: pd.DataFrame, labels: pd.DataFrame, *, warmup_s: float | None = None
+    ) -> TrainingSet:
+        """Training rows for the labelled `events`, computed as serving computes them.
+
+        `events` are input events (e.g. ``archive(cfg.input.topic)``), in arrival order;
+        `labels` has ``event_id`` and ``label``. Online features come from Feast's
+        point-in-time join over the repo's offline sources (the values as they were at each
+        event's time), window features from the reference implementation replayed over
+        every event in order (labelled or not), derived columns from the serving function.
+        Rows without a label, and those in the first `warmup_s` (default: the longest
+        window), are left out. The frame's index is the rows' event_id.
+        """
+        import numpy as np
+
+        from raylane.features.historical import historical_online_columns
+        from raylane.training import TrainingSet, training_set
+
+        fields = [c for c in events.columns if not str(c).startswith("_")]
+        records = events[fields].to_dict("records")
+        lab = labels.drop_duplicates("event_id", keep="last").set_index("event_id")["label"]
+        y = events["event_id"].map(lab).map({True: 1, False: 0}).fillna(-1).to_numpy(np.int8)
+        et = self.cfg.input.event_time
+        online = historical_online_columns(records, self.cfg.features, event_time=et)
+        full = training_set(
+            records, y, self.cfg.features, event_time=et, online_columns=online, warmup_s=0
+        )
+        t = full.event_time
+        if warmup_s is None:  # as training_set: the longest window, at most half the span
+            span_s = (int(t.max()) - int(t.min())) / 1000.0 if len(t) else 0.0
+            longest = max((w.window_s for w in self.cfg.features.windows), default=0.0)
+            warmup_s = min(longest, span_s / 2)
+        keep = (full.label >= 0) & (t >= (int(t.min()) if len(t) else 0) + int(warmup_s * 1000))
+        frame = full.frame[keep].copy()
+        frame.index = pd.Index(events["event_id"].to_numpy()[keep], name="event_id")
+        return TrainingSet(frame, full.label[keep], t[keep], full.columns, full.features)
+
+    def register(self, model: Fitted) -> ModelRef:
+        """Log `model` to MLflow (signature, AUC, reference sample) as a new version of
+        :attr:`model_name`, aliased by its spec's label. Serving follows it only once
+        :meth:`set_challenger` or :meth:`promote` moves an alias there."""
+        from raylane.registry._mlflow import resolve_tracking_uri
+        from raylane.training import log_and_register
+
+        return log_and_register(  # type: ignore[no-any-return]
+            model,
+            registered_name=self.model_name,
+            tracking_uri=resolve_tracking_uri(self.settings.mlflow_tracking_uri),
+        )
 
     # -- shadow, gates, promotion -------------------------------------------------------
 
@@ -384,6 +455,7 @@ class Pipeline:
         end: TimeLike = None,
         *,
         threshold: float | None = None,
+        labels: pd.DataFrame | None = None,
         concurrency: int = 2,
         batch_size: int = 2048,
     ) -> BacktestReport:
@@ -394,7 +466,8 @@ class Pipeline:
         the first scoring of each event_id, joins the archived labels by event_id and
         reports AUC and precision / recall at the decision threshold per model, and the
         agreement between the two. `champion` defaults to the primary's URI; both are pinned
-        to versions first.
+        to versions first. `labels` (event_id, label) default to every archived label so
+        far: labels arrive after their payments, so none is cut by the range.
         """
         from raylane.lifecycle.backtest import decision_threshold, evaluate
         from raylane.serving.batch import score_files
@@ -426,10 +499,9 @@ class Pipeline:
             keep &= ts >= pd.Timestamp(lo, unit="ms", tz="UTC")
         if hi is not None:
             keep &= ts < pd.Timestamp(hi, unit="ms", tz="UTC")
-        labels = self.labels()  # every label so far: they arrive after the payments
         report = evaluate(
             scored[keep],
-            labels,
+            labels if labels is not None else self.labels(),
             threshold if threshold is not None else decision_threshold(self.cfg),
             candidate="candidate",
             champion="champion",

@@ -125,22 +125,16 @@ def register(app: typer.Typer) -> None:
         """Rolling aggregates per shadow: n, agreement, |Δ|, flag rates, latencies."""
         from dataclasses import asdict
 
-        from raylane.lifecycle.shadow_stats import ShadowStore
-        from raylane.monitoring.drift_state import read_state
-        from raylane.settings import Settings
+        from raylane.sdk import Pipeline
 
         cfg = _config(pipeline, config)
         if not cfg.models.shadows:
             console.print(f"pipeline {pipeline} has no shadows (models.shadows is empty)")
             return
-        settings = Settings.load()
-        store = ShadowStore(settings.redis_url)
-        aggs = [
-            store.aggregate(cfg.name, s.name, window or cfg.promotion.window)
-            for s in cfg.models.shadows
-        ]
+        p = Pipeline(cfg)
+        aggs = p.shadow_report(window)
         console.print(_report_table(cfg.name, aggs))
-        drift = read_state(settings.redis_url, cfg.name)  # the promote gate reads the same state
+        drift = p.drift_state()  # the promote gate reads the same state
         if drift is None:
             console.print(f"drift: no window evaluated yet (`raylane drift status {cfg.name}`)")
         else:
@@ -182,10 +176,9 @@ def register(app: typer.Typer) -> None:
         With a promotion key set, shadow replicas serve only versions moved here or by
         bootstrap; running ones switch within reload_poll_s + load time.
         """
-        from raylane.lifecycle.promotion import set_shadow
+        from raylane.sdk import Pipeline
 
-        cfg = _config(pipeline, config)
-        ev = set_shadow(cfg, version, reason=reason)
+        ev = Pipeline(_config(pipeline, config)).set_challenger(version, reason=reason)
         console.print(
             f"[bold green]shadow set[/] {ev['model_name']}@{ev['alias']}: "
             f"v{ev['from_version']} -> v{ev['to_version']}",
@@ -210,11 +203,12 @@ def register(app: typer.Typer) -> None:
         The audit's actor is this environment's identity ($RAYLANE_ACTOR, set by the CI or
         the platform, else user@host), never a free-text option.
         """
-        from raylane.lifecycle.promotion import GatesFailed, promote
+        from raylane.lifecycle.promotion import GatesFailed
+        from raylane.sdk import Pipeline
 
         cfg = _config(pipeline, config)
         try:
-            out = promote(cfg, version=version, force=force, reason=reason)
+            out = Pipeline(cfg).promote(version=version, force=force, reason=reason)
         except GatesFailed as e:
             console.print(_gates_table(e.gates))
             raise
@@ -237,10 +231,9 @@ def register(app: typer.Typer) -> None:
         reason: Annotated[str, typer.Option(help="Why; recorded in the audit trail.")] = "",
     ) -> None:
         """Restore the previous champion (alias `previous`); audited like a promotion."""
-        from raylane.lifecycle.promotion import rollback
+        from raylane.sdk import Pipeline
 
-        cfg = _config(pipeline, config)
-        ev = rollback(cfg, reason=reason).event
+        ev = Pipeline(_config(pipeline, config)).rollback(reason=reason)
         console.print(
             f"[bold green]rolled back[/] {ev['model_name']}@{ev['alias']}: "
             f"v{ev['from_version']} -> v{ev['to_version']}",

@@ -1,0 +1,249 @@
+"""The data scientist's half, end to end: archive, labels, backtest on Ray Data, notebooks.
+
+The fraud app runs on local Ray Serve with its own topics, its own copy of the models (so
+promoting from a notebook never moves the real aliases), the event archive writing every few
+seconds and a drift monitor on small windows. Payments flow with delayed labels from a thread.
+Then:
+
+* a backtest of the challenger against the champion on Ray Data equals the same computation
+  done directly in pandas, figure for figure;
+* the four notebooks run top to bottom against it (nbclient), in order, strict: a notebook
+  that does not see what it waits for (the new shadow version, a promotion, a drift event, a
+  replay) fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(2400)]
+
+ROOT = Path(__file__).resolve().parents[2]
+FRAUD = ROOT / "serve_configs" / "fraud.yaml"
+NOTEBOOKS = ROOT / "notebooks"
+#: the drift monitor compares these (amount-driven) columns; the drift phase multiplies amounts
+DRIFT_COLUMNS = ["amount", "amount_to_user_avg", "user_amount_sum_60s", "amount_60s_to_user_avg"]
+
+
+class Payments:
+    """Live payments (event time = send time) and their delayed labels, from a thread."""
+
+    def __init__(self, args: dict[str, Any], bootstrap: str, rate: float) -> None:
+        from raylane.testing import LabelFeed, World
+
+        self.args, self.bootstrap, self.rate = args, bootstrap, rate
+        self.world = World(seed=7, n_users=20_000)  # the world bootstrap wrote the profiles of
+        self.stream = self.world.stream(fraud_rate=0.05, seed=int(time.time()))
+        self.labels = LabelFeed(
+            chargeback_min_s=2.0, chargeback_max_s=6.0, maturity_s=8.0, unlabelled_share=0.1, seed=3
+        )
+        self.sent = self.labelled = 0
+        self.drift = threading.Event()
+        self.running = threading.Event()
+        self.running.set()
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+        self._thread.start()
+
+    async def _main(self) -> None:
+        from raylane.contracts import Codec
+        from raylane.kafka.producer import EventProducer
+
+        a = self.args
+        try:
+            async with (
+                EventProducer(
+                    self.bootstrap,
+                    a["input"]["topic"],
+                    Codec.for_contract(a["input"]["contract"]),
+                    key_field=a["input"]["key_field"],
+                ) as pay,
+                EventProducer(
+                    self.bootstrap,
+                    a["labels"]["topic"],
+                    Codec.for_contract(a["labels"]["contract"]),
+                    key_field="event_id",
+                ) as lab,
+            ):
+                t_next = time.monotonic()
+                while not self.stop.is_set():
+                    now = time.monotonic()
+                    if self.running.is_set() and now >= t_next:
+                        le = next(self.stream)
+                        ev = dict(le.event, event_time=int(time.time() * 1000))
+                        if self.drift.is_set():
+                            ev["amount"] = round(ev["amount"] * 8, 2)
+                        await pay.send(ev, wait=False)
+                        self.labels.add(type(le)(ev, le.is_fraud, le.kind))
+                        self.sent += 1
+                        t_next += 1.0 / self.rate
+                    if self.running.is_set():
+                        due = self.labels.due(int(time.time() * 1000))
+                        if due:
+                            await lab.send_many(due, wait=False)
+                            self.labelled += len(due)
+                    await asyncio.sleep(0.005)
+                await pay.flush()
+                await lab.flush()
+        except BaseException as e:
+            self.error = e
+
+    def pause(self) -> None:
+        self.running.clear()
+
+    def resume(self) -> None:
+        self.running.set()
+
+    def close(self) -> None:
+        self.stop.set()
+        self._thread.join(30)
+        if self.error is not None:
+            raise RuntimeError(f"the payment thread failed: {self.error!r}")
+
+
+@pytest.fixture(scope="module")
+def app(bootstrapped, tmp_path_factory):
+    from raylane.kafka.admin import ensure_topics
+    from raylane.serving.runtime import run_pipeline
+    from raylane.testing.faults import use_own_model
+    from raylane.testing.kafka import isolated_args, isolated_topics
+
+    suffix = f"nb-{uuid.uuid4().hex[:6]}"
+    args = isolated_args(FRAUD, suffix, num_replicas=1)
+    use_own_model(
+        args,
+        bootstrapped.mlflow_tracking_uri,
+        f"fraud-{suffix}",
+        min_samples=50,
+        audit_topic=f"models.promoted.{suffix}",
+    )
+    args["models"]["shadows"][0]["reload_poll_s"] = 1
+    args["drift"].update(window_size=300, min_window_size=100, columns=DRIFT_COLUMNS)
+    args["archive"].update(flush_interval_s=2)
+    ensure_topics(bootstrapped.kafka_bootstrap, isolated_topics(args), partitions=2)
+    doc = yaml.safe_load(FRAUD.read_text())
+    doc["applications"][0]["args"] = copy.deepcopy(args)
+    config = tmp_path_factory.mktemp("nb") / "fraud.yaml"
+    config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    with run_pipeline(FRAUD, overrides=args) as running:
+        running.wait_assigned()
+        traffic = Payments(args, bootstrapped.kafka_bootstrap, rate=60)
+        try:
+            yield running, args, config, traffic
+        finally:
+            traffic.close()
+
+
+def _wait(what: str, fn: Any, timeout_s: float) -> Any:
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what} (last: {last!r})")
+
+
+def test_a_backtest_on_ray_data_equals_the_same_computation_in_pandas(app):
+    from raylane.lifecycle.backtest import decision_threshold, evaluate, score_frame
+    from raylane.registry import load_model
+    from raylane.sdk import Pipeline
+
+    _, args, config, traffic = app
+    p = Pipeline.load(config)
+    scored_topic = p.cfg.outputs.scored.topic
+    _wait("1,500 archived scored events", lambda: len(p.archive(scored_topic)) >= 1500, 300)
+    traffic.pause()
+    # once paused, the archive catches up with the topic: every scored event is in a file
+    on_topic = _wait("the scored topic to settle", lambda: set(p.scored()["event_id"]), 60)
+    _wait(
+        "the archive to hold every scored event",
+        lambda: set(p.archive(scored_topic)["event_id"]) >= on_topic,
+        60,
+    )
+    labels = p.labels()
+    assert len(labels) >= 500 and labels["label"].nunique() == 2, labels["label"].value_counts()
+    start = p.archive(scored_topic)["_timestamp"].min()
+    candidate = p.pin(p.cfg.models.shadows[0].uri)
+    report = p.backtest(candidate, start=start, labels=labels)
+    traffic.resume()
+
+    # the same, in pandas: the archive's rows, both models loaded here, the same functions
+    frame = p.archive(scored_topic, start)
+    models = {k: load_model(u) for k, u in report.extra["uris"].items()}
+    assert report.extra["uris"]["champion"] == p.pin(p.cfg.models.primary.uri)
+    direct = evaluate(
+        score_frame(frame, models),
+        labels,
+        decision_threshold(p.cfg),
+        candidate="candidate",
+        champion="champion",
+    )
+    assert report.events == direct.events == len(set(frame["event_id"])) >= 1500
+    assert report.labelled == direct.labelled >= 400
+    for m in ("candidate", "champion"):
+        got, want = report.models[m], direct.models[m]
+        assert (got.n, got.positives) == (want.n, want.positives)
+        assert got.auc == pytest.approx(want.auc, rel=1e-12)
+        assert got.precision == pytest.approx(want.precision, rel=1e-12)
+        assert got.recall == pytest.approx(want.recall, rel=1e-12)
+        assert got.flag_rate == pytest.approx(want.flag_rate, rel=1e-12)
+        assert got.auc is not None and got.auc > 0.8, got  # real models on real labels
+    assert report.agreement == pytest.approx(direct.agreement, rel=1e-12)
+    assert report.mean_abs_delta == pytest.approx(direct.mean_abs_delta, rel=1e-12)
+
+
+def _run_notebook(name: str, env: dict[str, str]) -> None:
+    import nbclient
+    import nbformat
+
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the kernel inherits this process's environment
+    try:
+        client = nbclient.NotebookClient(
+            nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+        )
+        client.execute()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def test_the_four_notebooks_run_top_to_bottom(app):
+    from raylane.sdk import Pipeline
+
+    _, args, config, traffic = app
+    env = {
+        "RAYLANE_NB_CONFIG": str(config),
+        "RAYLANE_NB_SINCE": "1h",
+        "RAYLANE_NB_WAIT_S": "240",
+        "RAYLANE_NB_STRICT": "1",
+    }
+    p = Pipeline.load(config)
+    _wait("300 labels", lambda: len(p.labels()) >= 300, 300)
+    _run_notebook("01_features_and_training.ipynb", env)
+    _run_notebook("02_shadow_vs_primary.ipynb", env)
+    history = p.history()
+    assert list(history["action"])[-2:] == ["shadow", "promote"], history
+    traffic.drift.set()  # amounts x8: the monitor's next windows drift
+    try:
+        _run_notebook("03_drift.ipynb", env)
+    finally:
+        traffic.drift.clear()
+    _run_notebook("04_backtest_and_replay.ipynb", env)
