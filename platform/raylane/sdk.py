@@ -230,6 +230,8 @@ class Pipeline:
         from raylane.features.historical import historical_online_columns
         from raylane.training import TrainingSet, training_set
 
+        if "_error" in events.columns:  # archived records that did not decode: not events
+            events = events[events["_error"].isna()]
         fields = [c for c in events.columns if not str(c).startswith("_")]
         records = events[fields].to_dict("records")
         lab = labels.drop_duplicates("event_id", keep="last").set_index("event_id")["label"]

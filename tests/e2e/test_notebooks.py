@@ -161,7 +161,7 @@ def test_a_backtest_on_ray_data_equals_the_same_computation_in_pandas(app):
     from raylane.registry import load_model
     from raylane.sdk import Pipeline
 
-    _, args, config, traffic = app
+    _, _, config, traffic = app
     p = Pipeline.load(config)
     scored_topic = p.cfg.outputs.scored.topic
     _wait("1,500 archived scored events", lambda: len(p.archive(scored_topic)) >= 1500, 300)
@@ -228,7 +228,7 @@ def _run_notebook(name: str, env: dict[str, str]) -> None:
 def test_the_four_notebooks_run_top_to_bottom(app):
     from raylane.sdk import Pipeline
 
-    _, args, config, traffic = app
+    _, _, config, traffic = app
     env = {
         "RAYLANE_NB_CONFIG": str(config),
         "RAYLANE_NB_SINCE": "1h",
