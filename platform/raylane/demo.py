@@ -121,13 +121,36 @@ class _LiveState:
 
     stats: WatchStats = field(default_factory=WatchStats)
     sent: int = 0
+    labels: int = 0
     malformed: int = 0
     fraud_ids: set[str] = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
 
 
 async def _drive(cfg: PipelineConfig, opts: DemoOptions, console: Console, st: _LiveState) -> None:
-    from raylane.testing import World
+    async with contextlib.AsyncExitStack() as stack:
+        labels = getattr(cfg, "labels", None)
+        lab = None
+        if labels is not None:  # delayed ground truth, minutes compressed into seconds
+            lab = await stack.enter_async_context(
+                EventProducer(
+                    Settings.load().kafka_bootstrap,
+                    labels.topic,
+                    Codec.for_contract(labels.contract),
+                    key_field="event_id",
+                )
+            )
+        await _stream(cfg, opts, console, st, lab)
+
+
+async def _stream(
+    cfg: PipelineConfig,
+    opts: DemoOptions,
+    console: Console,
+    st: _LiveState,
+    lab: EventProducer | None,
+) -> None:
+    from raylane.testing import LabelFeed, World
 
     settings = Settings.load()
     world = World(seed=7, n_users=opts.users)
@@ -138,6 +161,7 @@ async def _drive(cfg: PipelineConfig, opts: DemoOptions, console: Console, st: _
     await watcher.start()
     stream = world.stream(rate=opts.rate, fraud_rate=opts.fraud_rate, seed=int(time.time()))
     rng = random.Random(1)
+    feed = LabelFeed(chargeback_min_s=5, chargeback_max_s=20, maturity_s=20, seed=1)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn())
     task = progress.add_task("streaming", total=opts.duration)
     st.started = t_start = time.monotonic()
@@ -155,6 +179,7 @@ async def _drive(cfg: PipelineConfig, opts: DemoOptions, console: Console, st: _
                     while stream.next_time_ms <= now_ms:
                         le = next(stream)
                         batch.append(le.event)
+                        feed.add(le)
                         if le.is_fraud:
                             st.fraud_ids.add(le.event["event_id"])
                     if batch:
@@ -164,6 +189,10 @@ async def _drive(cfg: PipelineConfig, opts: DemoOptions, console: Console, st: _
                         for _ in range(n_bad):
                             await prod.send_raw(b"\x00\x00\x00" + rng.randbytes(12), key=b"demo")
                         st.malformed += n_bad
+                    due = feed.due(now_ms) if lab is not None else []
+                    if lab is not None and due:
+                        await lab.send_many(due, wait=False)
+                        st.labels += len(due)
                     if (
                         time.monotonic() - last_view > 0.5
                     ):  # scrape off the event loop, twice a second
@@ -212,6 +241,7 @@ def _view(
     t.add_row("events sent / s (last 5 s)", f"{_rate(history, 1):,.0f}")
     t.add_row("events scored / s (last 5 s)", f"{_rate(history, 2):,.0f}")
     t.add_row("sent (valid + malformed)", f"{sent:,} + {malformed:,}")
+    t.add_row("labels sent (delayed ground truth)", f"{st.labels:,}")
     t.add_row("scored (distinct event ids)", f"{len(s.scored_ids):,}")
     t.add_row("flagged", f"{s.flagged:,}")
     t.add_row("DLQ", f"{s.dlq:,}")
@@ -245,6 +275,7 @@ def _summary(st: _LiveState, console: Console) -> dict[str, Any]:
         "seconds": round(seconds, 1),
         "sent": sent,
         "malformed": malformed,
+        "labels_sent": st.labels,
         "scored_distinct": len(s.scored_ids),
         "flagged": s.flagged,
         "dlq": s.dlq,
