@@ -36,6 +36,8 @@ __all__ = [
     "ActionTopic",
     "ActionsConfig",
     "ActorOptions",
+    "ArchiveConfig",
+    "ArchiveTopic",
     "AutoscalingConfig",
     "BatchingConfig",
     "BreakerConfig",
@@ -53,6 +55,7 @@ __all__ = [
     "Frozen",
     "IngressConfig",
     "InputConfig",
+    "LabelsConfig",
     "ModelConfig",
     "ModelsConfig",
     "OnlineFeatureView",
@@ -880,6 +883,90 @@ class ActionsConfig(Frozen):
     )
 
 
+# -- event archive and labels (sinks/archive*) -------------------------------------------
+
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class ArchiveTopic(Frozen):
+    """One topic the archive writes to Parquet."""
+
+    topic: Topic = Field(description="Kafka topic to archive.")
+    contract: str | None = Field(
+        default=None,
+        description="Contract to decode values with (Avro wire format or JSON); none: a value "
+        "that is a JSON object is decoded as JSON, anything else is only kept raw (`_value`).",
+    )
+
+
+class ArchiveConfig(Frozen):
+    """The event archive: configured topics written to Parquet through fsspec, for replay,
+    backtests and notebooks (layout and guarantees: docs/archive.md)."""
+
+    enabled: bool = Field(default=True, description="Start the archiver with the app.")
+    topics: tuple[ArchiveTopic, ...] = Field(
+        min_length=1,
+        description="Topics archived; each `{topic, contract}` (a plain string: a topic "
+        "without a contract).",
+    )
+    path: str | None = Field(
+        default=None,
+        description="Root of the archive: an fsspec URL (s3://bucket/prefix, gs://..., "
+        "memory://...) or a local path; none: $RAYLANE_HOME/archive.",
+    )
+    group_id: str | None = Field(
+        default=None,
+        description="Consumer group of the archiver; defaults to `<pipeline>-archive`.",
+    )
+    max_file_records: PositiveInt = Field(
+        default=50_000, description="Most records in one Parquet file."
+    )
+    max_file_bytes: PositiveInt = Field(
+        default=64 * 1024 * 1024,
+        description="Most raw value bytes (before compression) in one Parquet file.",
+    )
+    flush_interval_s: PositiveFloat = Field(
+        default=10.0,
+        description="Pending records are written at least this often (seconds); their offsets "
+        "are committed only after the files holding them are written.",
+    )
+    storage_options_env: str | None = Field(
+        default=None,
+        pattern=_ENV_NAME,
+        description="Name of an environment variable holding a JSON object of fsspec storage "
+        "options (e.g. S3 credentials); secrets never go in the config.",
+    )
+    ray_actor_options: ActorOptions = Field(
+        default_factory=lambda: ActorOptions(num_cpus=0.25),
+        description="Ray resources of the archiver replica.",
+    )
+
+    @field_validator("topics", mode="before")
+    @classmethod
+    def _topic_shorthand(cls, v: Any) -> Any:
+        if isinstance(v, list | tuple):
+            return [{"topic": t} if isinstance(t, str) else t for t in v]
+        return v
+
+    @model_validator(mode="after")
+    def _unique_topics(self) -> ArchiveConfig:
+        names = [t.topic for t in self.topics]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"topics lists {twice} more than once; list each topic once")
+        return self
+
+
+class LabelsConfig(Frozen):
+    """Where delayed ground truth arrives (one label per payment, minutes later); used by
+    backtests to compute real quality metrics."""
+
+    topic: Topic = Field(
+        default="payments.labels", description="Kafka topic the labels are published to."
+    )
+    contract: str = Field(default="payments.labels", description="Contract of the labels.")
+
+
 class PipelineConfig(Frozen):
     name: Ident = Field(description="Pipeline name; prefixes state keys, metrics and deployments.")
     input: InputConfig
@@ -900,6 +987,14 @@ class PipelineConfig(Frozen):
     drift: DriftConfig | None = Field(default=None, description="Drift monitor; none: not started.")
     actions: ActionsConfig | None = Field(
         default=None, description="Action runner; none: not started."
+    )
+    archive: ArchiveConfig | None = Field(
+        default=None, description="Event archive (Parquet via fsspec); none: not started."
+    )
+    labels: LabelsConfig | None = Field(
+        default=None,
+        description="Where delayed ground truth arrives; used by backtests. None: the pipeline "
+        "has no labels.",
     )
 
     @field_validator("schema_registry", mode="before")
