@@ -129,7 +129,7 @@ class _LiveState:
 
 async def _drive(cfg: PipelineConfig, opts: DemoOptions, console: Console, st: _LiveState) -> None:
     async with contextlib.AsyncExitStack() as stack:
-        labels = getattr(cfg, "labels", None)
+        labels = cfg.labels
         lab = None
         if labels is not None:  # delayed ground truth, minutes compressed into seconds
             lab = await stack.enter_async_context(

@@ -142,9 +142,12 @@ class Pipeline:
                 for h in t.handlers:
                     if h.type == "publish":
                         out[h.output.topic] = h.output.contract
-        labels = getattr(cfg, "labels", None)
-        if labels is not None:
-            out[labels.topic] = labels.contract
+        if cfg.labels is not None:
+            out[cfg.labels.topic] = cfg.labels.contract
+        if cfg.archive is not None:  # a topic archived with a contract decodes with it too
+            for a in cfg.archive.topics:
+                if a.contract:
+                    out.setdefault(a.topic, a.contract)
         out[cfg.promotion.audit_topic] = "models.promoted"
         return out
 
@@ -366,16 +369,15 @@ class Pipeline:
 
     def archive_root(self) -> str:
         """Where this pipeline's event archive is (``archive.path``, else $RAYLANE_HOME/archive)."""
-        from raylane.sinks.archive import archive_root
+        from raylane.sinks.archive_read import archive_root
 
         return str(archive_root(self.cfg, self.settings))
 
     def _storage_options(self) -> dict[str, Any] | None:
-        import os
+        from raylane.sinks.archive import archive_storage_options
 
-        archive = getattr(self.cfg, "archive", None)
-        env = getattr(archive, "storage_options_env", None)
-        return json.loads(os.environ[env]) if env and os.environ.get(env) else None
+        archive = self.cfg.archive
+        return archive_storage_options(archive.storage_options_env if archive else None) or None
 
     def archive(
         self,
@@ -386,7 +388,7 @@ class Pipeline:
         columns: Sequence[str] | None = None,
     ) -> pd.DataFrame:
         """Archived records of `topic` in ``[start, end)``, de-duplicated by (partition, offset)."""
-        from raylane.sinks.archive import read_archive
+        from raylane.sinks.archive_read import read_archive
 
         return read_archive(
             self.archive_root(),
@@ -399,7 +401,7 @@ class Pipeline:
 
     def archive_files(self, topic: str, start: TimeLike = None, end: TimeLike = None) -> list[str]:
         """The archive's Parquet files of `topic` whose hour overlaps ``[start, end)``."""
-        from raylane.sinks.archive import archive_files
+        from raylane.sinks.archive_read import archive_files
 
         files = archive_files(
             self.archive_root(), topic, to_ms(start), to_ms(end), self._storage_options()
@@ -408,11 +410,13 @@ class Pipeline:
 
     def archive_status(self) -> list[Any]:
         """Files, records, bytes and time span per archived topic: `raylane archive status`."""
-        from raylane.sinks.archive import archive_status
+        from raylane.sinks.archive_read import archive_status
 
-        archive = getattr(self.cfg, "archive", None)
+        archive = self.cfg.archive
         topics = [t.topic for t in archive.topics] if archive is not None else []
-        return list(archive_status(self.archive_root(), topics))
+        return list(
+            archive_status(self.archive_root(), topics, storage_options=self._storage_options())
+        )
 
     def archive_dataset(self, topic: str, start: TimeLike = None, end: TimeLike = None) -> Any:
         """The archived files of `topic` as a Ray Dataset (``ray.data.read_parquet``).
@@ -431,7 +435,7 @@ class Pipeline:
         self, start: TimeLike = None, end: TimeLike = None, *, archived: bool = True
     ) -> pd.DataFrame:
         """Delayed ground truth (``labels.topic``): one row per label, from the archive or Kafka."""
-        labels = getattr(self.cfg, "labels", None)
+        labels = self.cfg.labels
         if labels is None:
             raise ConfigError(
                 f"pipeline {self.name} has no labels section; add labels: {{topic: ...}}",
