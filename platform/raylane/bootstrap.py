@@ -40,6 +40,8 @@ def pipeline_topics(cfg: PipelineConfig) -> list[str]:
         for t in cfg.actions.topics:
             topics |= {t.topic, t.dlq}
             topics |= {h.output.topic for h in t.handlers if h.type == "publish"}
+    if cfg.labels is not None:
+        topics.add(cfg.labels.topic)
     topics.add(cfg.promotion.audit_topic)
     return sorted(topics)
 

@@ -230,7 +230,7 @@ def demo_cmd(
     )
 
 
-register_all(app)  # the command groups of raylane/commands/ (schema, dlq, promote, drift, ...)
+register_all(app)  # the command groups of raylane/commands/ (schema, dlq, drift, archive, ...)
 
 
 if __name__ == "__main__":  # pragma: no cover

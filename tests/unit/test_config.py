@@ -96,3 +96,50 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
     assert str(p) in str(ei.value) and "applications[0].args.ingress.num_replicas" in str(ei.value)
     with pytest.raises(ConfigError, match="no such file"):
         load_serve_config(tmp_path / "missing.yaml")
+
+
+def test_fraud_archives_its_topics_and_names_its_labels() -> None:
+    _, cfg = load_serve_config(FRAUD)
+    assert cfg.labels is not None
+    assert (cfg.labels.topic, cfg.labels.contract) == ("payments.labels", "payments.labels")
+    assert cfg.archive is not None and cfg.archive.enabled
+    assert {t.topic: t.contract for t in cfg.archive.topics} == {
+        "payments.initiated": "payments.initiated",
+        "payments.scored": "payments.scored",
+        "fraud.shadow": "fraud.shadow",
+        "model.drift": "model.drift",
+        "payments.labels": "payments.labels",
+    }
+    assert cfg.archive.path is None and cfg.archive.group_id is None
+
+
+def test_archive_defaults_and_topic_shorthand() -> None:
+    a = _args()
+    a["archive"] = {"topics": ["raw.events", {"topic": "payments.scored", "contract": "x"}]}
+    a["labels"] = {}
+    cfg = PipelineConfig.from_args(a)
+    assert cfg.archive is not None and cfg.labels is not None
+    assert [(t.topic, t.contract) for t in cfg.archive.topics] == [
+        ("raw.events", None),
+        ("payments.scored", "x"),
+    ]
+    assert cfg.archive.max_file_records == 50_000
+    assert cfg.archive.max_file_bytes == 64 * 1024 * 1024
+    assert cfg.archive.flush_interval_s == 10.0
+    assert cfg.labels.topic == "payments.labels"
+    a.pop("archive")
+    a.pop("labels")
+    bare = PipelineConfig.from_args(a)
+    assert bare.archive is None and bare.labels is None
+
+
+def test_archive_errors_name_their_path() -> None:
+    a = _args()
+    a["archive"] = {"topics": ["t1", "t1"]}
+    assert "['t1'] more than once" in _error(a)
+    a["archive"] = {"topics": []}
+    assert "args.archive.topics" in _error(a)
+    a["archive"] = {"topics": ["t1"], "storage_options_env": "not a name"}
+    assert "args.archive.storage_options_env" in _error(a)
+    a["archive"] = {"topics": ["t1"], "max_file_records": 0}
+    assert "args.archive.max_file_records" in _error(a)

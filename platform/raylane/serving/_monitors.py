@@ -1,12 +1,12 @@
-"""Serve deployments of the loops beside the ingress: the drift monitor and the action runner.
+"""Serve deployments of the loops beside the ingress: drift monitor, action runner, archiver.
 
 Each is a one-replica deployment bound into the pipeline's app by
-:func:`raylane.serving.app.build_app` when the config has a ``drift`` / ``actions``
-section (and it is enabled), so ``serve run serve_configs/<pipeline>.yaml`` starts them from
-the same config. Like :class:`~raylane.serving._deployments.KafkaIngress` they only host
-a plain asyncio loop (:class:`~raylane.monitoring.drift_monitor.DriftLoop`,
-:class:`~raylane.actions.ActionRunner`); a dead loop makes the replica unhealthy and
-Serve replaces it.
+:func:`raylane.serving.app.build_app` when the config has a ``drift`` / ``actions`` /
+``archive`` section (and it is enabled), so ``serve run serve_configs/<pipeline>.yaml``
+starts them from the same config. Like :class:`~raylane.serving._deployments.KafkaIngress`
+they only host a plain asyncio loop (:class:`~raylane.monitoring.drift_monitor.DriftLoop`,
+:class:`~raylane.actions.ActionRunner`, :class:`~raylane.sinks.archive_loop.ArchiveLoop`);
+a dead loop makes the replica unhealthy and Serve replaces it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,12 @@ from ray.serve import Application
 from raylane.config import ActorOptions, PipelineConfig
 from raylane.serving._host import LoopHost
 
-__all__ = ["ActionRunnerDeployment", "DriftMonitorDeployment", "monitor_apps"]
+__all__ = [
+    "ActionRunnerDeployment",
+    "ArchiverDeployment",
+    "DriftMonitorDeployment",
+    "monitor_apps",
+]
 
 log = logging.getLogger("raylane.serving")
 
@@ -93,12 +98,27 @@ class ActionRunnerDeployment(LoopHost):
         return await asyncio.to_thread(build_runner, self.cfg)  # Feast loads its registry: seconds
 
 
+@serve.deployment
+class ArchiverDeployment(LoopHost):
+    """The pipeline's event archiver (its archive topics, in its own group, to Parquet)."""
+
+    kind = "archive"
+    #: A replica being stopped writes and commits its pending records first.
+    close_timeout_s = 30.0
+
+    async def _build(self) -> Any:
+        from raylane.sinks.archive_loop import build_archiver
+
+        return build_archiver(self.cfg)
+
+
 def monitor_apps(
     cfg: PipelineConfig,
     env: dict[str, str],
     actor_options: Callable[[ActorOptions], dict[str, Any]],
 ) -> list[Application]:
-    """The drift monitor and action runner deployments the config asks for (maybe none)."""
+    """The drift monitor, action runner and archiver deployments the config asks for
+    (maybe none)."""
     apps: list[Application] = []
     args = cfg.model_dump(mode="json")
     if cfg.drift is not None and cfg.drift.enabled:
@@ -119,6 +139,16 @@ def monitor_apps(
                 health_check_period_s=5,
                 ray_actor_options=actor_options(cfg.actions.ray_actor_options),
                 graceful_shutdown_timeout_s=15,
+            ).bind(args, env)
+        )
+    if cfg.archive is not None and cfg.archive.enabled:
+        apps.append(
+            ArchiverDeployment.options(  # type: ignore[attr-defined]
+                name=f"{cfg.name}-archive",
+                num_replicas=1,
+                health_check_period_s=5,
+                ray_actor_options=actor_options(cfg.archive.ray_actor_options),
+                graceful_shutdown_timeout_s=40,
             ).bind(args, env)
         )
     return apps

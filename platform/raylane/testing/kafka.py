@@ -41,7 +41,8 @@ def isolated_args(config: str | Path, suffix: str, **ingress: Any) -> dict[str, 
 
 
 def _isolate_monitors(args: dict[str, Any], suffix: str) -> None:
-    """Suffix the drift monitor's and action runner's topics and groups too."""
+    """Suffix the drift monitor's, action runner's and archiver's topics and groups too, and
+    the labels topic."""
     name = args.get("name", "pipeline")
     if isinstance(args.get("drift"), dict):
         drift = args["drift"]
@@ -58,6 +59,18 @@ def _isolate_monitors(args: dict[str, Any], suffix: str) -> None:
             for h in t.get("handlers", []):
                 if h.get("type") == "publish":
                     h["output"] = {**h["output"], "topic": f"{h['output']['topic']}.{suffix}"}
+    if isinstance(args.get("archive"), dict):
+        archive = args["archive"]
+        archive["group_id"] = f"{archive.get('group_id') or name + '-archive'}-{suffix}"
+        archive["topics"] = [
+            {"topic": f"{t}.{suffix}"}
+            if isinstance(t, str)
+            else {**t, "topic": f"{t['topic']}.{suffix}"}
+            for t in archive.get("topics", [])
+        ]
+    if isinstance(args.get("labels"), dict):
+        labels = args["labels"]
+        labels["topic"] = f"{labels.get('topic') or 'payments.labels'}.{suffix}"
 
 
 def isolated_topics(args: dict[str, Any]) -> list[str]:

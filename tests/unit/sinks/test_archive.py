@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from raylane.config import PipelineConfig
 from raylane.contracts import Codec
@@ -171,7 +172,7 @@ def test_contract_values_decode_and_undecodable_ones_keep_their_bytes(tmp_path: 
 
 
 def test_unknown_contract_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="no.such.contract"):
+    with pytest.raises(ConfigError, match=r"no\.such\.contract"):
         contract_decoder("no.such.contract")
 
 
@@ -261,10 +262,9 @@ def test_storage_options_come_from_the_named_environment_variable(
 
 
 def test_archive_root_defaults_under_raylane_home(tmp_path: Path) -> None:
-    from tests.unit.test_config import _args
-
     settings = Settings("b:9092", "redis://x", "http://m", tmp_path)
-    args = _args()
+    doc = yaml.safe_load((Path(__file__).parents[3] / "serve_configs/fraud.yaml").read_text())
+    args = doc["applications"][0]["args"]
     args.pop("archive", None)
     assert archive_root(PipelineConfig.from_args(args), settings) == str(tmp_path / "archive")
     args["archive"] = {"topics": ["payments.scored"], "path": "s3://bucket/arch"}
