@@ -44,6 +44,14 @@ from raylane.contracts import (
 T0 = 1_700_000_000_123
 
 RECORDS: dict[str, dict[str, Any]] = {
+    "payments.labels": {
+        "event_id": "5b0d7c1e-3f4a-4c1b-9a8e-0f2b1c3d4e5f",
+        "user_id": "u-000042",
+        "label": True,
+        "label_source": "chargeback",
+        "event_time": T0,
+        "labelled_at": T0 + 600_000,
+    },
     "payments.initiated": {
         "event_id": "5b0d7c1e-3f4a-4c1b-9a8e-0f2b1c3d4e5f",
         "correlation_id": None,
