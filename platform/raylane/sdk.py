@@ -477,6 +477,7 @@ class Pipeline:
         """
         from raylane.lifecycle.backtest import decision_threshold, evaluate
         from raylane.serving.batch import score_files
+        from raylane.sinks.archive_read import in_range
 
         uris = {
             "candidate": self.pin(candidate),
@@ -498,13 +499,7 @@ class Pipeline:
             batch_size=batch_size,
             storage_options=self._storage_options(),
         )
-        lo, hi = to_ms(start), to_ms(end)
-        ts = scored["_timestamp"]
-        keep = pd.Series(True, index=scored.index)
-        if lo is not None:
-            keep &= ts >= pd.Timestamp(lo, unit="ms", tz="UTC")
-        if hi is not None:
-            keep &= ts < pd.Timestamp(hi, unit="ms", tz="UTC")
+        keep = in_range(scored["_timestamp"], to_ms(start), to_ms(end))  # files are by hour
         report = evaluate(
             scored[keep],
             labels if labels is not None else self.labels(),

@@ -14,6 +14,31 @@ from raylane.kafka.client import KafkaConnection, connection
 __all__ = ["read_range", "read_topic"]
 
 
+async def _reader(bootstrap: str | KafkaConnection, stage: str, *topics: str) -> Any:
+    """A started group-less consumer (subscribed to `topics`, or none to assign), or raise."""
+    conn = connection(bootstrap)
+    c = conn.consumer(
+        *topics,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=10,
+        max_partition_fetch_bytes=4 << 20,
+    )
+    try:
+        await c.start()
+    except Exception as e:
+        await c.stop()
+        if isinstance(e, RaylaneError):  # a refused login says so itself
+            raise
+        raise DependencyError(
+            f"cannot reach Kafka at {conn.bootstrap}: {e}; "
+            "is the broker up (`raylane dev status`)?",
+            stage=stage,
+        ) from e
+    return c
+
+
 async def read_topic(
     bootstrap: str | KafkaConnection,
     topic: str,
@@ -30,25 +55,7 @@ async def read_topic(
     retriable :class:`~raylane.errors.DependencyError` naming the partitions that did not
     reach their end offset within `timeout_s`: a partial read is never returned as whole.
     """
-    conn = connection(bootstrap)
-    c = conn.consumer(
-        topic,
-        group_id=None,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=10,
-        max_partition_fetch_bytes=4 << 20,
-    )
-    try:
-        await c.start()
-    except Exception as e:
-        await c.stop()
-        if isinstance(e, RaylaneError):  # a refused login says so itself
-            raise
-        raise DependencyError(
-            f"cannot reach Kafka at {conn.bootstrap}: {e}; "
-            "is the broker up (`raylane dev status`)?",
-            stage=stage,
-        ) from e
+    c = await _reader(bootstrap, stage, topic)
     out: list[Any] = []
     try:
         parts = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
@@ -105,25 +112,7 @@ async def read_range(
     :class:`~raylane.errors.DependencyError` when a partition did not reach its end within
     `timeout_s`, as :func:`read_topic` does: a partial read is never returned as whole.
     """
-    conn = connection(bootstrap)
-    c = conn.consumer(
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=10,
-        max_partition_fetch_bytes=4 << 20,
-    )
-    try:
-        await c.start()
-    except Exception as e:
-        await c.stop()
-        if isinstance(e, RaylaneError):
-            raise
-        raise DependencyError(
-            f"cannot reach Kafka at {conn.bootstrap}: {e}; "
-            "is the broker up (`raylane dev status`)?",
-            stage=stage,
-        ) from e
+    c = await _reader(bootstrap, stage)
     out: list[Any] = []
     try:
         await c.topics()  # a metadata request: the partitions of every topic

@@ -29,6 +29,7 @@ __all__ = [
     "archive_files",
     "archive_root",
     "archive_status",
+    "in_range",
     "read_archive",
 ]
 
@@ -149,19 +150,23 @@ def read_archive(
         return _empty(want)
     table = pa.concat_tables(tables, promote_options="permissive")
     df = table.to_pandas()
-    lo, hi = _ms(start), _ms(end)
-    ts = df["_timestamp"]
-    keep = pd.Series(True, index=df.index)
-    if lo is not None:
-        keep &= ts >= pd.Timestamp(lo, unit="ms", tz="UTC")
-    if hi is not None:
-        keep &= ts < pd.Timestamp(hi, unit="ms", tz="UTC")
-    df = df[keep]
+    df = df[in_range(df["_timestamp"], start, end)]
     df = df.drop_duplicates(subset=["_partition", "_offset"], keep="first")
     df = df.sort_values(_KEYS, kind="stable").reset_index(drop=True)
     if want is not None:
         df = df[[c for c in want if c in df.columns]]
     return df
+
+
+def in_range(ts: pd.Series, start: TimeBound = None, end: TimeBound = None) -> pd.Series:
+    """The rows of timestamps `ts` (UTC) in [start, end), as a boolean mask."""
+    lo, hi = _ms(start), _ms(end)
+    keep = pd.Series(True, index=ts.index)
+    if lo is not None:
+        keep &= ts >= pd.Timestamp(lo, unit="ms", tz="UTC")
+    if hi is not None:
+        keep &= ts < pd.Timestamp(hi, unit="ms", tz="UTC")
+    return keep
 
 
 def _empty(columns: list[str] | None) -> pd.DataFrame:
