@@ -217,7 +217,12 @@ def _run_notebook(name: str, env: dict[str, str]) -> None:
         client = nbclient.NotebookClient(
             nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
         )
-        client.execute()
+        try:
+            client.execute()
+        finally:  # the executed copy, outputs and plots included, to look at (not committed)
+            out = ROOT / "test-artifacts" / "notebooks"
+            out.mkdir(parents=True, exist_ok=True)
+            nbformat.write(nb, out / name)
     finally:
         for k, v in old.items():
             if v is None:
