@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import os
 import threading
 import time
@@ -157,7 +158,10 @@ def _wait(what: str, fn: Any, timeout_s: float) -> Any:
     raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what} (last: {last!r})")
 
 
-def test_a_backtest_on_ray_data_equals_the_same_computation_in_pandas(app):
+def test_a_backtest_on_ray_data_equals_the_same_computation_in_pandas(app, tmp_path):
+    from typer.testing import CliRunner
+
+    from raylane.cli import app as cli
     from raylane.lifecycle.backtest import decision_threshold, evaluate, score_frame
     from raylane.registry import load_model
     from raylane.sdk import Pipeline
@@ -174,12 +178,43 @@ def test_a_backtest_on_ray_data_equals_the_same_computation_in_pandas(app):
         lambda: set(p.archive(scored_topic)["event_id"]) >= on_topic,
         60,
     )
+    seen: list[int] = []
+
+    def labels_settled() -> bool:  # the last labels sent reach the archive within a flush
+        seen.append(len(p.labels()))
+        time.sleep(3)
+        return len(seen) > 1 and seen[-1] == seen[-2]
+
+    _wait("the archived labels to settle", labels_settled, 60)
     labels = p.labels()
     assert len(labels) >= 500 and labels["label"].nunique() == 2, labels["label"].value_counts()
     start = p.archive(scored_topic)["_timestamp"].min()
     candidate = p.pin(p.cfg.models.shadows[0].uri)
     report = p.backtest(candidate, start=start, labels=labels)
+    # the CLI runs the same backtest (every archived label: the same ones, traffic is paused)
+    out = tmp_path / "backtest.json"
+    res = CliRunner().invoke(
+        cli,
+        [
+            "backtest",
+            p.name,
+            "-f",
+            str(config),
+            "--candidate",
+            candidate,
+            "--since",
+            start.isoformat(),
+            "--json",
+            str(out),
+        ],
+    )
     traffic.resume()
+    assert res.exit_code == 0, res.output
+    assert "ROC AUC" in res.output and candidate in res.output
+    from_cli = json.loads(out.read_text())
+    assert (from_cli["events"], from_cli["labelled"]) == (report.events, report.labelled)
+    for m in ("candidate", "champion"):
+        assert from_cli["models"][m]["auc"] == pytest.approx(report.models[m].auc, rel=1e-12)
 
     # the same, in pandas: the archive's rows, both models loaded here, the same functions
     frame = p.archive(scored_topic, start)

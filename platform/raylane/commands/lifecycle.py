@@ -301,3 +301,74 @@ def register(app: typer.Typer) -> None:
         if json_path is not None:
             json_path.write_text(json.dumps(events, indent=2, default=str))
             console.print(f"wrote {json_path}")
+
+    @app.command("backtest")
+    @friendly_errors
+    def backtest_cmd(
+        pipeline: PipelineArg,
+        candidate: Annotated[
+            str,
+            typer.Option(
+                help="Model URI to test, e.g. models:/fraud@challenger or models:/fraud/4."
+            ),
+        ],
+        config: ConfigOpt = None,
+        champion: Annotated[
+            str | None, typer.Option(help="Compare with this URI (default: the primary's).")
+        ] = None,
+        since: Annotated[
+            str | None, typer.Option(help="Start of the range: 30m, 2h, 1d or an ISO time.")
+        ] = None,
+        until: Annotated[str | None, typer.Option(help="End of the range (default: now).")] = None,
+        threshold: Annotated[
+            float | None, typer.Option(help="Decision threshold (default: the score rule's).")
+        ] = None,
+        json_path: Annotated[
+            Path | None, typer.Option("--json", help="Also write the report here.")
+        ] = None,
+    ) -> None:
+        """Score archived traffic with CANDIDATE and the champion on Ray Data; AUC, precision,
+        recall at the decision threshold, against the archived labels."""
+        from rich.table import Table
+
+        from raylane.sdk import Pipeline
+
+        p = Pipeline(_config(pipeline, config))
+        with console.status("scoring the archive on Ray Data"):
+            rep = p.backtest(candidate, champion, since, until, threshold=threshold)
+        t = Table(
+            title=f"backtest: {rep.events:,} events, {rep.labelled:,} labelled, "
+            f"threshold {rep.threshold:g}",
+            title_justify="left",
+        )
+        for col in (
+            "model",
+            "uri",
+            "n",
+            "positives",
+            "ROC AUC",
+            "precision",
+            "recall",
+            "flag rate",
+        ):
+            t.add_column(col, justify="left" if col in ("model", "uri") else "right")
+        for name, q in rep.models.items():
+            t.add_row(
+                name,
+                rep.extra["uris"][name],
+                f"{q.n:,}",
+                f"{q.positives:,}",
+                _f(q.auc),
+                _f(q.precision, pct=True),
+                _f(q.recall, pct=True),
+                _f(q.flag_rate, pct=True),
+            )
+        console.print(t)
+        if rep.agreement is not None:
+            console.print(
+                f"decisions agree on {100 * rep.agreement:.2f} % of events; mean |Δ| "
+                f"{rep.mean_abs_delta:.4f}, p95 |Δ| {rep.p95_abs_delta:.4f}"
+            )
+        if json_path is not None:
+            json_path.write_text(json.dumps(rep.to_dict(), indent=2, default=str))
+            console.print(f"wrote {json_path}")
