@@ -4,15 +4,19 @@ One object per pipeline, built from its serve config; connection settings come f
 environment (``RAYLANE_KAFKA_BOOTSTRAP``, ``REDIS_URL``, ``MLFLOW_TRACKING_URI``) or the
 embedded stack's ``.raylane/stack.json``, exactly as for ``raylane`` and ``serve run``::
 
-    >>> from raylane import sdk
-    >>> fraud = sdk.Pipeline.load("serve_configs/fraud.yaml")
-    >>> scored = fraud.read_topic("payments.scored", start="30m")    # the last 30 minutes
-    >>> fraud.shadow_report()[0].agreement_rate                      # doctest: +SKIP
-    >>> fraud.gates()                                                # verdicts, nothing moved
-    >>> fraud.promote(reason="backtest 2026-12-06")                  # gated and audited
-    >>> ds = fraud.archive_dataset("payments.scored")                # a Ray Dataset
-    >>> report = fraud.backtest("models:/fraud@challenger", labels=True)
-    >>> report.table()                                               # AUC, precision, recall
+    from raylane import sdk
+
+    fraud = sdk.Pipeline.load("serve_configs/fraud.yaml")
+    scored = fraud.read_topic("payments.scored", start="30m")    # the last 30 minutes
+    fraud.shadow_report()[0].agreement_rate
+    fraud.gates()                                                # verdicts, nothing moved
+    fraud.promote(reason="backtest 2026-12-06")                  # gated and audited
+    ds = fraud.archive_dataset("payments.scored")                # a Ray Dataset
+    report = fraud.backtest("models:/fraud@challenger", start="1h")
+    report.table()                                               # AUC, precision, recall
+
+The notebooks in ``notebooks/`` use every part of it; ``tests/e2e/test_notebooks.py`` runs
+them.
 
 Times (`start`, `end`) are a ``datetime`` (naive means UTC), a ``pandas.Timestamp``, epoch
 milliseconds, an ISO string, or a duration ago (``"30m"``, ``"2h"``, ``"1d"``); ranges
