@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+import numpy as np
 import pandas as pd
 
 from raylane._sync import run_sync
@@ -70,22 +71,38 @@ def to_ms(t: TimeLike, *, now_ms: int | None = None) -> int | None:
     return parse_since(str(t), now_ms)
 
 
-def _frame(records: list[dict[str, Any]], meta: list[tuple[int, int, int]]) -> pd.DataFrame:
+def _frame(
+    records: list[dict[str, Any]],
+    meta: list[tuple[int, int, int]],
+    fields: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Records and their (partition, offset, timestamp); with no record, the contract's
+    `fields` and the meta columns, so ``df["event_id"]`` works on an empty range too."""
+    if not records:
+        df = pd.DataFrame(columns=[*fields, "_partition", "_offset"])
+        df["_timestamp"] = pd.to_datetime(pd.Series([], dtype="int64"), unit="ms", utc=True)
+        return df
     df = pd.DataFrame(records)
-    if meta:
-        p, o, ts = zip(*meta, strict=True)
-        df["_partition"], df["_offset"] = list(p), list(o)
-        df["_timestamp"] = pd.to_datetime(list(ts), unit="ms", utc=True)
+    p, o, ts = zip(*meta, strict=True)
+    df["_partition"], df["_offset"] = list(p), list(o)
+    df["_timestamp"] = pd.to_datetime(list(ts), unit="ms", utc=True)
     return df
 
 
 def served_features(scored: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """The feature values the served model saw, one row per event_id (its first scoring),
-    from scored records (read from Kafka or the archive); index event_id."""
+    from scored records (read from Kafka or the archive); index event_id.
+
+    A column that is no feature but a field of the scored record itself (the prediction,
+    ``score``, which the drift monitor watches too) comes from that field.
+    """
     from raylane.lifecycle.backtest import dedupe_scored, feature_columns
 
     first = dedupe_scored(scored)
     cols = feature_columns(first, list(columns))
+    for c in columns:
+        if c in first.columns and c != "features" and np.isnan(cols[c]).all():
+            cols[c] = pd.to_numeric(first[c], errors="coerce").to_numpy(dtype=np.float64)
     return pd.DataFrame(cols, index=pd.Index(first["event_id"].to_numpy(), name="event_id"))
 
 
@@ -196,6 +213,7 @@ class Pipeline:
         df = _frame(
             [rec for _, rec in oks],
             [(msgs[i].partition, msgs[i].offset, msgs[i].timestamp) for i, _ in oks],
+            [f["name"] for f in codec.schema.get("fields", [])],
         )
         df.attrs["undecodable"] = len(errs)
         return df
@@ -541,26 +559,31 @@ class Pipeline:
 
 
 async def _publish(bootstrap: str, topic: str, to_topic: str, df: pd.DataFrame) -> ReplayResult:
+    from raylane.kafka.admin import ensure_topics_async
     from raylane.kafka.client import connection
 
+    if len(df):  # a broker that does not create topics on first write would time out
+        await ensure_topics_async(bootstrap, [to_topic])
     producer = connection(bootstrap).producer(client_id="raylane-sdk-replay")
     await producer.start()
     sent = skipped = 0
     try:
         futures = []
-        for row in df.itertuples(index=False):
-            value = getattr(row, "_value", None)
+        # records, not itertuples: namedtuples rename the archive's "_"-prefixed columns
+        cols = [c for c in ("_key", "_value", "_headers", "_partition", "_offset") if c in df]
+        for row in df[cols].to_dict("records"):
+            value = row.get("_value")
             if value is None or (isinstance(value, float) and pd.isna(value)):
                 skipped += 1  # archived without its bytes: nothing exact to replay
                 continue
-            hdrs = json.loads(getattr(row, "_headers", None) or "{}")
+            hdrs = json.loads(row.get("_headers") or "{}")
             headers = [(k, str(v).encode()) for k, v in hdrs.items()]
             headers.append(
-                ("raylane.replay.of", f"{topic}[{row._partition}]@{row._offset}".encode())
+                ("raylane.replay.of", f"{topic}[{row['_partition']}]@{row['_offset']}".encode())
             )
             futures.append(
                 await producer.send(
-                    to_topic, value=bytes(value), key=row._key or None, headers=headers
+                    to_topic, value=bytes(value), key=row.get("_key") or None, headers=headers
                 )
             )
             sent += 1
