@@ -336,26 +336,20 @@ def register(app: typer.Typer) -> None:
         p = Pipeline(_config(pipeline, config))
         with console.status("scoring the archive on Ray Data"):
             rep = p.backtest(candidate, champion, since, until, threshold=threshold)
-        t = Table(
-            title=f"backtest: {rep.events:,} events, {rep.labelled:,} labelled, "
-            f"threshold {rep.threshold:g}",
-            title_justify="left",
+        console.print(
+            f"backtest: {rep.events:,} events, {rep.labelled:,} labelled, "
+            f"threshold {rep.threshold:g}"
         )
-        for col in (
-            "model",
-            "uri",
-            "n",
-            "positives",
-            "ROC AUC",
-            "precision",
-            "recall",
-            "flag rate",
-        ):
-            t.add_column(col, justify="left" if col in ("model", "uri") else "right")
+        for name in rep.models:  # URIs outside the table: a narrow terminal never cuts them
+            console.print(f"  {name}: {rep.extra['uris'][name]}", soft_wrap=True)
+        t = Table()
+        for col in ("model", "n", "positives", "ROC AUC", "precision", "recall", "flag rate"):
+            t.add_column(
+                col, justify="left" if col == "model" else "right", no_wrap=True, overflow="fold"
+            )
         for name, q in rep.models.items():
             t.add_row(
                 name,
-                rep.extra["uris"][name],
                 f"{q.n:,}",
                 f"{q.positives:,}",
                 _f(q.auc),
@@ -371,4 +365,4 @@ def register(app: typer.Typer) -> None:
             )
         if json_path is not None:
             json_path.write_text(json.dumps(rep.to_dict(), indent=2, default=str))
-            console.print(f"wrote {json_path}")
+            console.print(f"wrote {json_path}", soft_wrap=True)

@@ -123,3 +123,44 @@ def test_decision_threshold_reads_the_score_rule():
     no_rule = cfg.model_copy(update={"decision": cfg.decision.model_copy(update={"rules": ()})})
     with pytest.raises(ConfigError, match="pass threshold"):
         decision_threshold(no_rule)
+
+
+def test_the_backtest_command_prints_every_figure_and_full_uris_at_80_columns(
+    monkeypatch, tmp_path
+):
+    from typer.testing import CliRunner
+
+    from raylane import sdk
+    from raylane.cli import app
+
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 2, 400)
+    scored = pd.DataFrame(
+        {
+            "event_id": [f"e{i}" for i in range(400)],
+            "score_candidate": np.clip(0.6 * y + rng.normal(0.2, 0.2, 400), 0, 1),
+            "score_champion": np.clip(0.5 * y + rng.normal(0.25, 0.2, 400), 0, 1),
+        }
+    )
+    labels = pd.DataFrame({"event_id": scored["event_id"], "label": y})
+    report = evaluate(scored, labels, 0.5, candidate="candidate", champion="champion")
+    uris = {
+        "candidate": "models:/fraud-a-rather-long-registered-model-name/12",
+        "champion": "models:/fraud-a-rather-long-registered-model-name/11",
+    }
+    report.extra.update(uris=uris, files=3)
+    monkeypatch.setattr(sdk.Pipeline, "backtest", lambda self, *a, **k: report)
+    out = tmp_path / "bt.json"
+    res = CliRunner().invoke(
+        app,
+        ["backtest", "fraud", "--candidate", uris["candidate"], "--json", str(out)],
+        env={"COLUMNS": "80"},
+    )
+    assert res.exit_code == 0, res.output
+    assert "ROC AUC" in res.output and "flag rate" in res.output
+    for name, uri in uris.items():
+        assert f"{name}: {uri}" in res.output
+        assert f"{report.models[name].auc:.3f}" in res.output
+    assert (
+        json.loads(out.read_text())["models"]["candidate"]["auc"] == report.models["candidate"].auc
+    )
