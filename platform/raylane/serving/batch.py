@@ -61,12 +61,14 @@ def score_files(
     concurrency: int = 2,
     num_cpus: float = 0.5,
     storage_options: Mapping[str, Any] | None = None,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Every row of the Parquet `files` with a ``score_<label>`` column per model.
 
     `models` maps labels to pinned MLflow URIs (``models:/fraud/3``); `columns` are the
     columns read (default all; ``features`` is always read). Runs on Ray Data with
-    `concurrency` actors of `num_cpus` each.
+    `concurrency` actors of `num_cpus` each; `progress` shows Ray Data's own progress bars
+    and logs (off: they flood a notebook).
     """
     connect_ray()
     if not files:
@@ -80,13 +82,30 @@ def score_files(
         filesystem = PyFileSystem(FSSpecHandler(fs))
         files = [fs._strip_protocol(f) for f in files]
     cols = None if columns is None else sorted({*columns, "features"})
-    ds = ray.data.read_parquet(list(files), columns=cols, filesystem=filesystem, partitioning=None)
-    scored = ds.map_batches(
-        _ScoreBatches,
-        fn_constructor_kwargs={"uris": dict(models), "tracking_uri": tracking_uri},
-        batch_size=batch_size,
-        batch_format="pandas",
-        concurrency=concurrency,
-        num_cpus=num_cpus,
-    )
-    return scored.to_pandas()
+    ctx = ray.data.DataContext.get_current()
+    quiet = logging.getLogger("ray.data")
+    saved = ctx.enable_progress_bars, ctx.enable_operator_progress_bars, quiet.level
+    # Ray Data's per-operator bars and INFO lines flood a notebook cell; callers show their own
+    ctx.enable_progress_bars = ctx.enable_operator_progress_bars = progress
+    quiet.setLevel(logging.INFO if progress else logging.ERROR)
+    try:
+        ds = ray.data.read_parquet(
+            list(files),
+            columns=cols,
+            filesystem=filesystem,
+            partitioning=None,
+            # at least one block per actor, or a small archive leaves all but one idle
+            override_num_blocks=max(len(files), concurrency),
+        )
+        scored = ds.map_batches(
+            _ScoreBatches,
+            fn_constructor_kwargs={"uris": dict(models), "tracking_uri": tracking_uri},
+            batch_size=batch_size,
+            batch_format="pandas",
+            compute=ray.data.ActorPoolStrategy(size=concurrency),
+            num_cpus=num_cpus,
+        )
+        return scored.to_pandas()
+    finally:
+        ctx.enable_progress_bars, ctx.enable_operator_progress_bars = saved[:2]
+        quiet.setLevel(saved[2])
