@@ -147,6 +147,26 @@ class RedisWindowStore:
             await self.update_and_read(events[i : i + batch_size])
         return len(events)
 
+    async def forget(self, events: Sequence[Mapping[str, Any]]) -> int:
+        """Delete the state of every key `events` map to, for every spec (a user's counts and
+        sums, a user-merchant pair's first_seen), as if none of their events had been seen.
+
+        For erasing a data subject's state, and for tests that share a pipeline's window
+        state; returns the number of keys deleted.
+        """
+        keys: set[str] = set()
+        for ev in events:
+            for fields, prefixes in self._key_groups:
+                try:
+                    k = "|".join([str(ev[f]) for f in fields])
+                except KeyError:
+                    continue  # no key for this spec: nothing of it to forget
+                keys.update(p + k for p in prefixes)
+        if not keys:
+            return 0
+        with redis_errors("window feature forget", self.redis_url):
+            return int(await self._redis.unlink(*sorted(keys)))
+
     async def clear(self) -> int:
         """Delete every key of this namespace (tests, `raylane dev reset`); returns the count."""
         deleted = 0

@@ -217,3 +217,25 @@ async def test_one_round_trip_per_batch(redis_url, unique, monkeypatch):
     finally:
         await s.clear()
         await client.aclose()
+
+
+async def test_forget_removes_only_the_keys_of_the_given_events(store):
+    def pay(i: int, user: str, merchant: str) -> dict:
+        return {
+            "event_id": f"f{i}",
+            "event_time": T0 + i * 1000,
+            "user_id": user,
+            "merchant_id": merchant,
+            "amount": 10.0,
+        }
+
+    seen = [pay(0, "ua", "m1"), pay(1, "ua", "m2"), pay(2, "ub", "m1")]
+    await store.update_and_read(seen)
+    # ua's count and sum, ua|m1 and m1's count go; ua|m2 and ub's count and sum stay
+    assert await store.forget([pay(9, "ua", "m1")]) == 4
+    got = await store.update_and_read([pay(3, "ua", "m1"), pay(4, "ua", "m2"), pay(5, "ub", "m1")])
+    assert got["user_merchant_first_seen"].tolist() == [1.0, 0.0, 0.0]
+    assert got["user_txn_count_60s"].tolist() == [1.0, 2.0, 2.0]
+    assert got["merchant_txn_count_10s"].tolist() == [1.0, 2.0, 2.0]  # m1 starts again at f3
+    assert await store.forget([]) == 0
+    assert await store.forget([{"event_id": "x", "user_id": "nobody"}]) == 0
