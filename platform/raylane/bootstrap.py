@@ -112,7 +112,7 @@ def backfill_windows(
 
         client = connect(settings.redis_url)
         try:
-            store = RedisWindowStore(client, cfg.name, cfg.features.windows, cfg.input.event_time)
+            store = RedisWindowStore.for_pipeline(client, cfg)
             await store.clear()
             return await store.backfill(events)
         finally:

@@ -19,7 +19,7 @@ async def forget(args: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -
     cfg = PipelineConfig.from_args(dict(args))
     client = connect(Settings.load().redis_url)
     try:
-        store = RedisWindowStore(client, cfg.name, cfg.features.windows, cfg.input.event_time)
+        store = RedisWindowStore.for_pipeline(client, cfg)
         return await store.forget(events)
     finally:
         await client.aclose()

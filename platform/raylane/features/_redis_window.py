@@ -26,7 +26,7 @@ import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from raylane.config import EventTimeConfig, WindowFeature
+from raylane.config import EventTimeConfig, PipelineConfig, WindowFeature
 from raylane.errors import ContractError
 from raylane.features._redis import client_url, redis_errors, roundtrip
 from raylane.features.window import LATENESS_S
@@ -87,6 +87,11 @@ class RedisWindowStore:
                 max(1, math.ceil(ttl)),
             ]
         self._header = header
+
+    @classmethod
+    def for_pipeline(cls, redis: aioredis.Redis, cfg: PipelineConfig) -> RedisWindowStore:
+        """The store of pipeline `cfg`: its name as namespace, its windows and event time."""
+        return cls(redis, cfg.name, cfg.features.windows, cfg.input.event_time)
 
     def _command(self, events: Sequence[Mapping[str, Any]], sha: bool) -> bytes:
         keys: list[str] = []

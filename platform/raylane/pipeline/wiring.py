@@ -58,7 +58,7 @@ def build_processor(
         from raylane.features import RedisWindowStore
 
         assert redis is not None
-        windows = RedisWindowStore(redis, cfg.name, cfg.features.windows, cfg.input.event_time)
+        windows = RedisWindowStore.for_pipeline(redis, cfg)
     if cfg.features.online and online is None:
         from raylane.features import FeastRepo, OnlineFeatureReader
 

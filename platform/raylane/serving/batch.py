@@ -84,7 +84,11 @@ def score_files(
     cols = None if columns is None else sorted({*columns, "features"})
     ctx = ray.data.DataContext.get_current()
     quiet = logging.getLogger("ray.data")
-    saved = ctx.enable_progress_bars, ctx.enable_operator_progress_bars, quiet.level
+    bars, operator_bars, level = (
+        ctx.enable_progress_bars,
+        ctx.enable_operator_progress_bars,
+        quiet.level,
+    )
     # Ray Data's per-operator bars and INFO lines flood a notebook cell; callers show their own
     ctx.enable_progress_bars = ctx.enable_operator_progress_bars = progress
     quiet.setLevel(logging.INFO if progress else logging.ERROR)
@@ -107,5 +111,5 @@ def score_files(
         )
         return scored.to_pandas()
     finally:
-        ctx.enable_progress_bars, ctx.enable_operator_progress_bars = saved[:2]
-        quiet.setLevel(saved[2])
+        ctx.enable_progress_bars, ctx.enable_operator_progress_bars = bars, operator_bars
+        quiet.setLevel(level)
