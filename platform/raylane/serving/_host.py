@@ -22,6 +22,9 @@ __all__ = ["LoopHost", "route_logs_to_serve"]
 
 log = logging.getLogger("raylane.serving")
 
+#: level of the Kafka client's (aiokafka's) records in replica logs; WARNING unless set
+ENV_KAFKA_LOG_LEVEL = "RAYLANE_KAFKA_LOG_LEVEL"
+
 
 def route_logs_to_serve() -> None:
     """Send the ``raylane`` loggers' records through the ``ray.serve`` logger's handlers.
@@ -43,6 +46,16 @@ def route_logs_to_serve() -> None:
     if serve_logger.handlers:
         ours.propagate = False  # the root logger's handler would print them a second time
         ours.setLevel(serve_logger.getEffectiveLevel())  # the serve config's log_level
+    # the Kafka client's own warnings (commit failures, rebalances that fail, lost
+    # coordinators) say why a replica stopped consuming; $RAYLANE_KAFKA_LOG_LEVEL=INFO adds
+    # every rebalance step
+    kafka = logging.getLogger("aiokafka")
+    for h in ours.handlers:
+        if h not in kafka.handlers:
+            kafka.addHandler(h)
+    if ours.handlers:
+        kafka.propagate = False
+        kafka.setLevel(os.environ.get(ENV_KAFKA_LOG_LEVEL, "WARNING").upper())
 
 
 class LoopHost:
@@ -101,6 +114,17 @@ class LoopHost:
         s["running"] = not self._task.done()
         s["pid"] = os.getpid()
         return s
+
+    async def debug(self) -> dict[str, Any]:
+        """Where the loop's tasks wait, and its own state (``debug()``, when it has one):
+        what an operator reads when a replica is slow or stuck."""
+        from raylane.ingest.consumer import _task_stacks
+
+        out: dict[str, Any] = {"pid": os.getpid(), "tasks": _task_stacks()}
+        state = getattr(self._loop, "debug", None)
+        if state is not None:
+            out.update(state())
+        return out
 
     async def __call__(self, request: Any = None) -> dict[str, Any]:
         return await self.stats()
