@@ -501,6 +501,38 @@ class IngressLoop:
             out[f"{tp.topic}[{tp.partition}]"] = max(0, high - done)
         return out
 
+    def debug(self) -> dict[str, Any]:
+        """The consumer's view of its partitions (position, high watermark, paused, whether
+        the fetcher holds records for it) and the loop's counters: what to read when a
+        replica is slow or stuck. Serve callers reach it as the deployment's ``debug`` method."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        # aiokafka keeps positions and its prefetch buffer in private state; read it
+        # defensively, it is diagnostics only
+        fetcher: Any = getattr(consumer, "_fetcher", None)
+        buffered: dict[Any, Any] = getattr(fetcher, "_records", {}) or {}
+        sub: Any = getattr(getattr(consumer, "_subscription", None), "subscription", None)
+        assignment: Any = getattr(sub, "assignment", None)
+        parts: dict[str, dict[str, Any]] = {}
+        for tp in consumer.assignment():
+            row: dict[str, Any] = {"highwater": consumer.highwater(tp)}
+            try:
+                state = assignment.state_value(tp)
+                row["position"] = state.position if state.has_valid_position else None
+                row["paused"] = state.paused
+            except Exception:
+                row["position"] = row["paused"] = None
+            row["buffered"] = type(buffered[tp]).__name__ if tp in buffered else None
+            parts[f"{tp.topic}[{tp.partition}]"] = row
+        stats = {k: v for k, v in vars(self.stats).items() if k != "shadow"}
+        return {
+            "partitions": parts,
+            "fetching_from_nodes": sorted(getattr(fetcher, "_in_flight", ()) or ()),
+            "stats": stats,
+            "seconds_since_commit": time.monotonic() - self._last_commit,
+        }
+
     def check_health(self) -> None:
         """Raise when the loop owns pending input and has committed nothing for
         ``ingress.stall_timeout_s``, unless it is waiting out a dependency outage."""

@@ -181,14 +181,23 @@ async def test_dead_dependency_pauses_and_loses_nothing(stack, unique: str) -> N
     processor = build_processor(cfg, model, windows=flaky)
     loop = IngressLoop(cfg, kafka=stack.kafka_bootstrap, processor=processor)
     paused_seen: list[bool] = []
+    views: list[dict[str, Any]] = []  # what an operator's `debug` call shows while paused
 
     def cond() -> bool:
         paused_seen.append(loop.stats.paused)
+        if loop.stats.paused and loop._consumer is not None and loop._consumer.assignment():
+            views.append(loop.debug())
         return loop.stats.scored >= 200
 
     await _run_until(loop, cond)
     await client.aclose()
     assert any(paused_seen), "the consumer never paused while its dependency was down"
+    # the debug view reads aiokafka's own state: both partitions, paused, with a position
+    assert views, "no debug view was taken while paused"
+    parts = views[-1]["partitions"]
+    assert sorted(parts) == [f"{cfg.input.topic}[0]", f"{cfg.input.topic}[1]"]
+    assert all(p["paused"] is True and isinstance(p["position"], int) for p in parts.values())
+    assert views[-1]["stats"]["paused"] is True
     assert loop.stats.retries >= 6 and model.calls >= 1
     scored = await _read(stack.kafka_bootstrap, cfg.outputs.scored.topic, 200)
     ids = [Codec.for_contract("payments.scored").decode(m.value)["event_id"] for m in scored]
