@@ -233,7 +233,17 @@ class Traffic:
     time is kept (``sent_at``) for the recovery figures. ``poison(i)`` is asked after each
     valid event; a record it returns is sent as raw bytes and remembered by its Kafka
     coordinates, which its dead letter must name.
+
+    Events leave in chunks every `tick_s` (50 ms), so a partition gets at most one record
+    batch per tick (2,000 in a 100 s scenario). The embedded broker (Tansu 0.6, memory
+    storage) slows down and then stops serving fetches once a partition holds 10,000 to
+    15,000 record batches (``bench/broker_fetch.py``; docs/reliability.md), which a
+    one-event-per-batch stream reaches within the full-size scenarios; that is the test
+    broker's limit, not the pipeline's, and this keeps the suite measuring the pipeline.
     """
+
+    #: seconds between chunks; at most one record batch per partition each
+    tick_s = 0.05
 
     def __init__(
         self,
@@ -331,7 +341,7 @@ class Traffic:
                                 pending.append((fut, p))
                         i += take
                         self.sent = i
-                    await asyncio.sleep(0.01)
+                    await asyncio.sleep(self.tick_s)
                 await prod.flush()
             await asyncio.gather(*acks)  # a valid event the broker refused is the driver's fault
             for fut, p in pending:
