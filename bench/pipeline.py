@@ -7,6 +7,11 @@
 2. Latency at a fixed rate: events paced at --rate for --seconds; event→scored is
    the time a downstream consumer receives the scored record minus the moment the
    event was produced (its event_time).
+   `--sweep 100,500,1000,2000` runs several rates one after the other (a fresh deployment
+   and fresh topics for each), each with its p50/p99, its stages and the CPU every process
+   used (in cores, by role);
+   `--profile DIR` adds py-spy flame graphs of the ingress and primary-model replicas
+   during each rate (DIR/<rate>-per-s/*.svg).
 3. Memory: RSS and PSS of every process of the stack (broker, Redis, MLflow, Ray
    with all its workers, this driver) while the app runs.
 4. Baseline: one HTTP POST per event to a FastAPI service with the same model,
@@ -21,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import subprocess
@@ -32,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
+from _procs import CpuSpan, FlameGraphs, replicas, stack_memory
 from rich.console import Console
 from rich.table import Table
 
@@ -79,20 +83,35 @@ async def _produce(
 
 
 async def _consume_scored(
-    bootstrap: str, topic: str, n: int, timeout_s: float
+    bootstrap: str,
+    topic: str,
+    n: int,
+    timeout_s: float,
+    *,
+    ready: asyncio.Event | None = None,
 ) -> tuple[list[int], list[float]]:
-    """Output timestamps (ms) and receive-minus-event_time latencies of the first n records."""
+    """Output timestamps (ms) and receive-minus-event_time latencies of the first n records
+    (`ready` is set once the consumer is assigned, before anything is read)."""
+    from aiokafka import TopicPartition
+
     from raylane.contracts import Codec
     from raylane.kafka.client import connection
 
     codec = Codec.for_contract("payments.scored")
     c = connection(bootstrap).consumer(
-        topic,
         group_id=None,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=5,
     )
     await c.start()
+    await c.topics()  # metadata of every topic, this one included
+    parts = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+    if not parts:
+        await c.stop()
+        raise RuntimeError(f"topic {topic} has no partitions (was it created?)")
+    c.assign(parts)
+    if ready is not None:
+        ready.set()
     stamps: list[int] = []
     lat: list[float] = []
     try:
@@ -109,34 +128,6 @@ async def _consume_scored(
     return stamps, lat
 
 
-def _stack_memory() -> dict[str, float]:
-    from raylane import localstack
-
-    pids = {os.getpid()}
-    me = psutil.Process()
-    pids |= {p.pid for p in me.children(recursive=True)}
-    for s in localstack.status():
-        if s.pid:
-            pids.add(s.pid)
-            with contextlib.suppress(psutil.Error):
-                pids |= {c.pid for c in psutil.Process(s.pid).children(recursive=True)}
-    for p in psutil.process_iter(["cmdline"]):  # Ray daemons and workers started by this driver
-        cmd = " ".join(p.info.get("cmdline") or [])
-        if (
-            "ray::" in cmd or "/ray/" in cmd or "raylet" in cmd or "gcs_server" in cmd
-        ) and p.pid not in pids:
-            pids.add(p.pid)
-    rss = pss = 0
-    for pid in pids:
-        try:
-            mi = psutil.Process(pid).memory_full_info()
-            rss += mi.rss
-            pss += getattr(mi, "pss", mi.rss)
-        except psutil.Error:
-            continue
-    return {"processes": len(pids), "rss_gib": rss / 2**30, "pss_gib": pss / 2**30}
-
-
 def bench_pipeline(args: argparse.Namespace, world: Any, bootstrap: str) -> dict[str, Any]:
     from raylane.kafka.admin import ensure_topics
     from raylane.serving.runtime import run_pipeline
@@ -145,7 +136,7 @@ def bench_pipeline(args: argparse.Namespace, world: Any, bootstrap: str) -> dict
     res: dict[str, Any] = {}
     sat_args = _isolated("bench-sat-" + uuid.uuid4().hex[:6])
     lat_topic = "payments.initiated.bench-lat-" + uuid.uuid4().hex[:6]
-    ensure_topics(bootstrap, [*all_topics(sat_args), lat_topic], partitions=4)
+    ensure_topics(bootstrap, all_topics(sat_args), partitions=4)
     with run_pipeline(CONFIG, overrides=sat_args) as running:
         running.wait_assigned()
         # warm-up: JIT-free, but connections, script loads and Feast caches
@@ -178,61 +169,117 @@ def bench_pipeline(args: argparse.Namespace, world: Any, bootstrap: str) -> dict
             span = (stamps[-1] - stamps[0]) / 1000
             res["saturation_events_per_s"] = (len(stamps) - 1) / span
         res["saturation_scored"] = len(stamps)
-        res["memory"] = _stack_memory()
+        res["memory"] = stack_memory()
 
-    # fixed-rate latency on a fresh deployment pointing at the latency topic
-    lat_args = dict(sat_args, input={**sat_args["input"], "topic": lat_topic})
-    lat_args["ingress"] = {**sat_args["ingress"], "group_id": "bench-lat-" + uuid.uuid4().hex[:6]}
-    lat_args["outputs"] = {
-        k: {**v, "topic": v["topic"] + "-lat"} for k, v in sat_args["outputs"].items()
-    }
-    ensure_topics(bootstrap, all_topics(lat_args), partitions=4)
-    with run_pipeline(CONFIG, overrides=lat_args) as running:
-        running.wait_assigned()
-        n = int(args.rate * args.seconds)
-        events = [le.event for le in world.stream(rate=world.nominal_rate, seed=3).take(n)]
-        with console.status(f"latency: {n:,} events at {args.rate:g}/s"):
-
-            async def lat() -> tuple[list[int], list[float]]:
-                consumer = asyncio.create_task(
-                    _consume_scored(
-                        bootstrap, lat_args["outputs"]["scored"]["topic"], n, args.seconds + 120
-                    )
-                )
-                await _produce(bootstrap, lat_topic, events, args.rate)
-                return await consumer
-
-            _, lats = asyncio.run(lat())
-        from raylane.monitoring.live import histogram_quantile, scrape
-        from raylane.settings import Settings
-
-        m = scrape(Settings.load().home)
-        res["stages_ms"] = {
-            st[:-3]: {
-                q: round(histogram_quantile(m, "raylane_stage_latency_ms", qq, f"stage={st}"), 2)
-                for q, qq in (("p50", 0.5), ("p99", 0.99))
-            }
-            for st in (
-                "queue_ms",
-                "decode_ms",
-                "window_ms",
-                "online_ms",
-                "features_ms",
-                "score_ms",
-                "encode_ms",
-                "batch_ms",
-                "publish_ms",
-                "commit_ms",
-            )
+    # fixed-rate latency: a fresh deployment and fresh topics for each rate, so one rate's
+    # records never slow the next one's fetches (the embedded broker slows down as a
+    # partition fills with record batches: bench/broker_fetch.py)
+    rows = []
+    for i, rate in enumerate(args.sweep or [args.rate]):
+        tag = f"{lat_topic.rsplit('-', 1)[-1]}-{i}"
+        lat_args = dict(sat_args, input={**sat_args["input"], "topic": f"{lat_topic}-{i}"})
+        lat_args["ingress"] = {**sat_args["ingress"], "group_id": f"bench-lat-{tag}"}
+        lat_args["outputs"] = {
+            k: {**v, "topic": f"{v['topic']}-lat-{i}"} for k, v in sat_args["outputs"].items()
         }
-        b, e = m.get("raylane_batches_total{}", 0.0), m.get("raylane_events_in_total{}", 0.0)
-        res["mean_batch_size"] = round(e / b, 1) if b else None
-        arr = np.array(lats[int(len(lats) * 0.1) :])  # drop the first 10 %: warm-up
-        res["fixed_rate"] = args.rate
-        res["latency_p50_ms"] = float(np.percentile(arr, 50))
-        res["latency_p99_ms"] = float(np.percentile(arr, 99))
-        res["latency_scored"] = len(lats)
+        ensure_topics(bootstrap, all_topics(lat_args), partitions=4)
+        with run_pipeline(CONFIG, overrides=lat_args) as running:
+            running.wait_assigned()
+            rows.append(_fixed_rate(args, world, bootstrap, lat_args, rate, seed=3 + i))
+    res["sweep"] = rows
+    first = rows[0]  # the --rate row (or the sweep's first): the README table's
+    res["fixed_rate"] = first["rate"]
+    res["latency_p50_ms"] = first["p50_ms"]
+    res["latency_p99_ms"] = first["p99_ms"]
+    res["latency_scored"] = first["scored"]
+    res["stages_ms"] = first["stages_ms"]
+    res["mean_batch_size"] = first["mean_batch_size"]
     return res
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the repository when it is inside it, else absolute."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+_STAGES = (
+    "queue_ms",
+    "decode_ms",
+    "window_ms",
+    "online_ms",
+    "features_ms",
+    "score_ms",
+    "encode_ms",
+    "batch_ms",
+    "publish_ms",
+    "commit_ms",
+)
+#: the replicas profiled with --profile: the ingress and the primary model
+_PROFILED = ("ingress", "model-champion")
+
+
+def _fixed_rate(
+    args: argparse.Namespace,
+    world: Any,
+    bootstrap: str,
+    lat_args: dict[str, Any],
+    rate: float,
+    seed: int,
+) -> dict[str, Any]:
+    """One fixed-rate run on the deployed app of `lat_args`: event→scored p50/p99, the stages
+    (Prometheus, this run's batches only), and with --profile the CPU of every process and
+    py-spy flame graphs of the ingress and primary-model replicas while events flow."""
+    from raylane.monitoring.live import histogram_quantile, scrape
+    from raylane.settings import Settings
+
+    home = Settings.load().home
+    n = int(rate * args.seconds)
+    events = [le.event for le in world.stream(rate=world.nominal_rate, seed=seed).take(n)]
+    scored_topic = lat_args["outputs"]["scored"]["topic"]
+    before = scrape(home)
+    cpu = CpuSpan(prefix="fraud-")
+    graphs: FlameGraphs | None = None
+    if args.profile is not None:
+        graphs = FlameGraphs(args.profile / f"{rate:g}-per-s")
+        targets = {}
+        for dep, pids in replicas("fraud-", _PROFILED).items():
+            for j, pid in enumerate(pids):
+                targets[f"{dep}-{j}" if len(pids) > 1 else dep] = pid
+        # 80 % of the run: py-spy ends before the producer does
+        graphs.start(targets, seconds=args.seconds * 0.8)
+    with console.status(f"latency: {n:,} events at {rate:g}/s"):
+
+        async def lat() -> tuple[list[int], list[float]]:
+            positioned = asyncio.Event()
+            consumer = asyncio.create_task(
+                _consume_scored(bootstrap, scored_topic, n, args.seconds + 120, ready=positioned)
+            )
+            await positioned.wait()
+            cpu.start()
+            await _produce(bootstrap, lat_args["input"]["topic"], events, rate)
+            return await consumer
+
+        _, lats = asyncio.run(lat())
+    row: dict[str, Any] = {"rate": rate, "cpu_cores": cpu.stop()}
+    if graphs is not None:
+        row["flamegraphs"] = [_shown(Path(p)) for p in graphs.wait()]
+    after = scrape(home)
+    m = {k: v - before.get(k, 0.0) for k, v in after.items()}  # this run's samples
+    row["stages_ms"] = {
+        st[:-3]: {
+            q: round(histogram_quantile(m, "raylane_stage_latency_ms", qq, f"stage={st}"), 2)
+            for q, qq in (("p50", 0.5), ("p99", 0.99))
+        }
+        for st in _STAGES
+    }
+    b, e = m.get("raylane_batches_total{}", 0.0), m.get("raylane_events_in_total{}", 0.0)
+    row["mean_batch_size"] = round(e / b, 1) if b else None
+    arr = np.array(lats[int(len(lats) * 0.1) :])  # drop the first 10 %: warm-up
+    row["p50_ms"] = float(np.percentile(arr, 50)) if len(arr) else float("nan")
+    row["p99_ms"] = float(np.percentile(arr, 99)) if len(arr) else float("nan")
+    row["scored"] = len(lats)
+    return row
 
 
 async def _drive_http(
@@ -327,6 +374,22 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=20.0, help="length of the latency run")
     p.add_argument("--baseline-events", type=int, default=3000)
     p.add_argument("--skip-baseline", action="store_true")
+    p.add_argument(
+        "--sweep",
+        type=lambda v: [float(x) for x in v.split(",")],
+        default=None,
+        metavar="RATES",
+        help="fixed rates to run one after the other on the latency app (e.g. 100,500,1000,2000);"
+        " the first is the table's fixed-rate row (default: --rate alone)",
+    )
+    p.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="during each fixed-rate run, py-spy flame graphs of the ingress and primary-model"
+        " replicas into DIR/<rate>-per-s/ and every process's CPU in the JSON",
+    )
     args = p.parse_args()
 
     from raylane import localstack
@@ -383,10 +446,30 @@ def main() -> int:
         for name, q in ours["stages_ms"].items():
             st.add_row(name, f"{q['p50']:.2f}", f"{q['p99']:.2f}")
         console.print(st)
+    if len(ours.get("sweep", [])) > 1 or args.profile is not None:
+        sw = Table(title="fixed rates, one after the other (event produced → scored)")
+        for col in ("events/s", "p50 ms", "p99 ms", "mean batch", "CPU (cores)", "top processes"):
+            sw.add_column(col, justify="right" if col != "top processes" else "left")
+        for r in ours["sweep"]:
+            by = r["cpu_cores"]["by_role"]
+            top = ", ".join(f"{k} {v:.2f}" for k, v in list(by.items())[:5])
+            sw.add_row(
+                f"{r['rate']:,.0f}",
+                f"{r['p50_ms']:.1f}",
+                f"{r['p99_ms']:.1f}",
+                f"{r['mean_batch_size']}",
+                f"{r['cpu_cores']['total_cores']:.2f}",
+                top,
+            )
+        console.print(sw)
+        for r in ours["sweep"]:
+            for f in r.get("flamegraphs", []):
+                console.print(f"flame graph at {r['rate']:g}/s: {f}")
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"pipeline-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps({"raylane": ours, "baseline": base, "args": vars(args)}, indent=2))
+    argv = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    path.write_text(json.dumps({"raylane": ours, "baseline": base, "args": argv}, indent=2))
     console.print(f"results written to {path.relative_to(ROOT)}")
     return 0
 
