@@ -135,7 +135,8 @@ def bench_pipeline(args: argparse.Namespace, world: Any, bootstrap: str) -> dict
 
     res: dict[str, Any] = {}
     sat_args = _isolated("bench-sat-" + uuid.uuid4().hex[:6])
-    lat_topic = "payments.initiated.bench-lat-" + uuid.uuid4().hex[:6]
+    uid = uuid.uuid4().hex[:6]
+    lat_topic = f"payments.initiated.bench-lat-{uid}"
     ensure_topics(bootstrap, all_topics(sat_args), partitions=4)
     with run_pipeline(CONFIG, overrides=sat_args) as running:
         running.wait_assigned()
@@ -176,9 +177,8 @@ def bench_pipeline(args: argparse.Namespace, world: Any, bootstrap: str) -> dict
     # partition fills with record batches: bench/broker_fetch.py)
     rows = []
     for i, rate in enumerate(args.sweep or [args.rate]):
-        tag = f"{lat_topic.rsplit('-', 1)[-1]}-{i}"
         lat_args = dict(sat_args, input={**sat_args["input"], "topic": f"{lat_topic}-{i}"})
-        lat_args["ingress"] = {**sat_args["ingress"], "group_id": f"bench-lat-{tag}"}
+        lat_args["ingress"] = {**sat_args["ingress"], "group_id": f"bench-lat-{uid}-{i}"}
         lat_args["outputs"] = {
             k: {**v, "topic": f"{v['topic']}-lat-{i}"} for k, v in sat_args["outputs"].items()
         }
@@ -203,18 +203,6 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-_STAGES = (
-    "queue_ms",
-    "decode_ms",
-    "window_ms",
-    "online_ms",
-    "features_ms",
-    "score_ms",
-    "encode_ms",
-    "batch_ms",
-    "publish_ms",
-    "commit_ms",
-)
 #: the replicas profiled with --profile: the ingress and the primary model
 _PROFILED = ("ingress", "model-champion")
 
@@ -230,6 +218,7 @@ def _fixed_rate(
     """One fixed-rate run on the deployed app of `lat_args`: event→scored p50/p99, the stages
     (Prometheus, this run's batches only), and with --profile the CPU of every process and
     py-spy flame graphs of the ingress and primary-model replicas while events flow."""
+    from raylane.dashboard.pages import STAGES
     from raylane.monitoring.live import histogram_quantile, scrape
     from raylane.settings import Settings
 
@@ -271,7 +260,7 @@ def _fixed_rate(
             q: round(histogram_quantile(m, "raylane_stage_latency_ms", qq, f"stage={st}"), 2)
             for q, qq in (("p50", 0.5), ("p99", 0.99))
         }
-        for st in _STAGES
+        for st in STAGES  # the dashboard's stages, in data-path order
     }
     b, e = m.get("raylane_batches_total{}", 0.0), m.get("raylane_events_in_total{}", 0.0)
     row["mean_batch_size"] = round(e / b, 1) if b else None
