@@ -18,7 +18,7 @@ from raylane._sync import run_sync
 from raylane.errors import StackError
 from raylane.kafka.client import KafkaConnection, connection
 
-__all__ = ["ensure_topics", "ensure_topics_async"]
+__all__ = ["delete_topics", "ensure_topics", "ensure_topics_async"]
 
 log = logging.getLogger(__name__)
 
@@ -152,3 +152,41 @@ def ensure_topics(
             timeout_s=timeout_s,
         )
     )
+
+
+async def delete_topics_async(
+    bootstrap: str | KafkaConnection, topics: Sequence[str], *, timeout_s: float = 10.0
+) -> list[str]:
+    """Delete those of ``topics`` that exist; return the names deleted.
+
+    For test rigs and benches that made their own topics: the embedded broker keeps every
+    record in memory, so a rig that leaves its topics behind slows the ones after it.
+    Raises StackError naming the topic and the broker's error code when a delete fails.
+    """
+    from aiokafka.errors import KafkaError
+
+    conn = connection(bootstrap)
+    admin = conn.admin(request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+        present = [t for t in dict.fromkeys(topics) if t in set(await admin.list_topics())]
+        if not present:
+            return []
+        resp = await asyncio.wait_for(admin.delete_topics(present), timeout_s)
+        failed = {t: _error_name(code) for t, code in resp.topic_error_codes if code != 0}
+        if failed:
+            raise StackError(f"could not delete topic(s) on {conn.bootstrap}: {failed}")
+        return present
+    except (KafkaError, TimeoutError, OSError) as e:
+        raise StackError(
+            f"could not delete topics {list(topics)} on {conn.bootstrap}: {e!r}"
+        ) from e
+    finally:
+        await admin.close()
+
+
+def delete_topics(
+    bootstrap: str | KafkaConnection, topics: Sequence[str], *, timeout_s: float = 10.0
+) -> list[str]:
+    """Sync form of `delete_topics_async`."""
+    return run_sync(delete_topics_async(bootstrap, topics, timeout_s=timeout_s))

@@ -18,6 +18,7 @@ import contextlib
 import copy
 import http.server
 import json
+import logging
 import os
 import threading
 import time
@@ -29,11 +30,14 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from raylane.contracts import Codec
+from raylane.errors import StackError
 from raylane.kafka.client import connection
 from raylane.kafka.deadletters import H_CLASS, H_OFFSET, H_PARTITION
 from raylane.settings import ENV_REDIS, Settings
 from raylane.testing.proxy import FaultProxy
 from raylane.testing.simulator import World
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "FaultRig",
@@ -465,10 +469,18 @@ class FaultRig:
     @classmethod
     @contextlib.contextmanager
     def deploy(
-        cls, config: Path, *, ingress_replicas: int = 2, claim_ttl_s: int = 5
+        cls,
+        config: Path,
+        *,
+        ingress_replicas: int = 2,
+        claim_ttl_s: int = 5,
+        keep_topics: bool = False,
     ) -> Iterator[FaultRig]:
-        """Deploy `config`'s pipeline (bootstrapped beforehand) with faults wired in."""
-        from raylane.kafka.admin import ensure_topics
+        """Deploy `config`'s pipeline (bootstrapped beforehand) with faults wired in, on
+        topics of its own, deleted when the rig closes unless `keep_topics` (the embedded
+        broker holds every record in memory and slows as partitions fill: a rig per
+        scenario keeps one scenario's backlog from stalling the next)."""
+        from raylane.kafka.admin import delete_topics, ensure_topics
         from raylane.serving.runtime import run_pipeline
         from raylane.testing.kafka import isolated_args, isolated_topics
 
@@ -481,6 +493,7 @@ class FaultRig:
         webhook = WebhookReceiver()
         saved = os.environ.get(ENV_REDIS)
         tally: Tally | None = None
+        topics: list[str] = []
         try:
             args = isolated_args(config, f"faults-{unique}", num_replicas=ingress_replicas)
             args["name"] = f"faults_{unique}"
@@ -498,7 +511,8 @@ class FaultRig:
                 {"type": "webhook", "name": "notify", "url": webhook.url, "backoff_s": 0.2}
             )
             args["actions"] = actions
-            ensure_topics(s.kafka_bootstrap, isolated_topics(args), partitions=4)
+            topics = isolated_topics(args)
+            ensure_topics(s.kafka_bootstrap, topics, partitions=4)
             # every replica, and this process's promotion gates, reach Redis through the proxy
             os.environ[ENV_REDIS] = _via_proxy(s.redis_url, proxy.port)
             tally = Tally(
@@ -518,6 +532,11 @@ class FaultRig:
                 tally.close()
             webhook.close()
             proxy.close()
+            if topics and not keep_topics:
+                try:
+                    delete_topics(s.kafka_bootstrap, topics)
+                except StackError as e:  # the rig's result stands; say what was left behind
+                    log.warning("fault rig: %s", e)
 
     # -- process handles -------------------------------------------------------------------
 
