@@ -14,7 +14,10 @@
    during each rate (DIR/<rate>-per-s/*.svg).
 3. Memory: RSS and PSS of every process of the stack (broker, Redis, MLflow, Ray
    with all its workers, this driver) while the app runs.
-4. Baseline: one HTTP POST per event to a FastAPI service with the same model,
+4. Passthrough: the same N events forwarded by a bare aiokafka consume→produce loop (its own
+   process, bytes in, bytes out, commit per batch) over the same broker: the ceiling the broker
+   and the client library set; raylane's saturation is shown as a fraction of it.
+5. Baseline: one HTTP POST per event to a FastAPI service with the same model,
    one `get_online_features` call per event (bench/baseline_service.py), driven at
    saturation with 32 concurrent clients, and at the same fixed rate.
 
@@ -271,6 +274,97 @@ def _fixed_rate(
     return row
 
 
+async def _passthrough_loop(bootstrap: str, src: str, dst: str, n: int, timeout_s: float) -> int:
+    """A bare consume→produce loop: read `src` in a consumer group, write every record's
+    bytes (key and value, nothing decoded) to `dst`, commit after each batch is acked;
+    return how many records it forwarded."""
+    from raylane.kafka.client import connection
+
+    conn = connection(bootstrap)
+    c = conn.consumer(
+        src,
+        group_id=f"bench-passthrough-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=5,
+    )
+    prod = conn.producer(client_id="bench-passthrough", linger_ms=1)
+    await c.start()
+    await prod.start()
+    done = 0
+    try:
+        deadline = time.monotonic() + timeout_s
+        while done < n and time.monotonic() < deadline:
+            got = await c.getmany(timeout_ms=100, max_records=2000)
+            if not got:
+                continue
+            records = [m for msgs in got.values() for m in msgs]
+            acks = [await prod.send(dst, value=m.value, key=m.key) for m in records]
+            await asyncio.gather(*acks)
+            await c.commit()
+            done += len(acks)
+    finally:
+        await prod.stop()
+        await c.stop()
+    return done
+
+
+def _passthrough_worker(bootstrap: str, src: str, dst: str, n: int, timeout_s: float) -> None:
+    asyncio.run(_passthrough_loop(bootstrap, src, dst, n, timeout_s))
+
+
+async def _output_stamps(bootstrap: str, topic: str, n: int, timeout_s: float) -> list[int]:
+    """Broker timestamps (ms) of the first `n` records of `topic`, read from the start."""
+    from aiokafka import TopicPartition
+
+    from raylane.kafka.client import connection
+
+    c = connection(bootstrap).consumer(group_id=None, auto_offset_reset="earliest")
+    await c.start()
+    await c.topics()
+    c.assign([TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())])
+    stamps: list[int] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(stamps) < n and time.monotonic() < deadline:
+            got = await c.getmany(timeout_ms=200, max_records=10000)
+            stamps += [m.timestamp for msgs in got.values() for m in msgs]
+    finally:
+        await c.stop()
+    return stamps
+
+
+def bench_passthrough(args: argparse.Namespace, world: Any, bootstrap: str) -> dict[str, Any]:
+    """The ceiling the broker and aiokafka set on this machine: the same events, produced
+    flat out as in the saturation run, forwarded by a bare consume→produce loop in its own
+    process over the same broker; events/s over the span of the outputs' timestamps."""
+    import multiprocessing
+
+    from raylane.kafka.admin import delete_topics, ensure_topics
+
+    uid = uuid.uuid4().hex[:6]
+    src, dst = f"bench.passthrough-in-{uid}", f"bench.passthrough-out-{uid}"
+    ensure_topics(bootstrap, [src, dst], partitions=4)
+    events = [le.event for le in world.stream(rate=world.nominal_rate, seed=2).take(args.events)]
+    worker = multiprocessing.get_context("spawn").Process(
+        target=_passthrough_worker, args=(bootstrap, src, dst, len(events), 300.0), daemon=True
+    )
+    worker.start()
+    try:
+        with console.status(f"passthrough: {len(events):,} events, consume→produce"):
+            time.sleep(3)  # the worker's consumer joins its group before the first record
+            asyncio.run(_produce(bootstrap, src, events, None))
+            stamps = sorted(asyncio.run(_output_stamps(bootstrap, dst, len(events), 300)))
+        worker.join(timeout=30)
+    finally:
+        if worker.is_alive():
+            worker.kill()
+        delete_topics(bootstrap, [src, dst])
+    res: dict[str, Any] = {"passthrough_forwarded": len(stamps)}
+    if len(stamps) >= 2:
+        res["passthrough_events_per_s"] = (len(stamps) - 1) / ((stamps[-1] - stamps[0]) / 1000)
+    return res
+
+
 async def _drive_http(
     url: str, events: list[dict[str, Any]], concurrency: int, rate: float | None
 ) -> tuple[float, list[float]]:
@@ -364,6 +458,11 @@ def main() -> int:
     p.add_argument("--baseline-events", type=int, default=3000)
     p.add_argument("--skip-baseline", action="store_true")
     p.add_argument(
+        "--skip-passthrough",
+        action="store_true",
+        help="skip the bare consume→produce loop over the same broker (the ratio's ceiling)",
+    )
+    p.add_argument(
         "--sweep",
         type=lambda v: [float(x) for x in v.split(",")],
         default=None,
@@ -391,6 +490,8 @@ def main() -> int:
     world = World(seed=meta["seed"], n_users=meta["users"])
 
     ours = bench_pipeline(args, world, settings.kafka_bootstrap)
+    if not args.skip_passthrough:
+        ours.update(bench_passthrough(args, world, settings.kafka_bootstrap))
     base = {} if args.skip_baseline else bench_baseline(args, world)
 
     t = Table(title=f"bench/pipeline.py — {os.cpu_count()} cores")
@@ -412,6 +513,14 @@ def main() -> int:
         )
 
     row("sustained events/s at saturation", "saturation_events_per_s", "{:,.0f}", True)
+    if ours.get("passthrough_events_per_s"):
+        pt, sat = ours["passthrough_events_per_s"], ours.get("saturation_events_per_s") or 0.0
+        t.add_row(
+            "bare consume→produce passthrough, same broker (events/s)",
+            f"{pt:,.0f}",
+            "",
+            f"raylane {sat / pt:.2f} of it",
+        )
     row("fixed rate (events/s)", "fixed_rate", "{:,.0f}", True)
     row("latency p50 at fixed rate (ms)", "latency_p50_ms", "{:.1f}", False)
     row("latency p99 at fixed rate (ms)", "latency_p99_ms", "{:.1f}", False)
