@@ -312,27 +312,6 @@ def _passthrough_worker(bootstrap: str, src: str, dst: str, n: int, timeout_s: f
     asyncio.run(_passthrough_loop(bootstrap, src, dst, n, timeout_s))
 
 
-async def _output_stamps(bootstrap: str, topic: str, n: int, timeout_s: float) -> list[int]:
-    """Broker timestamps (ms) of the first `n` records of `topic`, read from the start."""
-    from aiokafka import TopicPartition
-
-    from raylane.kafka.client import connection
-
-    c = connection(bootstrap).consumer(group_id=None, auto_offset_reset="earliest")
-    await c.start()
-    await c.topics()
-    c.assign([TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())])
-    stamps: list[int] = []
-    try:
-        deadline = time.monotonic() + timeout_s
-        while len(stamps) < n and time.monotonic() < deadline:
-            got = await c.getmany(timeout_ms=200, max_records=10000)
-            stamps += [m.timestamp for msgs in got.values() for m in msgs]
-    finally:
-        await c.stop()
-    return stamps
-
-
 def bench_passthrough(args: argparse.Namespace, world: Any, bootstrap: str) -> dict[str, Any]:
     """The ceiling the broker and aiokafka set on this machine: the same events, produced
     flat out as in the saturation run, forwarded by a bare consume→produce loop in its own
@@ -340,6 +319,7 @@ def bench_passthrough(args: argparse.Namespace, world: Any, bootstrap: str) -> d
     import multiprocessing
 
     from raylane.kafka.admin import delete_topics, ensure_topics
+    from raylane.kafka.reader import read_range
 
     uid = uuid.uuid4().hex[:6]
     src, dst = f"bench.passthrough-in-{uid}", f"bench.passthrough-out-{uid}"
@@ -353,8 +333,8 @@ def bench_passthrough(args: argparse.Namespace, world: Any, bootstrap: str) -> d
         with console.status(f"passthrough: {len(events):,} events, consume→produce"):
             time.sleep(3)  # the worker's consumer joins its group before the first record
             asyncio.run(_produce(bootstrap, src, events, None))
-            stamps = sorted(asyncio.run(_output_stamps(bootstrap, dst, len(events), 300)))
-        worker.join(timeout=30)
+            worker.join(timeout=330)  # it exits once every event is forwarded and acked
+            stamps = sorted(m.timestamp for m in asyncio.run(read_range(bootstrap, dst)))
     finally:
         if worker.is_alive():
             worker.kill()

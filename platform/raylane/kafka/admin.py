@@ -18,7 +18,7 @@ from raylane._sync import run_sync
 from raylane.errors import StackError
 from raylane.kafka.client import KafkaConnection, connection
 
-__all__ = ["delete_topics", "ensure_topics", "ensure_topics_async"]
+__all__ = ["delete_topics", "delete_topics_async", "ensure_topics", "ensure_topics_async"]
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,8 @@ async def delete_topics_async(
     admin = conn.admin(request_timeout_ms=int(timeout_s * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
-        present = [t for t in dict.fromkeys(topics) if t in set(await admin.list_topics())]
+        existing = set(await admin.list_topics())
+        present = [t for t in dict.fromkeys(topics) if t in existing]
         if not present:
             return []
         resp = await asyncio.wait_for(admin.delete_topics(present), timeout_s)
