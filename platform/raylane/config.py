@@ -175,6 +175,23 @@ class InputConfig(Frozen):
         "goes to the DLQ (EventTimeOutOfRange). Off by default: replays and backfills carry old "
         "event times.",
     )
+    max_decompressed_batch_bytes: PositiveInt = Field(
+        default=64 << 20,
+        description="Most bytes one compressed Kafka record batch may inflate to (default "
+        "64 MiB). Decompression stops there: the batch goes to the DLQ whole "
+        "(DecompressedTooLarge) and the ingress goes on after it, so a compression bomb "
+        "cannot exhaust a replica's memory.",
+    )
+
+    @model_validator(mode="after")
+    def _batch_fits_an_event(self) -> InputConfig:
+        if self.max_decompressed_batch_bytes < self.max_event_bytes:
+            raise ValueError(
+                f"max_decompressed_batch_bytes ({self.max_decompressed_batch_bytes}) is smaller "
+                f"than max_event_bytes ({self.max_event_bytes}): a batch holding one event of "
+                "the largest allowed size would be rejected; raise max_decompressed_batch_bytes"
+            )
+        return self
 
     @property
     def dlq(self) -> str:

@@ -86,7 +86,10 @@ def register(app: typer.Typer) -> None:
             subject = f"{d.source_topic}-value" if d.source_topic else None
             if subject and subject not in registry.subjects():
                 subject = None
-            value = describe_value(d.value, registry, subject)
+            if d.is_batch:  # the raw bytes of a Kafka record batch, not an event
+                value = f"[record batch of {d.original_size} B, not an event]"
+            else:
+                value = describe_value(d.value, registry, subject)
             if d.truncated:
                 value = f"[truncated from {d.original_size} B] {value}"
             table.add_row(
@@ -157,7 +160,8 @@ def register(app: typer.Typer) -> None:
         _console.print(
             f"read {rep.read} dead letters, {rep.selected} selected; {verb} {n} ({targets}); "
             f"skipped {rep.already_replayed} already replayed (ledger {ledger_topic(topic)}), "
-            f"{rep.duplicates} duplicate event ids, {rep.truncated} truncated, {rep.foreign} "
+            f"{rep.duplicates} duplicate event ids, {rep.truncated} truncated, {rep.batches} "
+            f"unreadable record batches (not events), {rep.foreign} "
             f"whose source is not an input of {sorted(allowed) if allowed else 'the --to topic'}",
             highlight=False,
         )

@@ -35,6 +35,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 
 from raylane.config import PipelineConfig
 from raylane.errors import DependencyError, PublishRejected, RaylaneError
+from raylane.kafka import batches
 from raylane.kafka.client import KafkaConnection, connection
 from raylane.kafka.deadletters import DLQ_KEEP_BYTES, H_OFFSET, H_PARTITION, H_TOPIC, dlq_record
 from raylane.kafka.offsets import commit_owned, next_offsets
@@ -68,6 +69,8 @@ class IngressStats:
     paused: bool = False
     poison: int = 0
     isolations: int = 0
+    #: record batches that could not be read (bomb, codec, CRC), dead-lettered and gone past
+    unreadable_batches: int = 0
     #: outputs Kafka refused for good (their inputs were dead-lettered instead)
     rejected: int = 0
     #: dead letters Kafka refused for good (dropped, logged as errors)
@@ -132,6 +135,7 @@ class IngressLoop:
         self._committed: dict[tuple[str, int], int] = {}
         self._fetched_from: dict[tuple[str, int], int] = {}  # first offset fetched, per partition
         self._outage = False  # the last failure was a dependency outage
+        self._quarantine = batches.Quarantine(cfg.input.max_decompressed_batch_bytes)
         self.shadows = shadows or ShadowRunner(cfg, (), metrics=metrics)
         self.shadows.sink = self.shadows.sink or self.sink
         self.shadows.stats = self.stats.shadow
@@ -218,32 +222,40 @@ class IngressLoop:
 
     async def _next_batch(self) -> list[InRecord]:
         """Up to max_batch_size records, waiting at most max_wait_ms after the first."""
-        assert self._consumer is not None
         ing = self.cfg.ingress
-        got = await self._consumer.getmany(timeout_ms=100, max_records=ing.max_batch_size)
-        records = _flatten(got)
+        records = await self._fetch(100, ing.max_batch_size)
         if not records or len(records) >= ing.max_batch_size:
             return records
         if ing.max_wait_ms == 0:  # take what has already arrived, without waiting
-            records.extend(
-                _flatten(
-                    await self._consumer.getmany(
-                        timeout_ms=0, max_records=ing.max_batch_size - len(records)
-                    )
-                )
-            )
+            records.extend(await self._fetch(0, ing.max_batch_size - len(records)))
             return records
         deadline = time.monotonic() + ing.max_wait_ms / 1000.0
         while len(records) < ing.max_batch_size:
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
                 break
-            more = await self._consumer.getmany(
-                timeout_ms=remaining_ms, max_records=ing.max_batch_size - len(records)
-            )
+            more = await self._fetch(remaining_ms, ing.max_batch_size - len(records))
             if not more:
                 break
-            records.extend(_flatten(more))
+            records.extend(more)
+        return records
+
+    async def _fetch(self, timeout_ms: int, max_records: int) -> list[InRecord]:
+        """One ``getmany``, with decompression capped and unreadable record batches gone
+        past: each comes back as one stand-in record, dead-lettered by the decode stage."""
+        assert self._consumer is not None
+        with batches.reading(self._quarantine) as q:
+            got = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        records = _flatten(got)
+        skipped = q.take()
+        if skipped:
+            self.stats.unreadable_batches += len(skipped)
+            for r in skipped:
+                assert r.skipped is not None
+                self.metrics.unreadable_batches.labels(
+                    **self._labels, error_class=r.skipped.error.error_class
+                ).inc()
+            records.extend(skipped)
         return records
 
     async def _process(self, records: list[InRecord]) -> tuple[BatchResult, float, AnyBatchTrace]:

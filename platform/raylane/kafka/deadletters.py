@@ -46,6 +46,7 @@ from raylane.kafka.records import Headers, InRecord, OutRecord, header
 
 __all__ = [
     "DLQ_KEEP_BYTES",
+    "H_BATCH",
     "H_CLASS",
     "H_CORRELATION",
     "H_GENERATED",
@@ -77,6 +78,9 @@ H_TRUNCATED = "raylane.dlq.truncated"
 H_ORIGINAL_SIZE = "raylane.dlq.original_size"
 H_KEY_TRUNCATED = "raylane.dlq.key_truncated"
 H_HEADERS_DROPPED = "raylane.dlq.headers_dropped"
+#: on the dead letter of a record batch the ingress could not read: "<first>..<last> <codec>";
+#: its value is the raw batch, not an event
+H_BATCH = "raylane.dlq.batch"
 
 #: Bytes of an oversized key kept in its DLQ record.
 DLQ_KEEP_KEY_BYTES = 1024
@@ -116,6 +120,9 @@ def dlq_record(
     ]
     if generated:
         ours.append((H_GENERATED, b"true"))
+    if rec.skipped is not None:
+        b = rec.skipped
+        ours.append((H_BATCH, f"{b.first_offset}..{b.next_offset - 1} {b.codec}".encode()))
     if max_bytes is not None and len(value) > max_bytes:
         ours += [(H_TRUNCATED, b"true"), (H_ORIGINAL_SIZE, str(len(value)).encode())]
         value = value[:DLQ_KEEP_BYTES]
@@ -175,6 +182,11 @@ class DeadLetter:
             return int(self._h(H_TIME))
         except ValueError:
             return 0
+
+    @property
+    def is_batch(self) -> bool:
+        """A record batch the ingress could not read (its value is the raw batch)."""
+        return header(self.headers, H_BATCH) is not None
 
     @property
     def truncated(self) -> bool:

@@ -6,10 +6,27 @@ Kept free of aiokafka types so the batch logic is testable with in-memory lists.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-__all__ = ["Headers", "InRecord", "OutRecord", "header"]
+if TYPE_CHECKING:
+    from raylane.errors import RaylaneError
+
+__all__ = ["Headers", "InRecord", "OutRecord", "SkippedBatch", "header"]
 
 Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedBatch:
+    """A record batch the consumer could not read and went past: offsets
+    ``first_offset`` up to (not including) ``next_offset`` of one partition."""
+
+    first_offset: int
+    next_offset: int
+    codec: str
+    error: RaylaneError
+    #: the batch as the broker sent it (compressed), b"" when its bounds were not found
+    raw: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +38,9 @@ class InRecord:
     value: bytes | None
     headers: Headers = field(default_factory=list)
     timestamp_ms: int = 0
+    #: set on the stand-in for a batch that could not be read: it goes to the DLQ, and its
+    #: offset is the batch's last, so committing it commits past the batch
+    skipped: SkippedBatch | None = None
 
     @property
     def where(self) -> str:

@@ -91,6 +91,8 @@ class ReplayReport:
     already_replayed: int = 0
     duplicates: int = 0
     truncated: int = 0
+    #: skipped: dead letters of record batches the ingress could not read (not events)
+    batches: int = 0
     #: dead letters read from the DLQ topic (all of it, or the command fails)
     read: int = 0
     #: skipped: their source topic is not an input of the given pipelines (and no `to_topic`)
@@ -115,13 +117,14 @@ async def replay(
     """Re-publish the selected dead letters to their source topic (or `to_topic`).
 
     Selection: `error_class` (exact), dead-lettered at or after `since_ms`. Skips
-    truncated records and, unless `force`, event ids the ledger shows replayed
-    after they were dead-lettered. Without `to_topic`, a record goes back only to a
-    source topic in `allowed_topics` (the pipelines' configured inputs; a DLQ record's
-    header is data and must not pick any topic it likes): the others are counted as
-    `foreign` and skipped. Waits for every acknowledgement, then writes the ledger, so a
-    crash in between replays again (consumers de-duplicate). Reading the DLQ or its
-    ledger short of their end raises instead of replaying part of it.
+    truncated records, record batches the ingress could not read (not events) and,
+    unless `force`, event ids the ledger shows replayed after they were dead-lettered.
+    Without `to_topic`, a record goes back only to a source topic in `allowed_topics` (the
+    pipelines' configured inputs; a DLQ record's header is data and must not pick any topic
+    it likes): the others are counted as `foreign` and skipped. Waits for every
+    acknowledgement, then writes the ledger, so a crash in between replays again (consumers
+    de-duplicate). Reading the DLQ or its ledger short of their end raises instead of
+    replaying part of it.
     """
     if to_topic is None and allowed_topics is None:
         raise RaylaneError(
@@ -150,6 +153,9 @@ async def replay(
         report.selected += 1
         if to_topic is None and allowed_topics is not None and d.source_topic not in allowed_topics:
             report.foreign += 1
+            continue
+        if d.is_batch:
+            report.batches += 1
             continue
         if d.truncated:
             report.truncated += 1

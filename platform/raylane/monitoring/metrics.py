@@ -93,6 +93,13 @@ class PipelineMetrics:
             "class).",
             ["pipeline"],
         )
+        self.unreadable_batches = Counter(
+            "raylane_unreadable_batches_total",
+            "Kafka record batches the ingress could not read (decompressed past "
+            "input.max_decompressed_batch_bytes, unsupported codec, corrupt), dead-lettered "
+            "whole and gone past.",
+            ["pipeline", "error_class"],
+        )
         self.publish_rejected = Counter(
             "raylane_publish_rejected_total",
             "Records Kafka refused for good (too large, invalid or unauthorized topic), by "

@@ -144,6 +144,9 @@ class DecodeStage:
     def __call__(self, records: Sequence[InRecord], dlq: list[OutRecord]) -> Decoded:
         fit: list[InRecord] = []
         for rec in records:
+            if rec.skipped is not None:  # a record batch the consumer could not read
+                dlq.append(dead_letter(self.cfg, rec, rec.skipped.error))
+                continue
             bad_envelope = self._envelope_error(rec)
             if bad_envelope is None:
                 fit.append(rec)

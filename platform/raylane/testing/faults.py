@@ -96,6 +96,8 @@ class Poison:
     key: bytes | None = b"poison"
     headers: list[tuple[str, bytes]] = field(default_factory=list)
     compress: bool = False
+    #: sent gzip-compressed in a record batch of its own (its dead letter is the batch's)
+    bomb: bool = False
 
 
 # -- tally ----------------------------------------------------------------------------------
@@ -304,8 +306,11 @@ class Traffic:
         conn = connection(rig.bootstrap)
         raw = conn.producer(max_request_size=8 << 20, linger_ms=2)
         gz = conn.producer(max_request_size=8 << 20, compression_type="gzip")
+        # a bomb inflates past any request size: the client checks the uncompressed size
+        big = conn.producer(max_request_size=1 << 30, compression_type="gzip")
         await raw.start()
         await gz.start()
+        await big.start()
         pending: list[tuple[asyncio.Future[Any], Poison]] = []
         acks: list[asyncio.Future[Any]] = []
         try:
@@ -335,13 +340,15 @@ class Traffic:
                         for j, ev in enumerate(chunk):
                             p = self.poison_fn(i + j, ev) if self.poison_fn else None
                             if p is not None:
-                                via = gz if p.compress else raw
+                                via = big if p.bomb else gz if p.compress else raw
                                 fut = await via.send(
                                     rig.args["input"]["topic"],
                                     p.value,
                                     key=p.key,
                                     headers=p.headers,
                                 )
+                                if p.bomb:  # acknowledged before the next send: a batch of one
+                                    await fut
                                 pending.append((fut, p))
                         i += take
                         self.sent = i
@@ -355,6 +362,7 @@ class Traffic:
         finally:
             await raw.stop()
             await gz.stop()
+            await big.stop()
 
 
 # -- webhook receiver -----------------------------------------------------------------------
@@ -498,6 +506,8 @@ class FaultRig:
             args = isolated_args(config, f"faults-{unique}", num_replicas=ingress_replicas)
             args["name"] = f"faults_{unique}"
             args["input"]["max_event_age_s"] = 86_400.0
+            # small enough that the poison mix's gzip bombs stay cheap to make
+            args["input"]["max_decompressed_batch_bytes"] = 4 << 20
             versions = use_own_model(
                 args,
                 s.mlflow_tracking_uri,

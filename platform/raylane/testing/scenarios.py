@@ -214,6 +214,7 @@ POISON_KINDS = (
     "far_future",
     "far_past",
     "compressed_oversize",
+    "gzip_bomb",
     "non_utf8_json",
     "non_utf8_avro",
     "unknown_schema_id",
@@ -221,8 +222,16 @@ POISON_KINDS = (
 )
 
 
-def poison_record(kind: str, ev: dict[str, Any], codec: Codec, *, max_event_bytes: int) -> Poison:
-    """One hostile version of the valid event `ev`."""
+def poison_record(
+    kind: str,
+    ev: dict[str, Any],
+    codec: Codec,
+    *,
+    max_event_bytes: int,
+    max_batch_bytes: int = 64 << 20,
+) -> Poison:
+    """One hostile version of the valid event `ev` (`max_batch_bytes`: the pipeline's
+    ``input.max_decompressed_batch_bytes``)."""
     ev = dict(ev, event_id=f"poison-{kind}-{ev['event_id']}")
     now_ms = int(time.time() * 1000)
     if kind == "nan":
@@ -246,6 +255,9 @@ def poison_record(kind: str, ev: dict[str, Any], codec: Codec, *, max_event_byte
     if kind == "compressed_oversize":
         doc = dict(ev, merchant_id="m" * 10, note=" " * (2 * max_event_bytes))
         return Poison(kind, json.dumps(doc).encode(), "EventTooLarge", compress=True)
+    if kind == "gzip_bomb":  # a record batch of its own that inflates past the batch limit
+        doc = dict(ev, merchant_id="m" * 10, note=" " * (max_batch_bytes + 1))
+        return Poison(kind, json.dumps(doc).encode(), "DecompressedTooLarge", bomb=True)
     if kind == "non_utf8_json":
         body = json.dumps(dict(ev, merchant_id="MARK")).encode().replace(b"MARK", b"m\xff\xfe")
         return Poison(kind, body, "InvalidJson")
@@ -279,13 +291,14 @@ def poison_mix(
     """One poison record per 1/`share` valid events, cycling through every kind."""
     codec = Codec.for_contract(rig.args["input"]["contract"])
     limit = int(rig.args["input"].get("max_event_bytes", 1 << 20))
+    batch_limit = int(rig.args["input"].get("max_decompressed_batch_bytes", 64 << 20))
     every = max(1, round(1 / share))
 
     def poison(i: int, ev: dict[str, Any]) -> Poison | None:
         if i % every != every // 2:
             return None
         kind = POISON_KINDS[(i // every) % len(POISON_KINDS)]
-        return poison_record(kind, ev, codec, max_event_bytes=limit)
+        return poison_record(kind, ev, codec, max_event_bytes=limit, max_batch_bytes=batch_limit)
 
     traffic = Traffic(rig, events, rate, seed=seed, poison=poison).start()
     _drain(rig, traffic, timeout_s=180, dlq=True)

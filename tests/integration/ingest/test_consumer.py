@@ -26,6 +26,7 @@ from raylane.errors import DependencyError
 from raylane.ingest import build_ingress
 from raylane.kafka import deadletters as D
 from raylane.kafka.admin import ensure_topics_async
+from raylane.kafka.client import connection
 from raylane.kafka.producer import EventProducer
 from raylane.pipeline.processor import Prediction
 from raylane.testing import World
@@ -288,3 +289,66 @@ async def test_poison_records_are_isolated_and_scoring_never_stops(stack, unique
     assert all(b"ValueError" in h[D.H_MESSAGE] for h in isolated)
     got_ids = {codec.decode(raw)["event_id"] for raw in by_value if raw not in bad}
     assert got_ids == poison_ids
+
+
+async def test_a_compression_bomb_is_dead_lettered_whole_and_scoring_goes_on(
+    stack, unique: str
+) -> None:
+    """A gzip record batch that inflates past input.max_decompressed_batch_bytes, between
+    valid payments on the same partition: the ingress dead-letters the batch (its raw bytes,
+    its offsets), scores every valid payment and commits past the bomb."""
+    cfg = _cfg(unique)
+    cfg = PipelineConfig.from_args(
+        {
+            **cfg.model_dump(mode="json", exclude_none=True),
+            "input": {
+                **cfg.input.model_dump(mode="json", exclude_none=True),
+                "max_decompressed_batch_bytes": 2 << 20,
+            },
+        }
+    )
+    await ensure_topics_async(stack.kafka_bootstrap, pipeline_topics(cfg), partitions=1)
+    codec = Codec.for_contract("payments.initiated", formats=("avro", "json"))
+    events = [le.event for le in World(seed=6, n_users=20).stream(start=0, rate=10).take(40)]
+    doc = dict(events[0], event_id="bomb", note=" " * (8 << 20))  # 8 MiB, about 8 KB gzipped
+    async with EventProducer(
+        stack.kafka_bootstrap, cfg.input.topic, codec, key_field=cfg.input.key_field
+    ) as prod:
+        await prod.send_many(events[:20])
+    bomb = connection(stack.kafka_bootstrap).producer(
+        compression_type="gzip", max_request_size=1 << 30
+    )
+    await bomb.start()
+    try:
+        md = await bomb.send_and_wait(cfg.input.topic, json.dumps(doc).encode(), key=b"attacker")
+    finally:
+        await bomb.stop()
+    async with EventProducer(
+        stack.kafka_bootstrap, cfg.input.topic, codec, key_field=cfg.input.key_field
+    ) as prod:
+        await prod.send_many(events[20:])
+
+    loop = await build_ingress(cfg, AmountModel(), metrics_endpoint=False)
+    await _run_until(loop, lambda: loop.stats.scored + loop.stats.dlq >= 41)
+    assert loop.stats.scored == 40 and loop.stats.dlq == 1
+    assert loop.stats.unreadable_batches == 1
+
+    (letter,) = await _read(stack.kafka_bootstrap, cfg.input.dlq, 1)
+    h = {k: v for k, v in letter.headers}
+    assert h[D.H_CLASS] == b"DecompressedTooLarge" and h[D.H_STAGE] == b"fetch"
+    assert h[D.H_BATCH] == f"{md.offset}..{md.offset} gzip".encode()
+    assert int(h[D.H_OFFSET]) == md.offset and h[D.H_TOPIC].decode() == cfg.input.topic
+    assert b"max_decompressed_batch_bytes=2097152" in h[D.H_MESSAGE]
+    assert 0 < len(letter.value) < 64 << 10  # the compressed batch, as the broker holds it
+    scored = await _read(stack.kafka_bootstrap, cfg.outputs.scored.topic, 40)
+    out = Codec.for_contract("payments.scored")
+    assert sorted(out.decode(m.value)["event_id"] for m in scored) == sorted(
+        e["event_id"] for e in events
+    )
+    ends = await partition_ends(stack.kafka_bootstrap, cfg.input.topic)
+    c = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=cfg.ingress.group_id)
+    await c.start()
+    try:
+        assert await c.committed(TopicPartition(cfg.input.topic, 0)) == ends[0] == 41
+    finally:
+        await c.stop()

@@ -119,7 +119,7 @@ def _cfg(**inp: Any) -> PipelineConfig:
 def test_every_poison_kind_is_dead_lettered_with_its_class(kind: str) -> None:
     import time
 
-    cfg = _cfg(max_event_age_s=86_400.0)
+    cfg = _cfg(max_event_age_s=86_400.0, max_decompressed_batch_bytes=2 << 20)
     codec, _ = codecs_for(cfg)  # the formats the pipeline accepts (Avro and JSON)
     now = int(time.time() * 1000)
     ev = {
@@ -134,9 +134,19 @@ def test_every_poison_kind_is_dead_lettered_with_its_class(kind: str) -> None:
         "event_time": now,
         "device_id": None,
     }
-    p = poison_record(kind, ev, codec, max_event_bytes=cfg.input.max_event_bytes)
+    inp = cfg.input
+    p = poison_record(
+        kind,
+        ev,
+        codec,
+        max_event_bytes=inp.max_event_bytes,
+        max_batch_bytes=inp.max_decompressed_batch_bytes,
+    )
     good = InRecord("t", 0, 0, b"u1", codec.encode(ev), [], now)
-    bad = InRecord("t", 0, 1, p.key, p.value, p.headers, now)
+    if p.bomb:  # what the ingress's fetch makes of it: the stand-in for its record batch
+        bad = _fetched_alone(p, offset=1, limit=inp.max_decompressed_batch_bytes)
+    else:
+        bad = InRecord("t", 0, 1, p.key, p.value, p.headers, now)
     dlq: list[OutRecord] = []
     out = DecodeStage(cfg, codec)([good, bad], dlq)
     assert [r.offset for r in out.records] == [0]
@@ -144,3 +154,36 @@ def test_every_poison_kind_is_dead_lettered_with_its_class(kind: str) -> None:
     assert header(dlq[0].headers, D.H_CLASS) == p.expect.encode(), header(
         dlq[0].headers, D.H_MESSAGE
     )
+
+
+def _fetched_alone(p: Poison, *, offset: int, limit: int) -> InRecord:
+    """`p` in a gzip record batch of its own, read by aiokafka's fetch-side parser under
+    the ingress's quarantine (no broker: the bytes are what one would send)."""
+    from aiokafka.consumer import fetcher
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+    from aiokafka.structs import TopicPartition
+
+    from raylane.kafka import batches
+
+    b = DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=1,
+        is_transactional=0,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=1 << 30,
+    )
+    b.append(0, timestamp=None, key=p.key, value=p.value, headers=p.headers)
+    raw = bytearray(b.build())
+    raw[:8] = offset.to_bytes(8, "big")  # base offset (not covered by the CRC)
+    batches.install()
+    q = batches.Quarantine(limit)
+    parts = fetcher.PartitionRecords(
+        TopicPartition("t", 0), fetcher.MemoryRecords(bytes(raw)), [], offset, None, None, True, 0
+    )
+    with batches.reading(q):
+        assert list(parts) == []
+    assert parts.next_fetch_offset == offset + 1
+    (stand_in,) = q.take()
+    return stand_in

@@ -1,0 +1,215 @@
+"""Bounded decompression and going past unreadable record batches, on aiokafka's own
+fetch-side parser fed with batch bytes built here (the broker is in the integration test)."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import tracemalloc
+import zlib
+from typing import Any
+
+import pytest
+from aiokafka.consumer import fetcher
+from aiokafka.errors import CorruptRecordException, UnsupportedCodecError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.record.util import calc_crc32c
+from aiokafka.structs import TopicPartition
+
+from raylane.config import PipelineConfig
+from raylane.errors import ConfigError
+from raylane.kafka import batches
+from raylane.kafka import deadletters as D
+from raylane.kafka.records import header
+
+TP = TopicPartition("t", 0)
+
+
+def _batch(values: list[bytes], *, base: int = 0, codec: int = 0, headers: Any = ()) -> bytes:
+    b = DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=codec,
+        is_transactional=0,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=1 << 30,
+    )
+    for i, v in enumerate(values):
+        b.append(i, timestamp=None, key=None, value=v, headers=list(headers))
+    raw = bytearray(b.build())
+    raw[:8] = struct.pack(">q", base)
+    return bytes(raw)
+
+
+def _recodec(raw: bytes, codec: int) -> bytes:
+    """The batch with its codec bits set to `codec` and a CRC that matches."""
+    out = bytearray(raw)
+    (attrs,) = struct.unpack_from(">h", out, 21)
+    struct.pack_into(">h", out, 21, (attrs & ~7) | codec)
+    struct.pack_into(">I", out, 17, calc_crc32c(bytes(out[21:])))
+    return bytes(out)
+
+
+def _read(raw: bytes, q: batches.Quarantine | None, start: int = 0) -> tuple[list[Any], int]:
+    """What one fetch result of `raw` yields, and where the consumer's position goes."""
+    batches.install()
+    parts = fetcher.PartitionRecords(TP, fetcher.MemoryRecords(raw), [], start, None, None, True, 0)
+    if q is None:
+        return [(r.offset, r.value) for r in parts], parts.next_fetch_offset
+    with batches.reading(q):
+        got = [(r.offset, r.value) for r in parts]
+    return got, parts.next_fetch_offset
+
+
+# -- bounded gunzip -------------------------------------------------------------------------
+
+
+def test_gunzip_returns_what_fits_and_stops_at_the_limit() -> None:
+    data = b"0123456789" * 1000
+    assert batches.bounded_gunzip(gzip.compress(data), len(data)) == data
+    with pytest.raises(batches._TooLarge):
+        batches.bounded_gunzip(gzip.compress(data), len(data) - 1)
+
+
+def test_gunzip_never_inflates_a_bomb_past_the_limit() -> None:
+    bomb = gzip.compress(b"\0" * (64 << 20))  # 64 MiB of zeros in about 64 KB
+    assert len(bomb) < 200_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(batches._TooLarge):
+            batches.bounded_gunzip(bomb, 1 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"peak {peak} bytes while refusing a 64 MiB bomb at 1 MiB"
+
+
+def test_gunzip_reads_every_member_and_rejects_a_cut_stream() -> None:
+    two = gzip.compress(b"a" * 100) + gzip.compress(b"b" * 100)
+    assert batches.bounded_gunzip(two, 200) == b"a" * 100 + b"b" * 100
+    with pytest.raises(batches._TooLarge):  # the limit counts both members
+        batches.bounded_gunzip(two, 150)
+    assert batches.bounded_gunzip(gzip.compress(b"x") + b"\0\0\0", 10) == b"x"
+    with pytest.raises(EOFError):
+        batches.bounded_gunzip(gzip.compress(b"y" * 1000)[:-12], 10_000)
+    with pytest.raises(zlib.error):
+        batches.bounded_gunzip(b"\x1f\x8b" + b"not gzip at all", 100)
+
+
+# -- batch bounds from the headers alone ------------------------------------------------------
+
+
+def test_locate_finds_the_batch_holding_an_offset() -> None:
+    a, b = _batch([b"1", b"2", b"3"], base=10), _batch([b"4", b"5"], base=13, codec=1)
+    raw = a + b
+    assert batches.locate_batch(raw, 10) == (10, 13, "none", a)
+    assert batches.locate_batch(raw, 12) == (10, 13, "none", a)
+    assert batches.locate_batch(raw, 13) == (13, 15, "gzip", b)
+    assert batches.locate_batch(raw, 15) is None
+    assert batches.locate_batch(raw[: len(a) + 20], 13) is None  # cut short: no bounds
+    assert batches.locate_batch(b"", 0) is None
+    assert batches.locate_batch(None, 0) is None
+
+
+# -- the quarantine on aiokafka's parser -----------------------------------------------------
+
+
+def test_a_bomb_is_gone_past_and_the_records_around_it_are_returned() -> None:
+    raw = (
+        _batch([b"a", b"b"], base=0)
+        + _batch([b"\0" * (8 << 20)], base=2, codec=1)
+        + _batch([b"c"], base=3)
+    )
+    q = batches.Quarantine(1 << 20)
+    got, pos = _read(raw, q)
+    assert got == [(0, b"a"), (1, b"b")] and pos == 3  # the fetch result ends at the bomb
+    (stand_in,) = q.take()
+    assert stand_in.offset == 2 and stand_in.skipped is not None
+    skipped = stand_in.skipped
+    assert (skipped.first_offset, skipped.next_offset, skipped.codec) == (2, 3, "gzip")
+    assert skipped.error.error_class == "DecompressedTooLarge"
+    assert "input.max_decompressed_batch_bytes=1048576" in skipped.error.message
+    assert stand_in.value == raw[len(_batch([b"a", b"b"])) : -len(_batch([b"c"], base=3))]
+    assert q.take() == []
+    got, pos = _read(_batch([b"c"], base=3), q, start=3)  # the next fetch starts past it
+    assert got == [(3, b"c")] and pos == 4
+
+
+def test_without_a_quarantine_aiokafka_behaves_as_before() -> None:
+    raw = _batch([b"x" * 5000], codec=1)
+    assert _read(raw, None) == ([(0, b"x" * 5000)], 1)
+    with pytest.raises(UnsupportedCodecError):
+        _read(_recodec(_batch([b"y"]), 3), None)
+
+
+def test_an_unsupported_codec_is_dead_lettered_with_the_fix() -> None:
+    q = batches.Quarantine(1 << 20)
+    got, pos = _read(_recodec(_batch([b"y", b"z"], base=5), 3), q, start=5)
+    assert got == [] and pos == 7
+    (s,) = q.take()
+    assert s.skipped is not None and s.skipped.error.error_class == "UnsupportedCodec"
+    assert "lz4" in s.skipped.error.message and "cramjam" in s.skipped.error.message
+
+
+def test_a_crc_failure_is_fetched_again_once_then_dead_lettered() -> None:
+    bad = bytearray(_batch([b"p" * 50], base=4))
+    bad[-5] ^= 0xFF
+    with pytest.raises(CorruptRecordException):
+        _read(bytes(bad), None, start=4)
+    q = batches.Quarantine(1 << 20)
+    assert _read(bytes(bad), q, start=4) == ([], 4)  # first time: read it again
+    assert q.take() == []
+    assert _read(bytes(bad), q, start=4) == ([], 5)  # the same failure again: past it
+    (s,) = q.take()
+    assert s.skipped is not None and s.skipped.error.error_class == "CorruptBatch"
+    assert s.skipped.raw == bytes(bad)
+
+
+def test_a_record_that_does_not_parse_loses_only_the_rest_of_its_batch() -> None:
+    # aiokafka decodes header names as UTF-8 while parsing: a non-UTF-8 name raises there
+    good = _batch([b"g1"], base=0)
+    raw_broken = bytearray(_batch([b"h1", b"h2"], base=1, headers=[("nX", b"v")]))
+    i = raw_broken.find(b"nX")
+    raw_broken[i + 1] = 0xFF  # the name's second byte: not UTF-8, and the CRC made to match
+    struct.pack_into(">I", raw_broken, 17, calc_crc32c(bytes(raw_broken[21:])))
+    q = batches.Quarantine(1 << 20)
+    got, pos = _read(good + bytes(raw_broken) + _batch([b"g2"], base=3), q)
+    assert got == [(0, b"g1")] and pos == 3
+    (s,) = q.take()
+    assert s.skipped is not None and s.skipped.error.error_class == "CorruptBatch"
+    assert (s.skipped.first_offset, s.skipped.next_offset) == (1, 3)
+    assert "UnicodeDecodeError" in s.skipped.error.message
+
+
+def test_the_dead_letter_names_the_batch_and_replay_skips_it() -> None:
+    from raylane.kafka.deadletters import DeadLetter, dlq_record
+
+    q = batches.Quarantine(1 << 10)
+    _read(_batch([b"\0" * 10_000], base=7, codec=1), q, start=7)
+    (s,) = q.take()
+    assert s.skipped is not None
+    out = dlq_record(s, s.skipped.error, "cid", "t.dlq", generated=True, max_bytes=1 << 20)
+    assert header(out.headers, D.H_BATCH) == b"7..7 gzip"
+    assert header(out.headers, D.H_CLASS) == b"DecompressedTooLarge"
+    assert header(out.headers, D.H_STAGE) == b"fetch"
+    assert header(out.headers, D.H_OFFSET) == b"7"
+    assert out.value == s.skipped.raw and out.key is None
+    letter = DeadLetter(0, 0, out.key, out.value, out.headers)
+    assert letter.is_batch
+
+
+def test_the_batch_limit_cannot_be_below_the_event_limit() -> None:
+    import copy
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[3]
+    args = copy.deepcopy(
+        yaml.safe_load((root / "serve_configs/fraud.yaml").read_text())["applications"][0]["args"]
+    )
+    args["input"]["max_decompressed_batch_bytes"] = 1000
+    with pytest.raises(ConfigError) as e:
+        PipelineConfig.from_args(args)
+    assert "input" in str(e.value) and "raise max_decompressed_batch_bytes" in str(e.value)
