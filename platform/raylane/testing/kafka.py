@@ -3,7 +3,8 @@
 `isolated_args` gives a pipeline its own topics and consumer group, so runs never read
 each other's events (the pipeline keeps its name, and so its window state);
 `partition_ends` finds where each partition ends by reading it; `read_records` and
-`collect` read topics from the beginning while a pipeline is still writing them.
+`collect` read topics from the beginning while a pipeline is still writing them;
+`committed_offsets` reads a group's commits; `record_batch` builds a raw record batch.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ from raylane.bootstrap import pipeline_topics
 from raylane.config import PipelineConfig
 from raylane.kafka.client import connection
 
-__all__ = ["collect", "isolated_args", "isolated_topics", "partition_ends", "read_records"]
+__all__ = [
+    "collect",
+    "committed_offsets",
+    "isolated_args",
+    "isolated_topics",
+    "partition_ends",
+    "read_records",
+    "record_batch",
+]
 
 
 def isolated_args(config: str | Path, suffix: str, **ingress: Any) -> dict[str, Any]:
@@ -103,6 +112,45 @@ async def partition_ends(bootstrap: str, topic: str, idle_s: float = 1.0) -> dic
     finally:
         await c.stop()
     return ends
+
+
+async def committed_offsets(
+    bootstrap: str, group_id: str, topic: str, partitions: Any
+) -> dict[int, int | None]:
+    """The offset `group_id` has committed on each of `partitions` of `topic` (None: none)."""
+    from aiokafka import TopicPartition
+
+    c = connection(bootstrap).consumer(group_id=group_id)
+    await c.start()
+    try:
+        return {p: await c.committed(TopicPartition(topic, p)) for p in partitions}
+    finally:
+        await c.stop()
+
+
+def record_batch(
+    values: list[bytes], *, base: int = 0, codec: int = 0, headers: Any = (), key: Any = None
+) -> bytes:
+    """A v2 record batch of `values` (offsets from `base`, aiokafka's codec number), the bytes
+    a producer would send: for tests that feed the parser or the broker batches by hand."""
+    import struct
+
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+    b = DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=codec,
+        is_transactional=0,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=1 << 30,
+    )
+    for i, v in enumerate(values):
+        b.append(i, timestamp=None, key=key, value=v, headers=list(headers))
+    raw = bytearray(b.build())
+    struct.pack_into(">q", raw, 0, base)  # the base offset is outside the CRC
+    return bytes(raw)
 
 
 async def read_records(bootstrap: str, topic: str, n: int, timeout_s: float = 30) -> list[Any]:

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from raylane.bootstrap import pipeline_topics
 from raylane.config import PipelineConfig
@@ -30,7 +29,7 @@ from raylane.kafka.client import connection
 from raylane.kafka.producer import EventProducer
 from raylane.pipeline.processor import Prediction
 from raylane.testing import World
-from raylane.testing.kafka import partition_ends, read_records
+from raylane.testing.kafka import committed_offsets, partition_ends, read_records
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -133,15 +132,10 @@ async def test_dlq_keeps_original_bytes_and_names_the_error(stack, unique: str) 
     assert all(r["features"]["user_txn_count_60s"] >= 1 for r in recs)
     # offsets: committed at the end of both partitions
     ends = await partition_ends(stack.kafka_bootstrap, cfg.input.topic)
-    c = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=cfg.ingress.group_id)
-    await c.start()
-    try:
-        assert {
-            tp.partition: await c.committed(tp)
-            for tp in (TopicPartition(cfg.input.topic, p) for p in ends)
-        } == ends
-    finally:
-        await c.stop()
+    committed = await committed_offsets(
+        stack.kafka_bootstrap, cfg.ingress.group_id, cfg.input.topic, ends
+    )
+    assert committed == ends
 
 
 class FlakyWindows:
@@ -346,9 +340,7 @@ async def test_a_compression_bomb_is_dead_lettered_whole_and_scoring_goes_on(
         e["event_id"] for e in events
     )
     ends = await partition_ends(stack.kafka_bootstrap, cfg.input.topic)
-    c = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=cfg.ingress.group_id)
-    await c.start()
-    try:
-        assert await c.committed(TopicPartition(cfg.input.topic, 0)) == ends[0] == 41
-    finally:
-        await c.stop()
+    committed = await committed_offsets(
+        stack.kafka_bootstrap, cfg.ingress.group_id, cfg.input.topic, ends
+    )
+    assert committed == ends == {0: 41}

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from raylane.bootstrap import pipeline_topics
 from raylane.config import PipelineConfig
@@ -33,7 +32,7 @@ from raylane.pipeline.processor import Prediction
 from raylane.pipeline.wiring import build_processor
 from raylane.sinks.kafka import KafkaSink
 from raylane.testing import World
-from raylane.testing.kafka import partition_ends, read_records
+from raylane.testing.kafka import committed_offsets, partition_ends, read_records
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -149,9 +148,7 @@ async def test_an_output_over_the_producers_limit_is_dead_lettered_and_the_rest_
     assert dl.value == big_value and dl.key == b"big-user"
 
     ends = await partition_ends(stack.kafka_bootstrap, cfg.input.topic)
-    c = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=cfg.ingress.group_id)
-    await c.start()
-    try:
-        assert await c.committed(TopicPartition(cfg.input.topic, 0)) == ends[0] == 13
-    finally:
-        await c.stop()
+    committed = await committed_offsets(
+        stack.kafka_bootstrap, cfg.ingress.group_id, cfg.input.topic, ends
+    )
+    assert committed == ends == {0: 13}

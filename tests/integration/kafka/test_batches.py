@@ -11,29 +11,18 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import UnsupportedCodecError
 from aiokafka.protocol.produce import ProduceRequest
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.util import calc_crc32c
 
 from raylane.kafka import batches
 from raylane.kafka.admin import ensure_topics_async
 from raylane.kafka.client import connection
+from raylane.testing.kafka import record_batch
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 def _batch(values: list[bytes]) -> bytearray:
-    b = DefaultRecordBatchBuilder(
-        magic=2,
-        compression_type=0,
-        is_transactional=0,
-        producer_id=-1,
-        producer_epoch=-1,
-        base_sequence=-1,
-        batch_size=1 << 30,
-    )
-    for i, v in enumerate(values):
-        b.append(i, timestamp=None, key=None, value=v, headers=[])
-    return bytearray(b.build())
+    return bytearray(record_batch(values))
 
 
 async def _produce_raw(bootstrap: str, topic: str, raw: bytes) -> None:

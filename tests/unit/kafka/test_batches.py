@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from aiokafka.consumer import fetcher
 from aiokafka.errors import CorruptRecordException, UnsupportedCodecError
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.util import calc_crc32c
 from aiokafka.structs import TopicPartition
 
@@ -21,25 +20,13 @@ from raylane.errors import ConfigError
 from raylane.kafka import batches
 from raylane.kafka import deadletters as D
 from raylane.kafka.records import header
+from raylane.testing.kafka import record_batch
 
 TP = TopicPartition("t", 0)
 
 
 def _batch(values: list[bytes], *, base: int = 0, codec: int = 0, headers: Any = ()) -> bytes:
-    b = DefaultRecordBatchBuilder(
-        magic=2,
-        compression_type=codec,
-        is_transactional=0,
-        producer_id=-1,
-        producer_epoch=-1,
-        base_sequence=-1,
-        batch_size=1 << 30,
-    )
-    for i, v in enumerate(values):
-        b.append(i, timestamp=None, key=None, value=v, headers=list(headers))
-    raw = bytearray(b.build())
-    raw[:8] = struct.pack(">q", base)
-    return bytes(raw)
+    return record_batch(values, base=base, codec=codec, headers=headers)
 
 
 def _recodec(raw: bytes, codec: int) -> bytes:

@@ -160,27 +160,16 @@ def _fetched_alone(p: Poison, *, offset: int, limit: int) -> InRecord:
     """`p` in a gzip record batch of its own, read by aiokafka's fetch-side parser under
     the ingress's quarantine (no broker: the bytes are what one would send)."""
     from aiokafka.consumer import fetcher
-    from aiokafka.record.default_records import DefaultRecordBatchBuilder
     from aiokafka.structs import TopicPartition
 
     from raylane.kafka import batches
+    from raylane.testing.kafka import record_batch
 
-    b = DefaultRecordBatchBuilder(
-        magic=2,
-        compression_type=1,
-        is_transactional=0,
-        producer_id=-1,
-        producer_epoch=-1,
-        base_sequence=-1,
-        batch_size=1 << 30,
-    )
-    b.append(0, timestamp=None, key=p.key, value=p.value, headers=p.headers)
-    raw = bytearray(b.build())
-    raw[:8] = offset.to_bytes(8, "big")  # base offset (not covered by the CRC)
+    raw = record_batch([p.value], base=offset, codec=1, headers=p.headers, key=p.key)
     batches.install()
     q = batches.Quarantine(limit)
     parts = fetcher.PartitionRecords(
-        TopicPartition("t", 0), fetcher.MemoryRecords(bytes(raw)), [], offset, None, None, True, 0
+        TopicPartition("t", 0), fetcher.MemoryRecords(raw), [], offset, None, None, True, 0
     )
     with batches.reading(q):
         assert list(parts) == []
