@@ -115,6 +115,15 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option(help="Replay event ids the ledger shows replayed already.")
         ] = False,
         dry_run: Annotated[bool, typer.Option(help="Only say what would be replayed.")] = False,
+        max_batch_bytes: Annotated[
+            int | None,
+            typer.Option(
+                "--max-batch-bytes",
+                help="Also replay, record by record, the record batches the ingress could not "
+                "read, decompressing each up to this many bytes (after installing the codec it "
+                "lacked, or raising input.max_decompressed_batch_bytes to this).",
+            ),
+        ] = None,
         config: Annotated[
             list[Path] | None,
             typer.Option(
@@ -152,6 +161,7 @@ def register(app: typer.Typer) -> None:
                     dry_run=dry_run,
                     registry=_registry(registry_dir, url),
                     allowed_topics=allowed,
+                    max_batch_bytes=max_batch_bytes,
                 )
             )
         verb = "would replay" if dry_run else "replayed"
@@ -161,7 +171,7 @@ def register(app: typer.Typer) -> None:
             f"read {rep.read} dead letters, {rep.selected} selected; {verb} {n} ({targets}); "
             f"skipped {rep.already_replayed} already replayed (ledger {ledger_topic(topic)}), "
             f"{rep.duplicates} duplicate event ids, {rep.truncated} truncated, {rep.batches} "
-            f"unreadable record batches (not events), {rep.foreign} "
+            f"record batches it could not read (see --max-batch-bytes), {rep.foreign} "
             f"whose source is not an input of {sorted(allowed) if allowed else 'the --to topic'}",
             highlight=False,
         )

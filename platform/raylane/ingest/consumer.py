@@ -223,7 +223,7 @@ class IngressLoop:
     async def _next_batch(self) -> list[InRecord]:
         """Up to max_batch_size records, waiting at most max_wait_ms after the first."""
         ing = self.cfg.ingress
-        records = await self._fetch(100, ing.max_batch_size)
+        records = await self._fetch(100, ing.max_batch_size, fresh_budget=True)
         if not records or len(records) >= ing.max_batch_size:
             return records
         if ing.max_wait_ms == 0:  # take what has already arrived, without waiting
@@ -240,11 +240,15 @@ class IngressLoop:
             records.extend(more)
         return records
 
-    async def _fetch(self, timeout_ms: int, max_records: int) -> list[InRecord]:
-        """One ``getmany``, with decompression capped and unreadable record batches gone
-        past: each comes back as one stand-in record, dead-lettered by the decode stage."""
+    async def _fetch(
+        self, timeout_ms: int, max_records: int, *, fresh_budget: bool = False
+    ) -> list[InRecord]:
+        """One ``getmany``, with decompression capped (per batch, and for all the fetches
+        of one batch together: `fresh_budget` on the first) and unreadable record batches
+        gone past: each comes back as one stand-in record, dead-lettered by the decode
+        stage."""
         assert self._consumer is not None
-        with batches.reading(self._quarantine) as q:
+        with batches.reading(self._quarantine, fresh_budget=fresh_budget) as q:
             got = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
         records = _flatten(got)
         skipped = q.take()

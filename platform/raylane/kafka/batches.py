@@ -10,7 +10,8 @@ it (a context variable, so other consumers in the process keep aiokafka's behavi
 
 - gzip batches are inflated with ``zlib`` up to ``max_decompressed_bytes`` and no further;
   other codecs (which aiokafka decodes only with ``cramjam`` installed) are checked after
-  decoding;
+  decoding; the same figure bounds all the batches of one block together (a batch that fits
+  alone but not with the others waits for the next fetch);
 - a batch that cannot be read ends the partition's fetch result just before it; the
   consumer's position moves past it, and the quarantine keeps a :class:`SkippedBatch`
   (offsets, codec, typed error, raw bytes) that the caller turns into a dead letter,
@@ -43,8 +44,8 @@ __all__ = [
     "UnreadableBatch",
     "UnsupportedCodec",
     "bounded_gunzip",
+    "describe_batch",
     "install",
-    "locate_batch",
     "reading",
 ]
 
@@ -90,11 +91,17 @@ class _TooLarge(Exception):
         self.limit = limit
 
 
+class _Later(Exception):
+    """Raised inside aiokafka's parsing when a batch fits the limit but not what is left of
+    this fetch's budget: the fetch result ends before it and the next fetch reads it."""
+
+
 def bounded_gunzip(payload: Any, limit: int) -> bytes:
     """Inflate a gzip payload (one or more members), never producing more than `limit` bytes.
 
     Raises :class:`_TooLarge` at the limit and ``zlib.error``/``EOFError`` on a stream that
-    is corrupt or cut short, as ``gzip`` would.
+    is corrupt or cut short, as ``gzip`` would (zero padding between and after members is
+    skipped, as ``gzip.GzipFile`` does).
     """
     data = bytes(payload)
     out: list[bytes] = []
@@ -108,18 +115,22 @@ def bounded_gunzip(payload: Any, limit: int) -> bytes:
         out.append(chunk)
         if not d.eof:
             raise EOFError("compressed record batch ended before the end of its gzip stream")
-        data = d.unused_data
-        if not data.strip(b"\0"):  # trailing padding, as gzip.GzipFile allows
-            break
-    return b"".join(out)
+        data = d.unused_data.lstrip(b"\0")
+    return out[0] if len(out) == 1 else b"".join(out)
 
 
 @dataclass
 class Quarantine:
-    """What one consumer does with batches it cannot read; see the module docstring."""
+    """What one consumer does with batches it cannot read; see the module docstring.
+
+    ``max_decompressed_bytes`` bounds one batch, and also all that the batches decompressed
+    in one :func:`reading` block add up to (their records are held until it returns).
+    """
 
     max_decompressed_bytes: int
     skipped: list[tuple[Any, SkippedBatch]] = field(default_factory=list)
+    #: bytes decompressed since the budget was last reset
+    used: int = 0
     #: (topic, partition, offset) of CRC failures seen once: the second one is final
     _crc_once: set[tuple[str, int, int]] = field(default_factory=set)
 
@@ -139,44 +150,62 @@ class Quarantine:
         self.skipped.clear()
         return out
 
-    def _skip(self, tp: Any, raw: bytes | None, start: int, exc: BaseException) -> int | None:
-        """The offset to go on from after the batch holding `start` failed with `exc`, or
-        None to end this fetch result at `start` and read the batch again."""
-        where = locate_batch(raw, start) if raw is not None else None
-        first, nxt, codec, body = where if where is not None else (start, start + 1, "?", b"")
-        error: RaylaneError
-        if isinstance(exc, _TooLarge):
-            error = DecompressedTooLarge(
-                f"{codec} record batch at offsets {first}..{nxt - 1} decompresses to more than "
-                f"input.max_decompressed_batch_bytes={exc.limit}; raise the limit if batches "
-                "this large are expected"
-            )
-        elif type(exc).__name__ == "UnsupportedCodecError":
-            error = UnsupportedCodec(
-                f"record batch at offsets {first}..{nxt - 1} is compressed with {codec}, which "
-                f"this install cannot decode ({exc}); install cramjam for snappy, lz4 and zstd"
-            )
-        else:
+    def _room(self, size: int | None = None) -> int:
+        """How many bytes the next batch may inflate to; raises when `size` (already
+        inflated) does not fit."""
+        limit, room = self.max_decompressed_bytes, self.max_decompressed_bytes - self.used
+        if size is not None:
+            if size > limit:
+                raise _TooLarge(limit)
+            if size > room:
+                raise _Later()
+            self.used += size
+        return room
+
+    def _skip(self, tp: Any, records: Any, start: int, exc: BaseException) -> int | None:
+        """The offset to go on from after the batch the consumer was reading (from offset
+        `start` on) failed with `exc`, or None to end this fetch result at `start` and read
+        the batch again."""
+        raw: bytes | None = getattr(records, "raw", None)
+        span: tuple[int, int | None] | None = getattr(records, "last", None)
+        crc = type(exc).__name__ == "CorruptRecordException"
+        if crc:
             key = (tp.topic, tp.partition, start)
-            if type(exc).__name__ == "CorruptRecordException" and key not in self._crc_once:
+            if key not in self._crc_once:
                 if len(self._crc_once) > 10_000:  # wire faults that healed: forget them
                     self._crc_once.clear()
                 self._crc_once.add(key)
                 log.warning("%s[%d]@%d: %s; fetching it again", tp.topic, tp.partition, start, exc)
                 return None
             self._crc_once.discard(key)
-            error = CorruptBatch(
-                f"record batch at offsets {first}..{nxt - 1} cannot be read from offset {start} "
-                f"on: {type(exc).__name__}: {exc}"
-                + ("" if where is not None else " (batch bounds not found: skipping one offset)")
+        found = describe_batch(raw, span, start, trust_header=not crc)
+        nxt, codec, body = found if found is not None else (start + 1, "?", b"")
+        where = f"at offsets {start}..{nxt - 1}"
+        error: RaylaneError
+        if isinstance(exc, _TooLarge):
+            error = DecompressedTooLarge(
+                f"{codec} record batch {where} decompresses to more than "
+                f"input.max_decompressed_batch_bytes={exc.limit}; raise the limit if batches "
+                "this large are expected"
             )
-        first = max(first, start)  # records before `start` in this batch were returned
-        self.skipped.append((tp, SkippedBatch(first, nxt, codec, error, body)))
+        elif type(exc).__name__ == "UnsupportedCodecError":
+            error = UnsupportedCodec(
+                f"record batch {where} is compressed with {codec}, which this install cannot "
+                f"decode ({exc}); install cramjam (snappy, lz4, zstd), then `raylane dlq replay` "
+                "re-publishes the batch's records"
+            )
+        else:
+            error = CorruptBatch(
+                f"record batch {where} cannot be read from offset {start} on: "
+                f"{type(exc).__name__}: {exc}"
+                + ("" if found is not None else " (batch bounds not found: skipping one offset)")
+            )
+        self.skipped.append((tp, SkippedBatch(start, nxt, codec, error, body)))
         log.error(
             "%s[%d]@%d..%d: %s: %s; going on at %d",
             tp.topic,
             tp.partition,
-            first,
+            start,
             nxt - 1,
             error.error_class,
             error.message,
@@ -185,37 +214,62 @@ class Quarantine:
         return nxt
 
 
-def locate_batch(raw: bytes | None, offset: int) -> tuple[int, int, str, bytes] | None:
-    """(base offset, next offset, codec, bytes) of the first whole batch in a fetched
-    message set that ends after `offset`, read from the batch headers alone."""
-    if raw is None:
+def describe_batch(
+    raw: bytes | None, span: tuple[int, int | None] | None, start: int, *, trust_header: bool
+) -> tuple[int, str, bytes] | None:
+    """(next offset, codec, bytes) of the batch at byte span `span` of a fetched message set,
+    which the consumer was reading from offset `start` on; None when its bounds are unknown.
+
+    A batch whose CRC failed has an untrusted header (its last-offset delta is under the
+    CRC): its end is then the next batch's base offset, or the header's only when that is
+    consistent and no batch follows; a result never goes back to or before `start`.
+    """
+    if raw is None or span is None:
+        return None
+    pos, end = span
+    if end is None:
         return None
     mv = memoryview(raw)
-    pos = 0
-    while pos + 22 <= len(mv):
-        base, length = struct.unpack_from(">qi", mv, pos)
-        end = pos + 12 + length
-        if length < 10 or end > len(mv):
+    if end > len(mv) or end - pos < 22:
+        return None
+    (base,) = struct.unpack_from(">q", mv, pos)
+    magic = mv[pos + 16]
+    following = struct.unpack_from(">q", mv, end)[0] if end + 8 <= len(mv) else None
+    if magic >= 2:  # v2: ... magic(1) crc(4) attributes(2) lastOffsetDelta(4) ... count(4)
+        if end - pos < 61:
             return None
-        magic = mv[pos + 16]
-        if magic == 2:  # v2: ... magic(1) crc(4) attributes(2) lastOffsetDelta(4)
-            if pos + 27 > end:
-                return None
-            (attrs,) = struct.unpack_from(">h", mv, pos + 21)
-            (last_delta,) = struct.unpack_from(">i", mv, pos + 23)
-            nxt = base + last_delta + 1
-        else:  # v0/v1: a compressed wrapper's offset is its last inner record's
-            attrs, nxt = mv[pos + 17], base + 1
-        if nxt > offset:
-            return base, nxt, CODECS.get(attrs & 0x07, f"codec {attrs & 0x07}"), bytes(mv[pos:end])
-        pos = end
-    return None
+        (attrs,) = struct.unpack_from(">h", mv, pos + 21)
+        (delta,) = struct.unpack_from(">i", mv, pos + 23)
+        (count,) = struct.unpack_from(">i", mv, pos + 57)
+        nxt = base + delta + 1
+        # as written by a producer: count = delta + 1 (compaction leaves gaps, but an
+        # untrusted header is only believed in the common case; else one offset at a time)
+        consistent = 0 <= delta < (1 << 24) and count == delta + 1
+    else:  # v0/v1: a compressed wrapper's offset is its last inner record's
+        attrs, nxt, consistent = mv[pos + 17], base + 1, True
+    if not trust_header:
+        if following is not None:
+            if not start < nxt <= following:
+                nxt = following
+        elif not consistent:
+            return None
+    if nxt <= start:
+        if following is None or following <= start:
+            return None
+        nxt = following
+    return nxt, CODECS.get(attrs & 0x07, f"codec {attrs & 0x07}"), bytes(mv[pos:end])
 
 
 @contextlib.contextmanager
-def reading(q: Quarantine) -> Iterator[Quarantine]:
-    """Put `q` in force for the ``getmany`` calls made in this block (this task only)."""
+def reading(q: Quarantine, *, fresh_budget: bool = True) -> Iterator[Quarantine]:
+    """Put `q` in force for the ``getmany`` calls made in this block (this task only).
+
+    With `fresh_budget`, what batches decompress in the block counts from zero; without,
+    it adds to what earlier blocks decompressed (several fetches filling one batch).
+    """
     install()
+    if fresh_budget:
+        q.used = 0
     token = _ACTIVE.set(q)
     try:
         yield q
@@ -233,12 +287,17 @@ def _capped(orig: Callable[[Any], bytes], gzip: bool) -> Callable[[Any], bytes]:
         q = _ACTIVE.get()
         if q is None:
             return orig(payload)
-        limit = q.max_decompressed_bytes
         if gzip:
-            return bounded_gunzip(payload, limit)
-        out = orig(payload)  # no bounded decoder for this codec: checked after the fact
-        if len(out) > limit:
-            raise _TooLarge(limit)
+            room = q._room()
+            try:
+                out = bounded_gunzip(payload, min(room, q.max_decompressed_bytes))
+            except _TooLarge:
+                if room < q.max_decompressed_bytes:  # maybe it fits a fresh budget
+                    raise _Later() from None
+                raise
+        else:  # no bounded decoder for this codec: checked after the fact
+            out = orig(payload)
+        q._room(len(out))
         return out
 
     decode.__wrapped__ = orig  # type: ignore[attr-defined]
@@ -272,23 +331,34 @@ def install() -> None:
     base = fetcher.MemoryRecords
 
     class KeptMemoryRecords(base):  # type: ignore[misc, valid-type]
-        """aiokafka's message-set reader, keeping the raw bytes to find a bad batch in."""
+        """aiokafka's message-set reader, keeping the raw bytes and the byte span of the
+        batch it returned last, to find a bad batch by position (not by its header)."""
 
         def __init__(self, buffer: bytes) -> None:
             super().__init__(buffer)
             self.raw = buffer
+            self.last: tuple[int, int | None] | None = None
+            self._cursor = 0
+
+        def next_batch(self, *args: Any) -> Any:
+            pos = self._cursor  # batches are read in order, each 12 + length bytes
+            end = None
+            if pos + 12 <= len(self.raw):
+                (length,) = struct.unpack_from(">i", self.raw, pos + 8)
+                end = pos + 12 + length if length > 0 else None
+            self.last = (pos, end)
+            batch = super().next_batch(*args)
+            if batch is not None and end is not None:
+                self._cursor = end
+            return batch
 
     fetcher.MemoryRecords = KeptMemoryRecords
     unpack = fetcher.PartitionRecords._unpack_records
 
     def _unpack_records(self: Any) -> Iterator[Any]:
-        q = _ACTIVE.get()
         inner = unpack(self)
-        if q is None:
-            yield from inner
-            return
         while True:
-            start = self.next_fetch_offset
+            q = _ACTIVE.get()
             try:
                 rec = next(inner)
             except StopIteration:
@@ -296,10 +366,17 @@ def install() -> None:
             except MemoryError:
                 raise
             except Exception as e:
-                nxt = q._skip(self._tp, getattr(self._records, "raw", None), start, e)
-                # end this fetch result: the consumer's position becomes next_fetch_offset,
-                # the next fetch starts there (past the batch, or at it again for a CRC retry)
-                self.next_fetch_offset = start if nxt is None else nxt
+                if q is None:
+                    raise
+                # end this fetch result: the consumer's position becomes next_fetch_offset
+                # (aiokafka's: past the records returned and any control batches), and the
+                # next fetch starts there, or past the batch when it is dead-lettered
+                if isinstance(e, _Later):
+                    return
+                start = self.next_fetch_offset
+                nxt = q._skip(self._tp, self._records, start, e)
+                if nxt is not None:
+                    self.next_fetch_offset = nxt
                 return
             yield rec
 

@@ -26,9 +26,11 @@ from raylane.kafka import deadletters as D
 from raylane.kafka.client import KafkaConnection, connection
 from raylane.kafka.deadletters import DeadLetter
 from raylane.kafka.reader import read_topic
+from raylane.kafka.records import header
 
 __all__ = [
     "ReplayReport",
+    "batch_records",
     "ledger_topic",
     "parse_since",
     "read_dead_letters",
@@ -91,7 +93,8 @@ class ReplayReport:
     already_replayed: int = 0
     duplicates: int = 0
     truncated: int = 0
-    #: skipped: dead letters of record batches the ingress could not read (not events)
+    #: skipped: dead letters of record batches the ingress could not read that still cannot
+    #: be read (or no `max_batch_bytes` was given)
     batches: int = 0
     #: dead letters read from the DLQ topic (all of it, or the command fails)
     read: int = 0
@@ -99,6 +102,53 @@ class ReplayReport:
     foreign: int = 0
     by_target: dict[str, int] = field(default_factory=dict)
     event_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Pick:
+    """One record to re-publish: a dead-lettered event, or one record of a dead-lettered
+    record batch."""
+
+    letter: DeadLetter
+    eid: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def batch_records(letter: DeadLetter, max_bytes: int) -> list[Any]:
+    """The records of a dead-lettered record batch, from the first offset it dead-lettered
+    on, read by aiokafka with decompression bounded by `max_bytes`. Raises
+    :class:`RaylaneError` when they still cannot be read (the codec is still missing, the
+    batch is still larger than `max_bytes`, it is corrupt)."""
+    from aiokafka.consumer import fetcher
+    from aiokafka.structs import TopicPartition
+
+    from raylane.kafka import batches
+
+    raw = header(letter.headers, D.H_BATCH) or b""
+    m = re.fullmatch(rb"(\d+)\.\.(\d+) \S+", raw)
+    if m is None:
+        raise RaylaneError(f"{letter.where}: no batch header {D.H_BATCH!r}", stage="dlq")
+    first = int(m.group(1))
+    batches.install()
+    q = batches.Quarantine(max_bytes)
+    part = int(header(letter.headers, D.H_PARTITION) or b"0")
+    parts = fetcher.PartitionRecords(
+        TopicPartition(letter.source_topic, part),
+        fetcher.MemoryRecords(letter.value),
+        [],
+        first,
+        None,
+        None,
+        True,
+        0,
+    )
+    with batches.reading(q):
+        recs = list(parts)
+    for _, b in q.skipped:
+        raise RaylaneError(f"{letter.where}: {b.error.message}", stage="dlq")
+    return recs
 
 
 async def replay(
@@ -113,6 +163,7 @@ async def replay(
     registry: Any = None,
     idle_s: float = 1.0,
     allowed_topics: Collection[str] | None = None,
+    max_batch_bytes: int | None = None,
 ) -> ReplayReport:
     """Re-publish the selected dead letters to their source topic (or `to_topic`).
 
@@ -125,6 +176,11 @@ async def replay(
     acknowledgement, then writes the ledger, so a crash in between replays again (consumers
     de-duplicate). Reading the DLQ or its ledger short of their end raises instead of
     replaying part of it.
+
+    A record batch the ingress could not read is replayed record by record when
+    `max_batch_bytes` is given and the batch can now be read (its codec installed, or the
+    pipeline's ``input.max_decompressed_batch_bytes`` raised to that figure); otherwise it
+    is counted in `batches` and skipped.
     """
     if to_topic is None and allowed_topics is None:
         raise RaylaneError(
@@ -143,7 +199,7 @@ async def replay(
                 continue
             ledger[eid] = max(ledger.get(eid, 0), at)
     report = ReplayReport(dlq_topic, read=len(letters))
-    picked: list[tuple[DeadLetter, str]] = []
+    picked: list[_Pick] = []
     seen: set[str] = set()
     for d in letters:
         if error_class is not None and d.error_class != error_class:
@@ -154,23 +210,37 @@ async def replay(
         if to_topic is None and allowed_topics is not None and d.source_topic not in allowed_topics:
             report.foreign += 1
             continue
-        if d.is_batch:
-            report.batches += 1
-            continue
         if d.truncated:
             report.truncated += 1
             continue
-        eid = d.event_id(registry) or f"{dlq_topic}{d.where}"
-        if eid in seen:
-            report.duplicates += 1
-            continue
-        if ledger.get(eid, -1) >= d.time_ms:
-            report.already_replayed += 1
-            continue
-        seen.add(eid)
-        picked.append((d, eid))
+        if d.is_batch:
+            try:
+                if max_batch_bytes is None:
+                    raise RaylaneError("no max_batch_bytes", stage="dlq")
+                recs = batch_records(d, max_batch_bytes)
+            except RaylaneError:
+                report.batches += 1
+                continue
+            candidates = []
+            for r in recs:
+                hdrs, value = list(r.headers or ()), r.value or b""
+                own = DeadLetter(d.partition, d.offset, r.key, value, hdrs).event_id(registry)
+                eid = own or f"{dlq_topic}{d.where}@{r.offset}"
+                candidates.append(_Pick(d, eid, r.key, value, hdrs))
+        else:
+            eid = d.event_id(registry) or f"{dlq_topic}{d.where}"
+            candidates = [_Pick(d, eid, d.key, d.value, d.original_headers())]
+        for c in candidates:
+            if c.eid in seen:
+                report.duplicates += 1
+                continue
+            if ledger.get(c.eid, -1) >= d.time_ms:
+                report.already_replayed += 1
+                continue
+            seen.add(c.eid)
+            picked.append(c)
     if dry_run or not picked:
-        report.event_ids = [eid for _, eid in picked]
+        report.event_ids = [c.eid for c in picked]
         return report
     conn = connection(bootstrap)
     producer = conn.producer(linger_ms=2, max_request_size=4 << 20)
@@ -184,18 +254,19 @@ async def replay(
     try:
         now = int(time.time() * 1000)
         futs = []
-        for d, _ in picked:
+        for c in picked:
+            d = c.letter
             target = to_topic or d.source_topic
             if not target:
                 raise RaylaneError(
                     f"{dlq_topic}{d.where} has no {D.H_TOPIC} header; pass --to", stage="dlq"
                 )
             hdrs = [
-                *d.original_headers(),
+                *c.headers,
                 (REPLAY_OF, f"{dlq_topic}{d.where}".encode()),
                 (REPLAYED_AT, str(now).encode()),
             ]
-            futs.append(await producer.send(target, d.value, key=d.key, headers=hdrs))
+            futs.append(await producer.send(target, c.value, key=c.key, headers=hdrs))
             report.by_target[target] = report.by_target.get(target, 0) + 1
         for f in futs:
             await f
@@ -204,20 +275,20 @@ async def replay(
                 ledger_topic(dlq_topic),
                 json.dumps(
                     {
-                        "event_id": eid,
+                        "event_id": c.eid,
                         "replayed_at": now,
-                        "dlq": f"{dlq_topic}{d.where}",
-                        "to": to_topic or d.source_topic,
+                        "dlq": f"{dlq_topic}{c.letter.where}",
+                        "to": to_topic or c.letter.source_topic,
                     }
                 ).encode(),
-                key=eid.encode(),
+                key=c.eid.encode(),
             )
-            for d, eid in picked
+            for c in picked
         ]
         for f in ledger_futs:
             await f
     finally:
         await producer.stop()
     report.replayed = len(picked)
-    report.event_ids = [eid for _, eid in picked]
+    report.event_ids = [c.eid for c in picked]
     return report

@@ -27,6 +27,7 @@ from raylane.kafka import deadletters as D
 from raylane.kafka.admin import ensure_topics_async
 from raylane.kafka.client import connection
 from raylane.kafka.producer import EventProducer
+from raylane.kafka.replay import read_dead_letters
 from raylane.pipeline.processor import Prediction
 from raylane.testing import World
 from raylane.testing.kafka import committed_offsets, partition_ends, read_records
@@ -344,3 +345,73 @@ async def test_a_compression_bomb_is_dead_lettered_whole_and_scoring_goes_on(
         stack.kafka_bootstrap, cfg.ingress.group_id, cfg.input.topic, ends
     )
     assert committed == ends == {0: 41}
+
+
+async def test_a_batch_over_the_limit_is_replayed_record_by_record_once_it_fits(
+    stack, unique: str
+) -> None:
+    """A legitimate gzip batch larger than a (here small) input.max_decompressed_batch_bytes
+    is dead-lettered whole; `dlq replay` skips it until given --max-batch-bytes, then
+    re-publishes its records one by one, and the ingress scores every one of them."""
+    from raylane.kafka.replay import replay
+
+    cfg = _cfg(unique)
+    small = {"max_event_bytes": 64 << 10, "max_decompressed_batch_bytes": 64 << 10}
+    cfg = PipelineConfig.from_args(
+        {
+            **cfg.model_dump(mode="json", exclude_none=True),
+            "input": {**cfg.input.model_dump(mode="json", exclude_none=True), **small},
+        }
+    )
+    await ensure_topics_async(stack.kafka_bootstrap, pipeline_topics(cfg), partitions=1)
+    codec = Codec.for_contract("payments.initiated")
+    events = [le.event for le in World(seed=7, n_users=30).stream(start=0, rate=10).take(600)]
+    values = [codec.encode(e) for e in events]
+    assert sum(map(len, values)) > 64 << 10  # one batch of all of them is over the limit
+    gz = connection(stack.kafka_bootstrap).producer(
+        compression_type="gzip", linger_ms=200, max_batch_size=4 << 20
+    )
+    await gz.start()
+    try:
+        futs = [
+            await gz.send(cfg.input.topic, v, key=e["user_id"].encode())
+            for v, e in zip(values, events, strict=True)
+        ]
+        offsets = {(await f).offset for f in futs}
+    finally:
+        await gz.stop()
+    assert offsets == set(range(600))
+
+    loop = await build_ingress(cfg, AmountModel(), metrics_endpoint=False)
+    await _run_until(loop, lambda: loop.stats.dlq >= 1)
+    assert (loop.stats.scored, loop.stats.dlq, loop.stats.unreadable_batches) == (0, 1, 1)
+    (letter,) = await read_dead_letters(stack.kafka_bootstrap, cfg.input.dlq)
+    assert letter.error_class == "DecompressedTooLarge" and letter.is_batch
+
+    async def again(max_batch_bytes: int | None) -> Any:
+        return await replay(
+            stack.kafka_bootstrap,
+            cfg.input.dlq,
+            allowed_topics={cfg.input.topic},
+            max_batch_bytes=max_batch_bytes,
+            registry=codec.registry,  # to read each record's event id, for the ledger
+        )
+
+    kept = await again(None)
+    assert (kept.read, kept.batches, kept.replayed) == (1, 1, 0)
+    too_small = await again(32 << 10)
+    assert (too_small.batches, too_small.replayed) == (1, 0)
+    rep = await again(1 << 20)
+    assert (rep.batches, rep.replayed) == (0, 600)
+    assert sorted(rep.event_ids) == sorted(e["event_id"] for e in events)
+    twice = await again(1 << 20)
+    assert (twice.replayed, twice.already_replayed) == (0, 600)
+
+    loop = await build_ingress(cfg, AmountModel(), metrics_endpoint=False)
+    await _run_until(loop, lambda: loop.stats.scored >= 600)
+    assert (loop.stats.scored, loop.stats.dlq) == (600, 0)
+    scored = await _read(stack.kafka_bootstrap, cfg.outputs.scored.topic, 600)
+    out = Codec.for_contract("payments.scored")
+    assert sorted(out.decode(m.value)["event_id"] for m in scored) == sorted(
+        e["event_id"] for e in events
+    )

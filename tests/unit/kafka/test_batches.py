@@ -4,6 +4,7 @@ fetch-side parser fed with batch bytes built here (the broker is in the integrat
 from __future__ import annotations
 
 import gzip
+import io
 import struct
 import tracemalloc
 import zlib
@@ -75,6 +76,8 @@ def test_gunzip_never_inflates_a_bomb_past_the_limit() -> None:
 def test_gunzip_reads_every_member_and_rejects_a_cut_stream() -> None:
     two = gzip.compress(b"a" * 100) + gzip.compress(b"b" * 100)
     assert batches.bounded_gunzip(two, 200) == b"a" * 100 + b"b" * 100
+    padded = gzip.compress(b"a") + b"\0\0" + gzip.compress(b"b") + b"\0"
+    assert batches.bounded_gunzip(padded, 10) == gzip.GzipFile(fileobj=io.BytesIO(padded)).read()
     with pytest.raises(batches._TooLarge):  # the limit counts both members
         batches.bounded_gunzip(two, 150)
     assert batches.bounded_gunzip(gzip.compress(b"x") + b"\0\0\0", 10) == b"x"
@@ -84,19 +87,41 @@ def test_gunzip_reads_every_member_and_rejects_a_cut_stream() -> None:
         batches.bounded_gunzip(b"\x1f\x8b" + b"not gzip at all", 100)
 
 
-# -- batch bounds from the headers alone ------------------------------------------------------
+# -- batch bounds ---------------------------------------------------------------------------
 
 
-def test_locate_finds_the_batch_holding_an_offset() -> None:
+def test_describe_reads_the_batch_at_its_byte_span() -> None:
     a, b = _batch([b"1", b"2", b"3"], base=10), _batch([b"4", b"5"], base=13, codec=1)
     raw = a + b
-    assert batches.locate_batch(raw, 10) == (10, 13, "none", a)
-    assert batches.locate_batch(raw, 12) == (10, 13, "none", a)
-    assert batches.locate_batch(raw, 13) == (13, 15, "gzip", b)
-    assert batches.locate_batch(raw, 15) is None
-    assert batches.locate_batch(raw[: len(a) + 20], 13) is None  # cut short: no bounds
-    assert batches.locate_batch(b"", 0) is None
-    assert batches.locate_batch(None, 0) is None
+    assert batches.describe_batch(raw, (0, len(a)), 10, trust_header=True) == (13, "none", a)
+    assert batches.describe_batch(raw, (0, len(a)), 12, trust_header=True) == (13, "none", a)
+    assert batches.describe_batch(raw, (len(a), len(raw)), 13, trust_header=True) == (
+        15,
+        "gzip",
+        b,
+    )
+    assert batches.describe_batch(raw, (len(a), len(raw) + 5), 13, trust_header=True) is None
+    assert batches.describe_batch(raw, (0, None), 10, trust_header=True) is None
+    assert batches.describe_batch(None, (0, 10), 0, trust_header=True) is None
+
+
+def _delta(raw: bytes, delta: int) -> bytes:
+    out = bytearray(raw)
+    struct.pack_into(">i", out, 23, delta)  # under the CRC, which now fails
+    return bytes(out)
+
+
+def test_an_untrusted_header_ends_at_the_next_batch() -> None:
+    bad, good = _batch([b"x"] * 10, base=10), _batch([b"y"] * 10, base=20)
+    for delta in (-5, 1_000_000):  # a delta that would go back, or far past the next batch
+        raw = _delta(bad, delta) + good
+        assert batches.describe_batch(raw, (0, len(bad)), 10, trust_header=False)[0] == 20
+    # no batch after it: the header's end is used only when it is consistent
+    assert batches.describe_batch(bad, (0, len(bad)), 10, trust_header=False)[0] == 20
+    assert (
+        batches.describe_batch(_delta(bad, 1_000_000), (0, len(bad)), 10, trust_header=False)
+        is None
+    )
 
 
 # -- the quarantine on aiokafka's parser -----------------------------------------------------
@@ -141,7 +166,7 @@ def test_an_unsupported_codec_is_dead_lettered_with_the_fix() -> None:
 
 def test_a_crc_failure_is_fetched_again_once_then_dead_lettered() -> None:
     bad = bytearray(_batch([b"p" * 50], base=4))
-    bad[-5] ^= 0xFF
+    bad[-5] ^= 0xFF  # in a record: the CRC fails, the header is intact
     with pytest.raises(CorruptRecordException):
         _read(bytes(bad), None, start=4)
     q = batches.Quarantine(1 << 20)
@@ -200,3 +225,87 @@ def test_the_batch_limit_cannot_be_below_the_event_limit() -> None:
     with pytest.raises(ConfigError) as e:
         PipelineConfig.from_args(args)
     assert "input" in str(e.value) and "raise max_decompressed_batch_bytes" in str(e.value)
+
+
+def test_a_corrupt_header_cannot_make_the_consumer_skip_the_next_batch() -> None:
+    bad = bytearray(_delta(_batch([b"x"] * 10, base=10), -5))
+    raw = bytes(bad) + _batch([b"g"] * 10, base=20)
+    q = batches.Quarantine(1 << 20)
+    assert _read(raw, q, start=10) == ([], 10)  # CRC: read again first
+    got, pos = _read(raw, q, start=10)
+    assert got == [] and pos == 20
+    (s,) = q.take()
+    assert s.skipped is not None and (s.skipped.first_offset, s.skipped.next_offset) == (10, 20)
+    assert s.skipped.raw == bytes(bad)
+    got, pos = _read(raw[len(bad) :], q, start=20)
+    assert [o for o, _ in got] == list(range(20, 30)) and pos == 30
+
+
+def test_the_bad_batch_is_blamed_not_a_control_batch_before_it() -> None:
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+    ctl = DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=0,
+        is_transactional=1,
+        producer_id=7,
+        producer_epoch=0,
+        base_sequence=-1,
+        batch_size=1 << 20,
+    )
+    ctl.append(
+        0, timestamp=None, key=b"\x00\x00\x00\x01", value=b"\x00\x00\x00\x00\x00\x00", headers=[]
+    )
+    control = bytearray(ctl.build())
+    struct.pack_into(">q", control, 0, 3)
+    (attrs,) = struct.unpack_from(">h", control, 21)
+    struct.pack_into(">h", control, 21, attrs | 0x20)  # the control flag
+    struct.pack_into(">I", control, 17, calc_crc32c(bytes(control[21:])))
+    lz4 = _recodec(_batch([b"c"], base=4), 3)
+    q = batches.Quarantine(1 << 20)
+    got, pos = _read(_batch([b"a", b"b", b"z"], base=0) + bytes(control) + lz4, q)
+    assert [o for o, _ in got] == [0, 1, 2] and pos == 5
+    (s,) = q.take()
+    assert s.skipped is not None and s.skipped.error.error_class == "UnsupportedCodec"
+    assert (s.skipped.first_offset, s.skipped.next_offset, s.skipped.codec) == (4, 5, "lz4")
+    assert s.skipped.raw == lz4
+
+
+def test_a_legacy_compressed_wrapper_names_all_its_offsets() -> None:
+    from aiokafka.record.legacy_records import LegacyRecordBatchBuilder
+
+    b = LegacyRecordBatchBuilder(magic=1, compression_type=1, batch_size=1 << 30)
+    for i in range(3):
+        b.append(i, timestamp=None, key=None, value=b"\0" * (1 << 20))
+    raw = bytearray(b.build())
+    struct.pack_into(">q", raw, 0, 12)  # a wrapper's offset is its last inner record's
+    q = batches.Quarantine(1 << 20)
+    got, pos = _read(bytes(raw), q, start=10)
+    assert got == [] and pos == 13
+    (s,) = q.take()
+    assert s.skipped is not None and s.skipped.error.error_class == "DecompressedTooLarge"
+    assert (s.skipped.first_offset, s.skipped.next_offset) == (10, 13)
+
+
+def test_batches_that_fit_alone_but_not_together_wait_for_the_next_fetch() -> None:
+    near = [_batch([b"\0" * (600 << 10)], base=i, codec=1) for i in range(3)]
+    q = batches.Quarantine(1 << 20)
+    tracemalloc.start()
+    try:
+        got, pos = _read(b"".join(near), q)
+        assert [o for o, _ in got] == [0] and pos == 1  # the second would pass 1 MiB
+        got, pos = _read(b"".join(near[1:]), q, start=1)
+        assert [o for o, _ in got] == [1] and pos == 2
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert q.take() == []  # nothing dead-lettered: each fits a fetch of its own
+    assert peak < 3 << 20
+    # several fetches filling one batch share one budget
+    q2 = batches.Quarantine(1 << 20)
+    got, _ = _read(near[0], q2)
+    assert len(got) == 1
+    batches.install()
+    parts = fetcher.PartitionRecords(TP, fetcher.MemoryRecords(near[1]), [], 1, None, None, True, 0)
+    with batches.reading(q2, fresh_budget=False):
+        assert list(parts) == [] and parts.next_fetch_offset == 1
