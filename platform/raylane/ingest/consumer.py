@@ -227,12 +227,15 @@ class IngressLoop:
         if not records or len(records) >= ing.max_batch_size:
             return records
         if ing.max_wait_ms == 0:  # take what has already arrived, without waiting
-            records.extend(await self._fetch(0, ing.max_batch_size - len(records)))
+            if not self._quarantine.later:  # (unless the decompression budget is spent)
+                records.extend(await self._fetch(0, ing.max_batch_size - len(records)))
             return records
         deadline = time.monotonic() + ing.max_wait_ms / 1000.0
         while len(records) < ing.max_batch_size:
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
+                break
+            if self._quarantine.later:  # the decompression budget is spent: score these
                 break
             more = await self._fetch(remaining_ms, ing.max_batch_size - len(records))
             if not more:

@@ -11,7 +11,7 @@ it (a context variable, so other consumers in the process keep aiokafka's behavi
 - gzip batches are inflated with ``zlib`` up to ``max_decompressed_bytes`` and no further;
   other codecs (which aiokafka decodes only with ``cramjam`` installed) are checked after
   decoding; the same figure bounds all the batches of one block together (a batch that fits
-  alone but not with the others waits for the next fetch);
+  alone but not with the others waits for the next fetch, once);
 - a batch that cannot be read ends the partition's fetch result just before it; the
   consumer's position moves past it, and the quarantine keeps a :class:`SkippedBatch`
   (offsets, codec, typed error, raw bytes) that the caller turns into a dead letter,
@@ -131,6 +131,11 @@ class Quarantine:
     skipped: list[tuple[Any, SkippedBatch]] = field(default_factory=list)
     #: bytes decompressed since the budget was last reset
     used: int = 0
+    #: a batch was put off to the next fetch since the budget was last reset
+    later: bool = False
+    #: (topic, partition, offset) of the batch being read, and of batches put off once
+    current: tuple[str, int, int] | None = None
+    deferred: set[tuple[str, int, int] | None] = field(default_factory=set)
     #: (topic, partition, offset) of CRC failures seen once: the second one is final
     _crc_once: set[tuple[str, int, int]] = field(default_factory=set)
 
@@ -150,17 +155,21 @@ class Quarantine:
         self.skipped.clear()
         return out
 
-    def _room(self, size: int | None = None) -> int:
-        """How many bytes the next batch may inflate to; raises when `size` (already
-        inflated) does not fit."""
-        limit, room = self.max_decompressed_bytes, self.max_decompressed_bytes - self.used
-        if size is not None:
-            if size > limit:
-                raise _TooLarge(limit)
-            if size > room:
-                raise _Later()
-            self.used += size
-        return room
+    def _admit(self, size: int) -> None:
+        """Count `size` inflated bytes of the batch being read against the budget: raises
+        :class:`_TooLarge` past the per-batch limit, :class:`_Later` past what is left
+        (unless the batch already waited once: it then gets in whatever the others hold,
+        so a partition behind a busy one is not starved; memory is then at most twice the
+        limit)."""
+        limit = self.max_decompressed_bytes
+        if size > limit:
+            raise _TooLarge(limit)
+        if size > limit - self.used and self.current not in self.deferred:
+            self.deferred.add(self.current)
+            self.later = True
+            raise _Later()
+        self.deferred.discard(self.current)
+        self.used += size
 
     def _skip(self, tp: Any, records: Any, start: int, exc: BaseException) -> int | None:
         """The offset to go on from after the batch the consumer was reading (from offset
@@ -269,7 +278,9 @@ def reading(q: Quarantine, *, fresh_budget: bool = True) -> Iterator[Quarantine]
     """
     install()
     if fresh_budget:
-        q.used = 0
+        q.used, q.later = 0, False
+        if len(q.deferred) > 10_000:  # batches put off that were then read elsewhere
+            q.deferred.clear()
     token = _ACTIVE.set(q)
     try:
         yield q
@@ -287,17 +298,10 @@ def _capped(orig: Callable[[Any], bytes], gzip: bool) -> Callable[[Any], bytes]:
         q = _ACTIVE.get()
         if q is None:
             return orig(payload)
-        if gzip:
-            room = q._room()
-            try:
-                out = bounded_gunzip(payload, min(room, q.max_decompressed_bytes))
-            except _TooLarge:
-                if room < q.max_decompressed_bytes:  # maybe it fits a fresh budget
-                    raise _Later() from None
-                raise
-        else:  # no bounded decoder for this codec: checked after the fact
-            out = orig(payload)
-        q._room(len(out))
+        # gzip: never past the per-batch limit, so a bomb is told apart whatever is used;
+        # the other codecs have no bounded decoder here: checked after the fact
+        out = bounded_gunzip(payload, q.max_decompressed_bytes) if gzip else orig(payload)
+        q._admit(len(out))
         return out
 
     decode.__wrapped__ = orig  # type: ignore[attr-defined]
@@ -359,6 +363,8 @@ def install() -> None:
         inner = unpack(self)
         while True:
             q = _ACTIVE.get()
+            if q is not None:
+                q.current = (self._tp.topic, self._tp.partition, self.next_fetch_offset)
             try:
                 rec = next(inner)
             except StopIteration:

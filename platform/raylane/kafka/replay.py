@@ -112,7 +112,7 @@ class _Pick:
     letter: DeadLetter
     eid: str
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone in a replayed batch
     headers: list[tuple[str, bytes]]
 
 
@@ -148,6 +148,11 @@ def batch_records(letter: DeadLetter, max_bytes: int) -> list[Any]:
         recs = list(parts)
     for _, b in q.skipped:
         raise RaylaneError(f"{letter.where}: {b.error.message}", stage="dlq")
+    last = int(m.group(2))
+    if parts.next_fetch_offset <= last:  # put off, a CRC retry, or nothing read
+        raise RaylaneError(
+            f"{letter.where}: the batch was not read to its last offset {last}", stage="dlq"
+        )
     return recs
 
 
@@ -210,23 +215,25 @@ async def replay(
         if to_topic is None and allowed_topics is not None and d.source_topic not in allowed_topics:
             report.foreign += 1
             continue
-        if d.truncated:
-            report.truncated += 1
-            continue
         if d.is_batch:
             try:
-                if max_batch_bytes is None:
+                if max_batch_bytes is None or d.truncated:
                     raise RaylaneError("no max_batch_bytes", stage="dlq")
                 recs = batch_records(d, max_batch_bytes)
             except RaylaneError:
                 report.batches += 1
                 continue
-            candidates = []
+            candidates: list[_Pick] = []
             for r in recs:
-                hdrs, value = list(r.headers or ()), r.value or b""
-                own = DeadLetter(d.partition, d.offset, r.key, value, hdrs).event_id(registry)
+                hdrs = list(r.headers or ())
+                own = DeadLetter(d.partition, d.offset, r.key, r.value or b"", hdrs).event_id(
+                    registry
+                )
                 eid = own or f"{dlq_topic}{d.where}@{r.offset}"
-                candidates.append(_Pick(d, eid, r.key, value, hdrs))
+                candidates.append(_Pick(d, eid, r.key, r.value, hdrs))
+        elif d.truncated:
+            report.truncated += 1
+            continue
         else:
             eid = d.event_id(registry) or f"{dlq_topic}{d.where}"
             candidates = [_Pick(d, eid, d.key, d.value, d.original_headers())]

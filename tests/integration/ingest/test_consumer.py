@@ -387,6 +387,7 @@ async def test_a_batch_over_the_limit_is_replayed_record_by_record_once_it_fits(
     assert (loop.stats.scored, loop.stats.dlq, loop.stats.unreadable_batches) == (0, 1, 1)
     (letter,) = await read_dead_letters(stack.kafka_bootstrap, cfg.input.dlq)
     assert letter.error_class == "DecompressedTooLarge" and letter.is_batch
+    assert not letter.truncated, "the compressed batch must fit max_event_bytes to be replayed"
 
     async def again(max_batch_bytes: int | None) -> Any:
         return await replay(

@@ -309,3 +309,50 @@ def test_batches_that_fit_alone_but_not_together_wait_for_the_next_fetch() -> No
     parts = fetcher.PartitionRecords(TP, fetcher.MemoryRecords(near[1]), [], 1, None, None, True, 0)
     with batches.reading(q2, fresh_budget=False):
         assert list(parts) == [] and parts.next_fetch_offset == 1
+
+
+def test_a_batch_put_off_once_gets_in_and_a_bomb_is_never_put_off() -> None:
+    near = _batch([b"\0" * (600 << 10)], base=5, codec=1)
+    bomb = _batch([b"\0" * (8 << 20)], base=5, codec=1)
+    batches.install()
+
+    def parts(raw: bytes) -> Any:
+        return fetcher.PartitionRecords(TP, fetcher.MemoryRecords(raw), [], 5, None, None, True, 0)
+
+    q = batches.Quarantine(1 << 20)
+    q.used = 900 << 10  # other partitions' batches took most of this fetch's budget
+    first = parts(near)
+    with batches.reading(q, fresh_budget=False):
+        assert list(first) == [] and first.next_fetch_offset == 5  # put off
+    assert q.later  # the ingress stops collecting: the budget is spent
+    second = parts(near)
+    with batches.reading(q, fresh_budget=False):  # still spent, but it waited once: in
+        assert [r.offset for r in second] == [5]
+    q.used = 900 << 10
+    third = parts(bomb)
+    with batches.reading(q, fresh_budget=False):  # a bomb is dead-lettered, not put off
+        assert list(third) == [] and third.next_fetch_offset == 6
+    (s,) = q.take()
+    assert s.skipped is not None and s.skipped.error.error_class == "DecompressedTooLarge"
+
+
+def test_replay_refuses_a_batch_it_still_cannot_read() -> None:
+    from raylane.errors import RaylaneError
+    from raylane.kafka.deadletters import DeadLetter
+    from raylane.kafka.replay import batch_records
+
+    good = _batch([b"r1", b"r2"], base=3, codec=1)
+    crc = bytearray(good)
+    crc[-3] ^= 0xFF
+
+    def letter(raw: bytes) -> DeadLetter:
+        hdrs = [(D.H_BATCH, b"3..4 gzip"), (D.H_TOPIC, b"t"), (D.H_PARTITION, b"0")]
+        return DeadLetter(0, 9, None, raw, hdrs)
+
+    assert [(r.offset, r.value) for r in batch_records(letter(good), 1 << 20)] == [
+        (3, b"r1"),
+        (4, b"r2"),
+    ]
+    for bad, limit in ((bytes(crc), 1 << 20), (b"", 1 << 20), (good, 1)):
+        with pytest.raises(RaylaneError):
+            batch_records(letter(bad), limit)
