@@ -46,6 +46,7 @@ __all__ = [
     "bounded_gunzip",
     "describe_batch",
     "install",
+    "parse",
     "reading",
 ]
 
@@ -177,7 +178,9 @@ class Quarantine:
         the batch again."""
         raw: bytes | None = getattr(records, "raw", None)
         span: tuple[int, int | None] | None = getattr(records, "last", None)
-        crc = type(exc).__name__ == "CorruptRecordException"
+        from aiokafka.errors import CorruptRecordException, UnsupportedCodecError
+
+        crc = isinstance(exc, CorruptRecordException)
         if crc:
             key = (tp.topic, tp.partition, start)
             if key not in self._crc_once:
@@ -197,7 +200,7 @@ class Quarantine:
                 f"input.max_decompressed_batch_bytes={exc.limit}; raise the limit if batches "
                 "this large are expected"
             )
-        elif type(exc).__name__ == "UnsupportedCodecError":
+        elif isinstance(exc, UnsupportedCodecError):
             error = UnsupportedCodec(
                 f"record batch {where} is compressed with {codec}, which this install cannot "
                 f"decode ({exc}); install cramjam (snappy, lz4, zstd), then `raylane dlq replay` "
@@ -286,6 +289,31 @@ def reading(q: Quarantine, *, fresh_budget: bool = True) -> Iterator[Quarantine]
         yield q
     finally:
         _ACTIVE.reset(token)
+
+
+def parse(
+    raw: bytes,
+    topic: str,
+    partition: int,
+    start: int,
+    q: Quarantine | None = None,
+    *,
+    fresh_budget: bool = True,
+) -> tuple[list[Any], int]:
+    """What aiokafka's fetcher makes of fetched bytes `raw` of one partition read from offset
+    `start` (under `q` when given): its records, and the offset its position moves to. For
+    a batch kept in a dead letter, and for tests that feed the parser bytes built by hand."""
+    from aiokafka.consumer import fetcher
+    from aiokafka.structs import TopicPartition
+
+    install()
+    parts = fetcher.PartitionRecords(
+        TopicPartition(topic, partition), fetcher.MemoryRecords(raw), [], start, None, None, True, 0
+    )
+    if q is None:
+        return list(parts), parts.next_fetch_offset
+    with reading(q, fresh_budget=fresh_budget):
+        return list(parts), parts.next_fetch_offset
 
 
 # -- the hooks into aiokafka ------------------------------------------------------------------

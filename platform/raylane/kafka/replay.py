@@ -12,6 +12,7 @@ value was truncated (oversized events) are never replayed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -121,35 +122,19 @@ def batch_records(letter: DeadLetter, max_bytes: int) -> list[Any]:
     on, read by aiokafka with decompression bounded by `max_bytes`. Raises
     :class:`RaylaneError` when they still cannot be read (the codec is still missing, the
     batch is still larger than `max_bytes`, it is corrupt)."""
-    from aiokafka.consumer import fetcher
-    from aiokafka.structs import TopicPartition
-
     from raylane.kafka import batches
 
     raw = header(letter.headers, D.H_BATCH) or b""
     m = re.fullmatch(rb"(\d+)\.\.(\d+) \S+", raw)
     if m is None:
         raise RaylaneError(f"{letter.where}: no batch header {D.H_BATCH!r}", stage="dlq")
-    first = int(m.group(1))
-    batches.install()
     q = batches.Quarantine(max_bytes)
     part = int(header(letter.headers, D.H_PARTITION) or b"0")
-    parts = fetcher.PartitionRecords(
-        TopicPartition(letter.source_topic, part),
-        fetcher.MemoryRecords(letter.value),
-        [],
-        first,
-        None,
-        None,
-        True,
-        0,
-    )
-    with batches.reading(q):
-        recs = list(parts)
+    recs, reached = batches.parse(letter.value, letter.source_topic, part, int(m.group(1)), q)
     for _, b in q.skipped:
         raise RaylaneError(f"{letter.where}: {b.error.message}", stage="dlq")
     last = int(m.group(2))
-    if parts.next_fetch_offset <= last:  # put off, a CRC retry, or nothing read
+    if reached <= last:  # put off, a CRC retry, or nothing read
         raise RaylaneError(
             f"{letter.where}: the batch was not read to its last offset {last}", stage="dlq"
         )
@@ -216,11 +201,11 @@ async def replay(
             report.foreign += 1
             continue
         if d.is_batch:
-            try:
-                if max_batch_bytes is None or d.truncated:
-                    raise RaylaneError("no max_batch_bytes", stage="dlq")
-                recs = batch_records(d, max_batch_bytes)
-            except RaylaneError:
+            recs = None
+            if max_batch_bytes is not None and not d.truncated:
+                with contextlib.suppress(RaylaneError):  # still unreadable: counted below
+                    recs = batch_records(d, max_batch_bytes)
+            if recs is None:
                 report.batches += 1
                 continue
             candidates: list[_Pick] = []

@@ -11,7 +11,6 @@ import zlib
 from typing import Any
 
 import pytest
-from aiokafka.consumer import fetcher
 from aiokafka.errors import CorruptRecordException, UnsupportedCodecError
 from aiokafka.record.util import calc_crc32c
 from aiokafka.structs import TopicPartition
@@ -41,13 +40,8 @@ def _recodec(raw: bytes, codec: int) -> bytes:
 
 def _read(raw: bytes, q: batches.Quarantine | None, start: int = 0) -> tuple[list[Any], int]:
     """What one fetch result of `raw` yields, and where the consumer's position goes."""
-    batches.install()
-    parts = fetcher.PartitionRecords(TP, fetcher.MemoryRecords(raw), [], start, None, None, True, 0)
-    if q is None:
-        return [(r.offset, r.value) for r in parts], parts.next_fetch_offset
-    with batches.reading(q):
-        got = [(r.offset, r.value) for r in parts]
-    return got, parts.next_fetch_offset
+    recs, pos = batches.parse(raw, TP.topic, TP.partition, start, q)
+    return [(r.offset, r.value) for r in recs], pos
 
 
 # -- bounded gunzip -------------------------------------------------------------------------
@@ -305,33 +299,24 @@ def test_batches_that_fit_alone_but_not_together_wait_for_the_next_fetch() -> No
     q2 = batches.Quarantine(1 << 20)
     got, _ = _read(near[0], q2)
     assert len(got) == 1
-    batches.install()
-    parts = fetcher.PartitionRecords(TP, fetcher.MemoryRecords(near[1]), [], 1, None, None, True, 0)
-    with batches.reading(q2, fresh_budget=False):
-        assert list(parts) == [] and parts.next_fetch_offset == 1
+    assert batches.parse(near[1], TP.topic, TP.partition, 1, q2, fresh_budget=False) == ([], 1)
 
 
 def test_a_batch_put_off_once_gets_in_and_a_bomb_is_never_put_off() -> None:
     near = _batch([b"\0" * (600 << 10)], base=5, codec=1)
     bomb = _batch([b"\0" * (8 << 20)], base=5, codec=1)
-    batches.install()
 
-    def parts(raw: bytes) -> Any:
-        return fetcher.PartitionRecords(TP, fetcher.MemoryRecords(raw), [], 5, None, None, True, 0)
+    def read(raw: bytes) -> tuple[list[Any], int]:
+        recs, pos = batches.parse(raw, TP.topic, TP.partition, 5, q, fresh_budget=False)
+        return [r.offset for r in recs], pos
 
     q = batches.Quarantine(1 << 20)
     q.used = 900 << 10  # other partitions' batches took most of this fetch's budget
-    first = parts(near)
-    with batches.reading(q, fresh_budget=False):
-        assert list(first) == [] and first.next_fetch_offset == 5  # put off
+    assert read(near) == ([], 5)  # put off
     assert q.later  # the ingress stops collecting: the budget is spent
-    second = parts(near)
-    with batches.reading(q, fresh_budget=False):  # still spent, but it waited once: in
-        assert [r.offset for r in second] == [5]
+    assert read(near) == ([5], 6)  # still spent, but it waited once: in
     q.used = 900 << 10
-    third = parts(bomb)
-    with batches.reading(q, fresh_budget=False):  # a bomb is dead-lettered, not put off
-        assert list(third) == [] and third.next_fetch_offset == 6
+    assert read(bomb) == ([], 6)  # a bomb is dead-lettered, not put off
     (s,) = q.take()
     assert s.skipped is not None and s.skipped.error.error_class == "DecompressedTooLarge"
 

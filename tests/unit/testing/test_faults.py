@@ -159,20 +159,11 @@ def test_every_poison_kind_is_dead_lettered_with_its_class(kind: str) -> None:
 def _fetched_alone(p: Poison, *, offset: int, limit: int) -> InRecord:
     """`p` in a gzip record batch of its own, read by aiokafka's fetch-side parser under
     the ingress's quarantine (no broker: the bytes are what one would send)."""
-    from aiokafka.consumer import fetcher
-    from aiokafka.structs import TopicPartition
-
     from raylane.kafka import batches
     from raylane.testing.kafka import record_batch
 
     raw = record_batch([p.value], base=offset, codec=1, headers=p.headers, key=p.key)
-    batches.install()
     q = batches.Quarantine(limit)
-    parts = fetcher.PartitionRecords(
-        TopicPartition("t", 0), fetcher.MemoryRecords(raw), [], offset, None, None, True, 0
-    )
-    with batches.reading(q):
-        assert list(parts) == []
-    assert parts.next_fetch_offset == offset + 1
+    assert batches.parse(raw, "t", 0, offset, q) == ([], offset + 1)
     (stand_in,) = q.take()
     return stand_in
