@@ -88,6 +88,7 @@ async def test_flagged_payment_raises_the_profile_the_next_payment_is_scored_wit
     handlers = args["actions"]["topics"][0]["handlers"]
     blocked_t = next(h["output"]["topic"] for h in handlers if h["type"] == "publish")
     increase = next(h["increase"] for h in handlers if h["type"] == "update_profile")
+    flag_rule = args["decision"]["rules"][0]["name"]  # the rule that publishes to flagged_t
     codec = Codec.for_contract("payments.initiated")
     scored_c, flagged_c = (
         Codec.for_contract("payments.scored"),
@@ -121,8 +122,14 @@ async def test_flagged_payment_raises_the_profile_the_next_payment_is_scored_wit
         ids = {e["event_id"] for e in burst}
 
         def burst_scored(got: dict[str, list[Any]], ids: set[str] = ids) -> bool:
-            n = sum(scored_c.decode(m.value)["event_id"] in ids for m in got[scored_t])
-            return n == len(ids)
+            mine = [scored_c.decode(m.value) for m in got[scored_t]]
+            mine = [e for e in mine if e["event_id"] in ids]
+            # and every flag among them read back from the flagged topic too: it is written
+            # by the same batch, but read here apart from the scored topic, so it can lag
+            published = {flagged_c.decode(m.value)["event_id"] for m in got[flagged_t]}
+            return len(mine) == len(ids) and all(
+                e["event_id"] in published for e in mine if e["rule"] == flag_rule
+            )
 
         got = await collect(s.kafka_bootstrap, [scored_t, flagged_t], burst_scored, 120)
         assert burst_scored(got), "every burst payment should have been scored"
