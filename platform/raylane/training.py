@@ -15,9 +15,10 @@ can load and monitor what it registers:
 3. **Signature.** The model is logged in its own MLflow flavor with a signature whose
    inputs are its columns in order (``infer_signature``): serving stacks exactly these
    columns and refuses a model that needs one the pipeline does not produce.
-4. **Reference sample.** A sample of training rows (its columns, ``score`` and ``label``)
-   is logged as the run artifact ``reference/reference.parquet``: the drift monitor compares
-   live windows with it.
+4. **Reference sample.** A sample of training rows (the model's columns, then every other
+   training-set column the model leaves out, ``score`` and ``label``) is logged as the run
+   artifact ``reference/reference.parquet``: the drift monitor compares live windows with it,
+   on its configured columns whether or not this model reads them.
 5. **Registration and aliases.** :func:`log_and_register` registers a new version of the
    model name the config's URIs use and points the spec's label (``champion``,
    ``challenger``) at it, which is what ``models:/<name>@champion`` resolves to.
@@ -362,6 +363,16 @@ class TrainResult:
         return self.positive_rate
 
 
+def _reference_columns(data: TrainingSet, names: list[str]) -> list[str]:
+    """The model's columns in order, then the training set's columns it leaves out.
+
+    The drift monitor watches the pipeline's stream (``drift.columns``, default every feature
+    column), not only what one model reads: a model trained without a column (a skewed one
+    notebook 01 drops) must still let the monitor compare that column after its promotion.
+    """
+    return [*names, *(c for c in data.columns if c not in set(names))]
+
+
 def fit(
     data: TrainingSet,
     spec: ModelSpec,
@@ -388,7 +399,7 @@ def fit(
     auc = float(roc_auc_score(data.label[te], scores))
     rng = np.random.default_rng(0)
     sample = np.sort(rng.choice(tr, size=min(reference_rows, len(tr)), replace=False))
-    reference = data.frame.iloc[sample][names].reset_index(drop=True)
+    reference = data.frame.iloc[sample][_reference_columns(data, names)].reset_index(drop=True)
     reference["score"] = np.asarray(
         booster.inplace_predict(x[sample], validate_features=False), dtype=np.float64
     )
@@ -425,7 +436,7 @@ def fit_sklearn(
     auc = float(roc_auc_score(data.label[te], scores))
     rng = np.random.default_rng(0)
     sample = np.sort(rng.choice(tr, size=min(reference_rows, len(tr)), replace=False))
-    reference = data.frame.iloc[sample][names].reset_index(drop=True)
+    reference = data.frame.iloc[sample][_reference_columns(data, names)].reset_index(drop=True)
     reference["score"] = np.asarray(est.predict_proba(frame.iloc[sample])[:, 1], dtype=np.float64)
     reference["label"] = data.label[sample].astype(bool)
     return FittedSklearnModel(

@@ -194,8 +194,9 @@ class DriftDetector:
             raise ConfigError(
                 f"{source} has no column(s) {missing} "
                 f"(it has {sorted(map(str, reference.columns))}); "
-                "list only columns the model was trained on in drift.columns, or re-train so the "
-                "reference sample holds them",
+                "list only columns the reference holds in drift.columns, or re-register the "
+                "model with raylane.training (its reference keeps every training-set column, "
+                "also those the model leaves out)",
                 stage="drift",
             )
         self.columns = list(columns)

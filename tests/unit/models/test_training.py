@@ -65,6 +65,21 @@ def test_reference_sample(result) -> None:  # type: ignore[no-untyped-def]
     np.testing.assert_allclose(result.champion.predict(ref), ref.score, rtol=1e-6)
 
 
+def test_a_model_that_leaves_columns_out_keeps_them_in_its_reference(result) -> None:  # type: ignore[no-untyped-def]
+    # the drift monitor compares the pipeline's columns, whichever a model reads: after the
+    # challenger (no merchant profile) is promoted, drift on a merchant column is still seen
+    ch, cols = result.challenger, result.champion.feature_names
+    left_out = [c for c in cols if c not in ch.feature_names]
+    assert left_out and all(c.startswith("merchant_profile__") for c in left_out)
+    assert list(ch.reference.columns) == [*ch.feature_names, *left_out, "score", "label"]
+    assert ch.reference[left_out].notna().any().all()
+    np.testing.assert_allclose(ch.predict(ch.reference), ch.reference.score, rtol=1e-6)
+    from raylane.monitoring.drift import DriftDetector
+
+    det = DriftDetector(ch.reference, left_out)  # raised "has no column(s)" before
+    assert not det.evaluate(ch.reference.iloc[:300])[0].drifted
+
+
 def test_window_features_are_the_reference_semantics(T: ModuleType) -> None:
     world = World(seed=2, n_users=50, n_merchants=20)
     events = world.history(END, hours=0.05)
