@@ -326,6 +326,12 @@ class DriftLoop:
             "undecodable": 0,
             "open": False,
             "last_error": None,
+            # closed windows not yet evaluated, and the one being evaluated now (its model
+            # version, size and last event time) since when (epoch s): how far behind the
+            # monitor is, and where it is stuck if it is
+            "pending": 0,
+            "evaluating": None,
+            "evaluating_since": None,
         }
         self._lab = {"pipeline": cfg.name}
 
@@ -400,6 +406,7 @@ class DriftLoop:
                 )
         events.sort(key=self.cfg.input.event_time.ms_or)
         self._pending += self.monitor.add(events)
+        self.stats["pending"] = len(self._pending)
         self.stats["events"] += len(events)
         DRIFT_METRICS.events.labels(**self._lab).inc(len(events))
 
@@ -429,13 +436,20 @@ class DriftLoop:
                 await record_window_async(self.redis, self.cfg.name, ev.record())
                 await write_state_async(self.redis, self.cfg.name, ev.state)
             self._pending.pop(0)
+            self.stats["pending"] = len(self._pending)
             self._current, self._published_current = None, False
 
     async def _evaluate(self, window: Window) -> Evaluation | None:
         t0 = time.perf_counter()
+        self.stats["pending"] = len(self._pending)
+        self.stats["evaluating"] = (
+            f"v{window.model_version} {window.count} events to {window.end_ms}"
+        )
+        self.stats["evaluating_since"] = time.time()
         try:
             ev = await asyncio.to_thread(self._evaluate_nicely, window)
         except Exception as e:  # no reference, a column it lacks, MLflow down: name it, go on
+            self.stats["evaluating"] = self.stats["evaluating_since"] = None
             log.exception(
                 "drift monitor of %s could not evaluate a window of model %s v%s",
                 self.cfg.name,
@@ -444,6 +458,7 @@ class DriftLoop:
             )
             self.stats["last_error"] = f"{type(e).__name__}: {e}"
             return None
+        self.stats["evaluating"] = self.stats["evaluating_since"] = None
         DRIFT_METRICS.eval_s.labels(**self._lab).observe(time.perf_counter() - t0)
         verdict = "drift" if ev.result.drifted else "clean"
         DRIFT_METRICS.windows.labels(verdict=verdict, **self._lab).inc()

@@ -222,6 +222,9 @@ async def test_stationary_stream_over_21_windows_publishes_no_drift(
         cfg, records, trained, stack.kafka_bootstrap, stack.redis_url, tmp_path
     )
     assert loop.stats["windows"] == 21
+    # caught up: no closed window waits, none is being evaluated
+    assert (loop.stats["pending"], loop.stats["evaluating"]) == (0, None), loop.stats
+    assert loop.stats["evaluating_since"] is None
     assert await _drift_events(stack.kafka_bootstrap, cfg.drift.output.topic) == []
     state = loop.stats["state"]
     assert state is not None and state.open is False and state.model_name == "fraud"
