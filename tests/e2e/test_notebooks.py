@@ -33,6 +33,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(2400)]
 ROOT = Path(__file__).resolve().parents[2]
 FRAUD = ROOT / "serve_configs" / "fraud.yaml"
 NOTEBOOKS = ROOT / "notebooks"
+#: payments (and due labels) go out in one send every CHUNK_S seconds
+CHUNK_S = 0.25
 #: the drift monitor compares these (amount-driven) columns; the drift phase multiplies amounts
 DRIFT_COLUMNS = ["amount", "amount_to_user_avg", "user_amount_sum_60s", "amount_60s_to_user_avg"]
 
@@ -78,24 +80,38 @@ class Payments:
                     key_field="event_id",
                 ) as lab,
             ):
-                t_next = time.monotonic()
+                # events are made at `rate` (event time = when made) and sent every CHUNK_S:
+                # one record batch per partition per send, not one per event. The embedded
+                # broker (Tansu 0.6, memory storage) stops serving a partition that holds
+                # ~10,000-15,000 record batches (docs/reliability.md); one event per batch at
+                # 60/s on 2 partitions reached that in ~8 minutes, and the ingress's fetches
+                # hung (its stall check fired, no drift event came)
+                t_next = t_send = time.monotonic()
+                chunk: list[dict[str, Any]] = []
                 while not self.stop.is_set():
                     now = time.monotonic()
-                    if self.running.is_set() and now >= t_next:
+                    while self.running.is_set() and now >= t_next:
                         le = next(self.stream)
                         ev = dict(le.event, event_time=int(time.time() * 1000))
                         if self.drift.is_set():
                             ev["amount"] = round(ev["amount"] * 8, 2)
-                        await pay.send(ev, wait=False)
+                        chunk.append(ev)
                         self.labels.add(type(le)(ev, le.is_fraud, le.kind))
-                        self.sent += 1
                         t_next += 1.0 / self.rate
-                    if self.running.is_set():
-                        due = self.labels.due(int(time.time() * 1000))
-                        if due:
-                            await lab.send_many(due, wait=False)
-                            self.labelled += len(due)
-                    await asyncio.sleep(0.005)
+                    if not self.running.is_set():
+                        t_next = now  # paused: no catching up on resume
+                    if chunk and now >= t_send:
+                        await pay.send_many(chunk, wait=False)
+                        self.sent += len(chunk)
+                        chunk = []
+                    if now >= t_send:
+                        t_send = now + CHUNK_S
+                        if self.running.is_set():
+                            due = self.labels.due(int(time.time() * 1000))
+                            if due:
+                                await lab.send_many(due, wait=False)
+                                self.labelled += len(due)
+                    await asyncio.sleep(0.01)
                 await pay.flush()
                 await lab.flush()
         except BaseException as e:
@@ -112,6 +128,61 @@ class Payments:
         self._thread.join(30)
         if self.error is not None:
             raise RuntimeError(f"the payment thread failed: {self.error!r}")
+
+
+class DriftWatch:
+    """The drift monitor replica's stats every 5 s, from a thread: when a notebook waits in
+    vain for a drift event, the failure says whether the monitor was behind (``pending``),
+    stuck in one window (``evaluating`` since when) or failing (``last_error``), with a
+    py-spy dump of where its threads are."""
+
+    def __init__(self, running: Any) -> None:
+        from ray import serve
+
+        self.handle = serve.get_deployment_handle(
+            f"{running.cfg.name}-drift", app_name=running.app_name
+        )
+        self.samples: list[tuple[float, dict[str, Any]]] = []
+        self.stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(5):
+            try:
+                st = self.handle.stats.remote().result(timeout_s=20)
+            except Exception as e:
+                st = {"error": repr(e)}
+            self.samples.append((time.time(), st))
+
+    def report(self) -> str:
+        import subprocess
+        import sys
+
+        lines = [
+            f"{time.strftime('%H:%M:%S', time.localtime(t))} {json.dumps(st, default=str)}"
+            for t, st in self.samples[-24:]
+        ]
+        pid = next((st.get("pid") for _, st in reversed(self.samples) if "pid" in st), None)
+        if pid:
+            spy = Path(sys.executable).with_name("py-spy")
+            try:
+                out = subprocess.run(
+                    [str(spy), "dump", "--pid", str(pid)],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+                lines.append(
+                    f"py-spy dump of the drift replica (pid {pid}):\n{out.stdout}{out.stderr}"
+                )
+            except Exception as e:  # diagnostics only
+                lines.append(f"py-spy dump failed: {e!r}")
+        return "\n".join(lines)
+
+    def close(self) -> None:
+        self.stop.set()
+        self._thread.join(30)
 
 
 @pytest.fixture(scope="module")
@@ -141,9 +212,11 @@ def app(bootstrapped, tmp_path_factory):
     with run_pipeline(FRAUD, overrides=args) as running:
         running.wait_assigned()
         traffic = Payments(args, bootstrapped.kafka_bootstrap, rate=60)
+        watch = DriftWatch(running)
         try:
-            yield running, args, config, traffic
+            yield running, args, config, traffic, watch
         finally:
+            watch.close()
             traffic.close()
 
 
@@ -166,7 +239,7 @@ def test_a_backtest_on_ray_data_equals_the_same_computation_in_pandas(app, tmp_p
     from raylane.registry import load_model
     from raylane.sdk import Pipeline
 
-    _, _, config, traffic = app
+    _, _, config, traffic, _ = app
     p = Pipeline.load(config)
     scored_topic = p.cfg.outputs.scored.topic
     _wait("1,500 archived scored events", lambda: len(p.archive(scored_topic)) >= 1500, 300)
@@ -269,7 +342,7 @@ def _run_notebook(name: str, env: dict[str, str]) -> None:
 def test_the_four_notebooks_run_top_to_bottom(app):
     from raylane.sdk import Pipeline
 
-    _, _, config, traffic = app
+    _, _, config, traffic, watch = app
     env = {
         "RAYLANE_NB_CONFIG": str(config),
         "RAYLANE_NB_SINCE": "1h",
@@ -285,6 +358,8 @@ def test_the_four_notebooks_run_top_to_bottom(app):
         if first is pd.NaT or pd.isna(first):
             return 0
         lab = p.labels()
+        if lab.empty:  # nothing archived yet: the frame has only the archive's own columns
+            return 0
         return int((lab["event_time"] > first.value // 1_000_000 + 90_000).sum())
 
     _wait(
@@ -297,6 +372,10 @@ def test_the_four_notebooks_run_top_to_bottom(app):
     traffic.drift.set()  # amounts x8: the monitor's next windows drift
     try:
         _run_notebook("03_drift.ipynb", env)
+    except Exception as e:
+        raise AssertionError(
+            f"notebook 03 failed: {e}\nthe drift monitor:\n{watch.report()}"
+        ) from e
     finally:
         traffic.drift.clear()
     _run_notebook("04_backtest_and_replay.ipynb", env)
