@@ -48,10 +48,16 @@ CONFIG = ROOT / "serve_configs" / "fraud.yaml"
 console = Console()
 
 
-def _isolated(suffix: str) -> dict[str, Any]:
+def _isolated(suffix: str, placement: str | None = None) -> dict[str, Any]:
+    """The fraud app's args on its own topics; `placement` (deployment or ingress) overrides
+    where every model runs (None: as the config says)."""
     from raylane.testing.kafka import isolated_args
 
-    return isolated_args(CONFIG, suffix)
+    args = isolated_args(CONFIG, suffix)
+    if placement is not None:
+        for m in [args["models"]["primary"], *args["models"].get("shadows", [])]:
+            m["placement"] = placement
+    return args
 
 
 async def _produce(
@@ -131,13 +137,16 @@ async def _consume_scored(
     return stamps, lat
 
 
-def bench_pipeline(args: argparse.Namespace, world: Any, bootstrap: str) -> dict[str, Any]:
+def bench_pipeline(
+    args: argparse.Namespace, world: Any, bootstrap: str, placement: str | None = None
+) -> dict[str, Any]:
     from raylane.kafka.admin import ensure_topics
     from raylane.serving.runtime import run_pipeline
     from raylane.testing.kafka import isolated_topics as all_topics
 
-    res: dict[str, Any] = {}
-    sat_args = _isolated("bench-sat-" + uuid.uuid4().hex[:6])
+    sat_args = _isolated("bench-sat-" + uuid.uuid4().hex[:6], placement)
+    where = sat_args["models"]["primary"].get("placement", "deployment")
+    res: dict[str, Any] = {"placement": where}
     uid = uuid.uuid4().hex[:6]
     lat_topic = f"payments.initiated.bench-lat-{uid}"
     ensure_topics(bootstrap, all_topics(sat_args), partitions=4)
@@ -153,7 +162,7 @@ def bench_pipeline(args: argparse.Namespace, world: Any, bootstrap: str) -> dict
         events = [
             le.event for le in world.stream(rate=world.nominal_rate, seed=2).take(args.events)
         ]
-        with console.status(f"saturation: {args.events:,} events"):
+        with console.status(f"saturation: {args.events:,} events (models: {res['placement']})"):
 
             async def sat() -> tuple[list[int], list[float]]:
                 consumer = asyncio.create_task(
@@ -240,7 +249,8 @@ def _fixed_rate(
                 targets[f"{dep}-{j}" if len(pids) > 1 else dep] = pid
         # 80 % of the run: py-spy ends before the producer does
         graphs.start(targets, seconds=args.seconds * 0.8)
-    with console.status(f"latency: {n:,} events at {rate:g}/s"):
+    where = lat_args["models"]["primary"].get("placement", "deployment")
+    with console.status(f"latency: {n:,} events at {rate:g}/s (models: {where})"):
 
         async def lat() -> tuple[list[int], list[float]]:
             positioned = asyncio.Event()
@@ -430,6 +440,49 @@ def bench_baseline(args: argparse.Namespace, world: Any) -> dict[str, Any]:
     return res
 
 
+def _placement_table(runs: list[dict[str, Any]]) -> None:
+    """The same measures per model placement, run one after the other in this run; ratios
+    against the first."""
+    first = runs[0]
+    t = Table(title=f"model placement, same run (ratios against {first['placement']})")
+    t.add_column("measure")
+    for r in runs:
+        t.add_column(f"models: {r['placement']}", justify="right")
+
+    def ratio(a: float | None, b: float | None, higher_better: bool) -> str:
+        if not a or not b:
+            return ""
+        return f" ({(b / a if higher_better else a / b):.2f}×)"
+
+    sat = [r.get("saturation_events_per_s") for r in runs]
+    t.add_row(
+        "saturation events/s",
+        *[f"{v or 0:,.0f}" + (ratio(sat[0], v, True) if i else "") for i, v in enumerate(sat)],
+    )
+    for j, row0 in enumerate(first["sweep"]):
+        for q in ("p50_ms", "p99_ms"):
+            vals = [r["sweep"][j][q] if j < len(r["sweep"]) else None for r in runs]
+            t.add_row(
+                f"{q[:3]} ms at {row0['rate']:,.0f}/s",
+                *[
+                    ("—" if v is None else f"{v:.1f}") + (ratio(vals[0], v, False) if i else "")
+                    for i, v in enumerate(vals)
+                ],
+            )
+        t.add_row(
+            f"CPU cores at {row0['rate']:,.0f}/s",
+            *[
+                f"{r['sweep'][j]['cpu_cores']['total_cores']:.2f}" if j < len(r["sweep"]) else "—"
+                for r in runs
+            ],
+        )
+    t.add_row(
+        "stack RSS GiB (processes)",
+        *[f"{r['memory']['rss_gib']:.2f} ({r['memory']['processes']})" for r in runs],
+    )
+    console.print(t)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--events", type=int, default=30_000, help="events for the saturation run")
@@ -458,7 +511,19 @@ def main() -> int:
         help="during each fixed-rate run, py-spy flame graphs of the ingress and primary-model"
         " replicas into DIR/<rate>-per-s/ and every process's CPU in the JSON",
     )
+    p.add_argument(
+        "--placement",
+        type=lambda v: [x.strip() for x in v.split(",")],
+        default=None,
+        metavar="WHERE",
+        help="where the models run: deployment (own Serve deployments), ingress (in the "
+        "ingress replica), or both, comma-separated, one after the other in this run "
+        "(saturation and sweep each; the first fills the main table); default: as the config",
+    )
     args = p.parse_args()
+    for where in args.placement or []:
+        if where not in ("deployment", "ingress"):
+            p.error(f"--placement {where!r}: use deployment, ingress or deployment,ingress")
 
     from raylane import localstack
     from raylane.bootstrap import bootstrap
@@ -469,7 +534,11 @@ def main() -> int:
     meta = json.loads((settings.home / "world-fraud.json").read_text())
     world = World(seed=meta["seed"], n_users=meta["users"])
 
-    ours = bench_pipeline(args, world, settings.kafka_bootstrap)
+    runs = [
+        bench_pipeline(args, world, settings.kafka_bootstrap, where)
+        for where in args.placement or [None]
+    ]
+    ours = runs[0]
     if not args.skip_passthrough:
         ours.update(bench_passthrough(args, world, settings.kafka_bootstrap))
     base = {} if args.skip_baseline else bench_baseline(args, world)
@@ -543,11 +612,16 @@ def main() -> int:
         for r in ours["sweep"]:
             for f in r.get("flamegraphs", []):
                 console.print(f"flame graph at {r['rate']:g}/s: {f}")
+    if len(runs) > 1:
+        _placement_table(runs)
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"pipeline-{time.strftime('%Y%m%dT%H%M%S')}.json"
     argv = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    path.write_text(json.dumps({"raylane": ours, "baseline": base, "args": argv}, indent=2))
+    doc = {"raylane": ours, "baseline": base, "args": argv}
+    if len(runs) > 1:
+        doc["placements"] = runs
+    path.write_text(json.dumps(doc, indent=2))
     console.print(f"results written to {path.relative_to(ROOT)}")
     return 0
 

@@ -519,6 +519,33 @@ class ModelConfig(Frozen):
         description="For alias URIs: how often replicas check the registry for an alias move "
         "(hot swap without a restart).",
     )
+    placement: Literal["deployment", "ingress"] = Field(
+        default="deployment",
+        description="Where the model runs: its own Ray Serve deployment (replicas, "
+        "autoscaling, GPUs), or inside each ingress replica, scored in process with no Serve "
+        "call on the critical path (hot swap, cache, approval and metrics unchanged; for a "
+        "small CPU model such as XGBoost).",
+    )
+
+    @model_validator(mode="after")
+    def _placement_fits(self) -> ModelConfig:
+        if self.placement != "ingress":
+            return self
+        wrong = []
+        if self.ray_actor_options.num_gpus > 0:
+            wrong.append("ray_actor_options.num_gpus (a GPU model needs its own replicas)")
+        if self.autoscaling_config is not None:
+            wrong.append("autoscaling_config (the ingress's replicas are the model's)")
+        if "num_replicas" in self.model_fields_set and self.num_replicas != 1:
+            wrong.append("num_replicas (the ingress's replicas are the model's)")
+        if self.batching is not None:
+            wrong.append("batching (merges calls to a deployment; in process there are none)")
+        if wrong:
+            raise ValueError(
+                f"placement: ingress does not go with {'; '.join(wrong)}; remove them, or set "
+                "placement: deployment"
+            )
+        return self
 
     @property
     def registered_name(self) -> str:

@@ -143,3 +143,28 @@ def test_archive_errors_name_their_path() -> None:
     assert "args.archive.storage_options_env" in _error(a)
     a["archive"] = {"topics": ["t1"], "max_file_records": 0}
     assert "args.archive.max_file_records" in _error(a)
+
+
+def test_model_placement_defaults_to_a_deployment_and_ingress_refuses_deployment_options() -> None:
+    a = _args()
+    cfg = PipelineConfig.from_args(a)
+    assert cfg.models.primary.placement == "deployment"
+    a["models"]["primary"]["placement"] = "ingress"
+    a["models"]["shadows"][0]["placement"] = "ingress"
+    cfg = PipelineConfig.from_args(a)
+    assert [m.placement for m in (cfg.models.primary, *cfg.models.shadows)] == ["ingress"] * 2
+    for key, value, named in [
+        ("ray_actor_options", {"num_gpus": 1}, "num_gpus"),
+        ("autoscaling_config", {"min_replicas": 1, "max_replicas": 3}, "autoscaling_config"),
+        ("num_replicas", 2, "num_replicas"),
+        ("batching", {"max_batch_size": 8}, "batching"),
+    ]:
+        bad = _args()
+        bad["models"]["primary"].update(placement="ingress", **{key: value})
+        msg = _error(bad)
+        assert "args.models.primary" in msg and named in msg, msg
+        assert "placement: deployment" in msg, msg  # the fix
+    bad = _args()
+    bad["models"]["primary"]["placement"] = "inline"
+    msg = _error(bad)
+    assert "args.models.primary.placement" in msg and "'inline'" in msg, msg

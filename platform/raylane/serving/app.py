@@ -3,7 +3,8 @@
 ``serve run serve_configs/<pipeline>.yaml`` calls :func:`build_app` with the
 application's ``args``; it validates them (errors name the YAML path) and binds
 one model deployment per model (given the columns the pipeline produces, so a model
-needing another one is refused) plus the Kafka ingress. Connection settings come
+needing another one is refused; a model with ``placement: ingress`` is hosted by the
+ingress replica instead) plus the Kafka ingress. Connection settings come
 from the environment and are handed to every replica, so the same config runs
 locally and on a cluster.
 """
@@ -33,6 +34,8 @@ def _actor_options(opts: Any) -> dict[str, Any]:
 
 
 def deployment_names(cfg: PipelineConfig) -> dict[str, str]:
+    """Deployment name per role: ``ingress`` and each model's label. A model placed in the
+    ingress keeps its name as the ``deployment`` label of its metrics, with no deployment."""
     names = {
         "ingress": f"{cfg.name}-ingress",
         cfg.models.primary.name: f"{cfg.name}-model-{cfg.models.primary.name}",
@@ -55,8 +58,11 @@ def model_options(m: ModelConfig) -> dict[str, Any]:
     return opts
 
 
-def _model(cfg: PipelineConfig, m: ModelConfig, env: dict[str, str]) -> Application:
-    """One model deployment; it refuses a version needing a column the pipeline lacks."""
+def _model(cfg: PipelineConfig, m: ModelConfig, env: dict[str, str]) -> Application | None:
+    """One model deployment; it refuses a version needing a column the pipeline lacks.
+    None for a model with ``placement: ingress`` (scored inside the ingress replica)."""
+    if m.placement == "ingress":
+        return None
     name = deployment_names(cfg)[m.name]
     return ModelServer.options(  # type: ignore[attr-defined,no-any-return]
         name=name, **model_options(m)
@@ -82,6 +88,7 @@ def build_app(args: dict[str, Any]) -> Application:
         args = {**args, "features": {**args.get("features", {}), "feast_repo": str(repo.resolve())}}
     cfg = PipelineConfig.from_args(args)
     env = Settings.load().replica_env()  # no secrets in init args: replicas read their own
+    # a model placed in the ingress has no deployment: the ingress replica hosts it
     primary = _model(cfg, cfg.models.primary, env)
     shadows = [_model(cfg, s, env) for s in cfg.models.shadows]
     return KafkaIngress.options(  # type: ignore[attr-defined,no-any-return]

@@ -122,7 +122,26 @@ class RunningPipeline:
         return serve.get_deployment_handle(self.names["ingress"], app_name=self.app_name)
 
     def model(self, label: str) -> Any:
+        """The deployment handle of a model (``placement: deployment``)."""
+        if self._placement(label) == "ingress":
+            raise RaylaneError(
+                f"model {label} of {self.cfg.name} is placed in the ingress: it has no "
+                "deployment; use model_info()"
+            )
         return serve.get_deployment_handle(self.names[label], app_name=self.app_name)
+
+    def model_info(self, label: str) -> dict[str, Any]:
+        """`info()` of a model wherever it is placed (from one replica the handle picks)."""
+        if self._placement(label) == "ingress":
+            return dict(self.ingress.model_info.remote(label).result(timeout_s=30))
+        return dict(self.model(label).info.remote().result(timeout_s=30))
+
+    def _placement(self, label: str) -> str:
+        models = [self.cfg.models.primary, *self.cfg.models.shadows]
+        for m in models:
+            if m.name == label:
+                return m.placement
+        raise KeyError(f"no model {label!r} in {self.cfg.name}: {[m.name for m in models]}")
 
     def stats(self) -> dict[str, Any]:
         """Stats of one ingress replica (the handle picks one)."""

@@ -110,12 +110,13 @@ def test_a_replica_refuses_an_alias_moved_outside_promote(
     assert swap is not None and swap.to_version == "3" and h.version == "3"
 
 
-def test_the_primary_model_server_wires_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_model_host_wires_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ModelHost is what a model deployment and the ingress (placement: ingress) both host
     from types import SimpleNamespace
 
-    from raylane.serving._deployments import ModelServer
+    from raylane.serving.model_host import ModelHost
 
-    server_cls: Any = ModelServer.func_or_class  # type: ignore[attr-defined]
+    server_cls: Any = ModelHost
     me = SimpleNamespace(
         cfg=ModelConfig.model_validate({"name": "champion", "uri": "models:/fraud@champion"})
     )
