@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
 FRAUD = ROOT / "serve_configs" / "fraud.yaml"
-N = 3000
+N = 5000  # 20 s at 250/s: the promotion lands mid-stream even on a slow machine
 
 
 def _info(running: Any, label: str, want: Any, timeout_s: float = 60) -> dict[str, Any]:
@@ -129,7 +129,11 @@ def test_models_in_the_ingress_score_swap_and_refuse_like_deployments(
         refused_before = scrape(Settings.load().home).get(key, 0.0)
         mlflow.set_registered_model_alias(name, "champion", v_rogue)
         rogue = _info(running, "champion", lambda i: bool(i["refusals"]))
-        refused_after = scrape(Settings.load().home).get(key, 0.0)
+        deadline = time.monotonic() + 30  # the counter moves on the loop, after the refusal
+        while (refused_after := scrape(Settings.load().home).get(key, 0.0)) == refused_before:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         compared = store.aggregate(cfg.name, "challenger").n
 
     scored = {r["event_id"] for r in recs}

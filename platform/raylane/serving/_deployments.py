@@ -18,7 +18,7 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from raylane.config import ModelConfig
+from raylane.config import ModelConfig, PipelineConfig
 from raylane.errors import DependencyError
 from raylane.pipeline.processor import Prediction
 from raylane.serving._host import LoopHost, route_logs_to_serve
@@ -152,27 +152,29 @@ class KafkaIngress(LoopHost):
         monitors: Sequence[DeploymentHandle[Any]] = (),  # bound only to deploy with the app
     ) -> None:
         self._handles = (primary, list(shadows))
-        self._hosts: dict[str, Any] = {}  # label -> ModelHost of the in-process models
+        # the models placed here load now, as a ModelServer's do in its constructor: one
+        # that cannot load (a column the pipeline lacks, an unapproved version) fails the
+        # deploy with its message instead of a replica that restarts without end
+        os.environ.update(env)
+        bind_serve_grpc_to_loopback()
+        route_logs_to_serve()
+        cfg = PipelineConfig.from_args(args)
+        self._hosts: dict[str, Any] = {  # label -> ModelHost of the in-process models
+            m.name: _host(cfg, m)
+            for m in (cfg.models.primary, *cfg.models.shadows)
+            if m.placement == "ingress"
+        }
         super().__init__(args, env)
+        for host in self._hosts.values():
+            host.start()  # alias polling, on this replica's loop
 
-    async def _client(self, m: ModelConfig, handle: DeploymentHandle[Any] | None) -> Any:
-        if handle is not None:
+    def _client(self, m: ModelConfig, handle: DeploymentHandle[Any] | None) -> Any:
+        if m.placement != "ingress":
+            assert handle is not None, f"model {m.name} has no deployment handle"
             return ServeModelClient(m.name, handle, m.timeout_s)
-        from raylane.serving.app import deployment_names
-        from raylane.serving.model_host import InProcessModelClient, ModelHost
+        from raylane.serving.model_host import InProcessModelClient
 
-        host = await asyncio.to_thread(  # downloads and loads: off the event loop
-            ModelHost,
-            m,
-            deployment_names(self.cfg)[m.name],
-            columns=self.cfg.features.columns(),
-            config=f"the serve config of pipeline {self.cfg.name} "
-            f"(serve_configs/{self.cfg.name}.yaml)",
-            verify_approval=True,
-        )
-        host.start()
-        self._hosts[m.name] = host
-        return InProcessModelClient(host)
+        return InProcessModelClient(self._hosts[m.name])
 
     async def _build(self) -> Any:
         from raylane.ingest import build_ingress  # keeps the replica's import graph lazy
@@ -181,8 +183,8 @@ class KafkaIngress(LoopHost):
         models = self.cfg.models
         return await build_ingress(
             self.cfg,
-            await self._client(models.primary, primary),
-            [await self._client(m, h) for m, h in zip(models.shadows, shadows, strict=True)],
+            self._client(models.primary, primary),
+            [self._client(m, h) for m, h in zip(models.shadows, shadows, strict=True)],
         )
 
     async def model_info(self, label: str) -> dict[str, Any]:
@@ -197,5 +199,22 @@ class KafkaIngress(LoopHost):
 
     async def __del__(self) -> None:
         await super().__del__()
-        for host in self._hosts.values():
-            await host.close()
+        for label, host in self._hosts.items():
+            try:
+                await host.close()
+            except Exception:  # one host's failure must not keep the others polling
+                log.exception("model %s: closing its host failed", label)
+
+
+def _host(cfg: PipelineConfig, m: ModelConfig) -> Any:
+    """A :class:`~raylane.serving.model_host.ModelHost` for a model placed in the ingress."""
+    from raylane.serving.app import deployment_names
+    from raylane.serving.model_host import ModelHost
+
+    return ModelHost(
+        m,
+        deployment_names(cfg)[m.name],
+        columns=cfg.features.columns(),
+        config=f"the serve config of pipeline {cfg.name} (serve_configs/{cfg.name}.yaml)",
+        verify_approval=True,
+    )

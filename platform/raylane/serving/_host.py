@@ -112,6 +112,8 @@ class LoopHost:
         s = dataclasses.asdict(raw) if is_record else dict(raw)
         s.pop("state", None)
         s["running"] = not self._task.done()
+        if self._error is not None:
+            s["error"] = f"{type(self._error).__name__}: {self._error}"
         s["pid"] = os.getpid()
         return s
 

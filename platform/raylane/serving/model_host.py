@@ -17,7 +17,6 @@ needs its own replicas or autoscaling, stays a deployment (the config refuses ot
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from raylane.config import ModelConfig
+from raylane.errors import DependencyError
 from raylane.pipeline.ports import Prediction
 from raylane.serving.hosted import HostedModel
 
@@ -125,8 +125,12 @@ class ModelHost:
     async def close(self) -> None:
         if self._poller is not None:
             self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self._poller
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # it died earlier: say so, the host is closed either way
+                log.exception("model %s: its alias poller had failed", self.cfg.name)
             self._poller = None
 
     async def _poll(self) -> None:
@@ -194,9 +198,11 @@ class InProcessModelClient:
     process, on the caller's event loop (an XGBoost batch of a few hundred rows takes well
     under a millisecond; a thread hop would cost more than it saves).
 
-    A model that raises on a batch raises here unchanged: the breaker and the ingress treat
-    it as bad input (retried, then isolated), not as an outage, as a Serve replica's
-    exception would be.
+    A model that raises on a batch raises a retriable DependencyError, as a model
+    deployment's call does: the breaker counts it and the ingress pauses and retries (nothing
+    is committed or dead-lettered) rather than isolating every record of a version that
+    fails on all of them. ``timeout_s`` does not apply in process: a call that hangs holds
+    the ingress loop until its stall check (``ingress.stall_timeout_s``) fails the replica.
     """
 
     def __init__(self, host: ModelHost) -> None:
@@ -205,7 +211,12 @@ class InProcessModelClient:
 
     async def predict(self, columns: Mapping[str, np.ndarray]) -> Prediction:
         t0 = time.perf_counter()
-        out = self.host.score(columns)
+        try:
+            out = self.host.score(columns)
+        except Exception as e:
+            raise DependencyError(
+                f"model {self.name} failed: {type(e).__name__}: {e}", stage="score"
+            ) from e
         return Prediction(
             scores=np.asarray(out["scores"]),
             model_name=out["model_name"],
