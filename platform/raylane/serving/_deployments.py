@@ -23,7 +23,7 @@ from raylane.errors import DependencyError
 from raylane.pipeline.processor import Prediction
 from raylane.serving._host import LoopHost, route_logs_to_serve
 from raylane.serving._loopback import bind_serve_grpc_to_loopback
-from raylane.serving.hosted import score_merged
+from raylane.serving.hosted import prediction_of, score_merged
 
 __all__ = ["KafkaIngress", "ModelServer", "ServeModelClient"]
 
@@ -65,7 +65,6 @@ class ModelServer:
             verify_approval=verify_approval,
         )
         self.deployment = self.host.deployment
-        self.hosted = self.host.hosted
         b = self.cfg.batching
         if b is not None:
             self._batched.set_max_batch_size(b.max_batch_size)  # type: ignore[attr-defined]
@@ -124,12 +123,7 @@ class ServeModelClient:
             raise DependencyError(
                 f"model {self.name} failed: {type(e).__name__}: {e}", stage="score"
             ) from e
-        return Prediction(
-            scores=np.asarray(out["scores"]),
-            model_name=out["model_name"],
-            model_version=out["model_version"],
-            latency_ms=(time.perf_counter() - t0) * 1000.0,
-        )
+        return prediction_of(out, t0)
 
 
 @serve.deployment

@@ -28,9 +28,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from raylane.config import ModelConfig
+from raylane.pipeline.ports import Prediction
 from raylane.serving.cache import PredictionCache
 
-__all__ = ["HostedModel", "Refusal", "Scorable", "Swap", "score_merged"]
+__all__ = ["HostedModel", "Refusal", "Scorable", "Swap", "prediction_of", "score_merged"]
 
 log = logging.getLogger("raylane.serving")
 
@@ -240,3 +241,14 @@ def score_merged(
     out = score({k: np.concatenate([np.asarray(c[k]) for c in calls]) for k in keys})
     parts = np.split(np.asarray(out["scores"]), np.cumsum(sizes)[:-1])
     return [{**out, "scores": part} for part in parts]
+
+
+def prediction_of(out: Mapping[str, Any], t0: float) -> Prediction:
+    """The :class:`~raylane.pipeline.ports.Prediction` of a :meth:`HostedModel.score` result
+    (in process or returned by a model deployment), timed from `t0` (``perf_counter``)."""
+    return Prediction(
+        scores=np.asarray(out["scores"]),
+        model_name=out["model_name"],
+        model_version=out["model_version"],
+        latency_ms=(time.perf_counter() - t0) * 1000.0,
+    )

@@ -29,7 +29,7 @@ import numpy as np
 from raylane.config import ModelConfig
 from raylane.errors import DependencyError
 from raylane.pipeline.ports import Prediction
-from raylane.serving.hosted import HostedModel
+from raylane.serving.hosted import HostedModel, prediction_of
 
 if TYPE_CHECKING:
     from raylane.lifecycle.approval import Approver
@@ -217,9 +217,4 @@ class InProcessModelClient:
             raise DependencyError(
                 f"model {self.name} failed: {type(e).__name__}: {e}", stage="score"
             ) from e
-        return Prediction(
-            scores=np.asarray(out["scores"]),
-            model_name=out["model_name"],
-            model_version=out["model_version"],
-            latency_ms=(time.perf_counter() - t0) * 1000.0,
-        )
+        return prediction_of(out, t0)
