@@ -14,6 +14,32 @@ from raylane.kafka.client import KafkaConnection, connection
 __all__ = ["read_range", "read_topic"]
 
 
+class _Settle:
+    """When a read that has reached the end offsets it began with may stop.
+
+    The embedded broker's end offsets can lag its last record, so a read goes on for
+    `idle_s` after it reaches them; it stops then, or sooner once `idle_s` passes without a
+    record. A topic still being written (the scored stream of a running pipeline) never
+    falls silent: waiting for silence alone would follow it until the timeout.
+    """
+
+    def __init__(self, idle_s: float) -> None:
+        self.idle_s = idle_s
+        self.quiet_at = time.monotonic() + idle_s
+        self.reached_at: float | None = None
+
+    def record(self) -> None:
+        self.quiet_at = time.monotonic() + self.idle_s
+
+    def done(self, reached: bool) -> bool:
+        if not reached:
+            return False
+        now = time.monotonic()
+        if self.reached_at is None:
+            self.reached_at = now
+        return now >= min(self.quiet_at, self.reached_at + self.idle_s)
+
+
 async def _reader(bootstrap: str | KafkaConnection, stage: str, *topics: str) -> Any:
     """A started group-less consumer (subscribed to `topics`, or none to assign), or raise."""
     conn = connection(bootstrap)
@@ -51,7 +77,8 @@ async def read_topic(
 
     Reads at least up to the end offsets the broker reports (waiting up to `timeout_s`
     for them), then until `idle_s` passes without a new record: the embedded broker's
-    end offsets can lag the last record, so the end is confirmed by silence. Raises a
+    end offsets can lag the last record, so the end is confirmed by silence (a whole-topic
+    read of a DLQ or ledger; a live stream is read by time with :func:`read_range`). Raises a
     retriable :class:`~raylane.errors.DependencyError` naming the partitions that did not
     reach their end offset within `timeout_s`: a partial read is never returned as whole.
     """
@@ -107,9 +134,9 @@ async def read_range(
     Each partition is read from the first offset at or after `start_ms` (the broker's
     ListOffsets by time; from the beginning when the broker cannot answer it) up to the end
     offsets the broker reported at the start, or until a record at or after `end_ms`; then
-    until `idle_s` passes without a new record (the embedded broker's end offsets can lag its
-    last record). Records outside the range are dropped. Raises a retriable
-    :class:`~raylane.errors.DependencyError` when a partition did not reach its end within
+    for up to `idle_s` more (the embedded broker's end offsets can lag its last record), so a
+    topic still being written is not followed. Records outside the range are dropped. Raises a
+    retriable :class:`~raylane.errors.DependencyError` when a partition did not reach its end within
     `timeout_s`, as :func:`read_topic` does: a partial read is never returned as whole.
     """
     c = await _reader(bootstrap, stage)
@@ -134,13 +161,13 @@ async def read_range(
         done = {tp for tp in parts if starts[tp] >= ends[tp]}
         pos = dict(starts)
         deadline = time.monotonic() + timeout_s
-        idle_until = time.monotonic() + idle_s
+        settle = _Settle(idle_s)
         while time.monotonic() < deadline:
             got = await c.getmany(timeout_ms=200, max_records=10_000)
             for tp, msgs in got.items():
                 if not msgs or tp in done:
                     continue
-                idle_until = time.monotonic() + idle_s
+                settle.record()
                 for m in msgs:
                     if end_ms is not None and m.timestamp >= end_ms:
                         done.add(tp)  # broker timestamps of a partition only grow (LogAppendTime
@@ -149,7 +176,7 @@ async def read_range(
                         out.append(m)
                 pos[tp] = msgs[-1].offset + 1
             reached = all(tp in done or pos[tp] >= ends[tp] for tp in parts)
-            if reached and time.monotonic() >= idle_until:
+            if settle.done(reached):
                 break
         else:
             short = [tp for tp in parts if tp not in done and pos[tp] < ends[tp]]
