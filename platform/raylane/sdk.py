@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from raylane.lifecycle.shadow_stats import ShadowAggregate
     from raylane.monitoring.drift_state import DriftState
     from raylane.registry import ModelRef
+    from raylane.serving.batch import Engine
     from raylane.training import Fitted, TrainingSet
 
 __all__ = ["Pipeline", "ReplayResult", "TimeLike", "served_features", "to_ms"]
@@ -486,6 +487,7 @@ class Pipeline:
         labels: pd.DataFrame | None = None,
         concurrency: int = 2,
         batch_size: int = 2048,
+        engine: Engine = "auto",
     ) -> BacktestReport:
         """Score the archived scored stream with `candidate` and the champion on Ray Data.
 
@@ -495,7 +497,10 @@ class Pipeline:
         reports AUC and precision / recall at the decision threshold per model, and the
         agreement between the two. `champion` defaults to the primary's URI; both are pinned
         to versions first. `labels` (event_id, label) default to every archived label so
-        far: labels arrive after their payments, so none is cut by the range.
+        far: labels arrive after their payments, so none is cut by the range. `engine`
+        ``"auto"`` scores a range of at most 64 MiB of Parquet in this process (a Ray Data
+        job's start costs more than the scoring there), ``"ray"`` or ``"local"`` forces one;
+        the scores are the same.
         """
         from raylane.lifecycle.backtest import decision_threshold, evaluate
         from raylane.serving.batch import score_files
@@ -517,10 +522,12 @@ class Pipeline:
             files,
             uris,
             tracking_uri=self.settings.mlflow_tracking_uri,
+            engine=engine,
             concurrency=concurrency,
             batch_size=batch_size,
             storage_options=self._storage_options(),
         )
+        ran_on = scored.attrs.get("engine", engine)
         keep = in_range(scored["_timestamp"], to_ms(start), to_ms(end))  # files are by hour
         report = evaluate(
             scored[keep],
@@ -529,7 +536,7 @@ class Pipeline:
             candidate="candidate",
             champion="champion",
         )
-        report.extra.update(uris=uris, files=len(files))
+        report.extra.update(uris=uris, files=len(files), engine=ran_on)
         return report
 
     def replay(

@@ -262,8 +262,10 @@ def test_a_backtest_on_ray_data_equals_the_same_computation_in_pandas(app, tmp_p
     assert len(labels) >= 500 and labels["label"].nunique() == 2, labels["label"].value_counts()
     start = p.archive(scored_topic)["_timestamp"].min()
     candidate = p.pin(p.cfg.models.shadows[0].uri)
-    report = p.backtest(candidate, start=start, labels=labels)
+    report = p.backtest(candidate, start=start, labels=labels, engine="ray")
+    assert report.extra["engine"] == "ray"
     # the CLI runs the same backtest (every archived label: the same ones, traffic is paused)
+    # on its default engine, in process for a range this small: both engines give the same
     out = tmp_path / "backtest.json"
     res = CliRunner().invoke(
         cli,
@@ -284,6 +286,7 @@ def test_a_backtest_on_ray_data_equals_the_same_computation_in_pandas(app, tmp_p
     assert res.exit_code == 0, res.output
     assert "ROC AUC" in res.output and candidate in res.output
     from_cli = json.loads(out.read_text())
+    assert from_cli["extra"]["engine"] == "local", from_cli["extra"]
     assert (from_cli["events"], from_cli["labelled"]) == (report.events, report.labelled)
     for m in ("candidate", "champion"):
         assert from_cli["models"][m]["auc"] == pytest.approx(report.models[m].auc, rel=1e-12)

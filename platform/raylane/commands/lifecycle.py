@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -326,19 +326,31 @@ def register(app: typer.Typer) -> None:
         json_path: Annotated[
             Path | None, typer.Option("--json", help="Also write the report here.")
         ] = None,
+        engine: Annotated[
+            str,
+            typer.Option(
+                help="ray (Ray Data), local (this process) or auto: local up to 64 MiB "
+                "of archive, else ray."
+            ),
+        ] = "auto",
     ) -> None:
-        """Score archived traffic with CANDIDATE and the champion on Ray Data; AUC, precision,
-        recall at the decision threshold, against the archived labels."""
+        """Score archived traffic with CANDIDATE and the champion (on Ray Data, or in process
+        for a small range); AUC, precision, recall at the decision threshold, against the
+        archived labels."""
         from rich.table import Table
 
         from raylane.sdk import Pipeline
 
+        if engine not in ("auto", "ray", "local"):
+            raise typer.BadParameter(f"{engine!r}: use ray, local or auto", param_hint="--engine")
         p = Pipeline(_config(pipeline, config))
-        with console.status("scoring the archive on Ray Data"):
-            rep = p.backtest(candidate, champion, since, until, threshold=threshold)
+        with console.status("scoring the archive"):
+            rep = p.backtest(
+                candidate, champion, since, until, threshold=threshold, engine=cast("Any", engine)
+            )
         console.print(
             f"backtest: {rep.events:,} events, {rep.labelled:,} labelled, "
-            f"threshold {rep.threshold:g}"
+            f"threshold {rep.threshold:g}, scored on {rep.extra['engine']}"
         )
         for name in rep.models:  # URIs outside the table: a narrow terminal never cuts them
             console.print(f"  {name}: {rep.extra['uris'][name]}", soft_wrap=True)

@@ -148,7 +148,7 @@ def test_the_backtest_command_prints_every_figure_and_full_uris_at_80_columns(
         "candidate": "models:/fraud-a-rather-long-registered-model-name/12",
         "champion": "models:/fraud-a-rather-long-registered-model-name/11",
     }
-    report.extra.update(uris=uris, files=3)
+    report.extra.update(uris=uris, files=3, engine="local")
     monkeypatch.setattr(sdk.Pipeline, "backtest", lambda self, *a, **k: report)
     out = tmp_path / "bt.json"
     res = CliRunner().invoke(
@@ -158,6 +158,7 @@ def test_the_backtest_command_prints_every_figure_and_full_uris_at_80_columns(
     )
     assert res.exit_code == 0, res.output
     assert "ROC AUC" in res.output and "flag rate" in res.output
+    assert "scored on local" in res.output
     for name, uri in uris.items():
         assert f"{name}: {uri}" in res.output
         assert f"{report.models[name].auc:.3f}" in res.output
