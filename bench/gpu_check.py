@@ -102,9 +102,10 @@ def model_latency(uri: str, sizes: list[int], repeats: int, gpu: bool) -> list[d
 
 def serve_latency(sizes: list[int], repeats: int, gpu: bool) -> dict[str, Any]:
     from raylane.serving.runtime import run_pipeline
-    from raylane.testing.kafka import isolated_args
+    from raylane.testing.kafka import isolated_args, place_models
 
-    args = isolated_args(CONFIG, f"gpu-check-{int(time.time())}")
+    # a GPU model runs in a deployment of its own (placement: ingress refuses num_gpus)
+    args = place_models(isolated_args(CONFIG, f"gpu-check-{int(time.time())}"), "deployment")
     args["models"]["primary"]["ray_actor_options"] = {"num_cpus": 0.5, "num_gpus": 1 if gpu else 0}
     args["models"]["shadows"] = []
     args["outputs"].pop("shadow", None)

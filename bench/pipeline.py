@@ -51,13 +51,9 @@ console = Console()
 def _isolated(suffix: str, placement: str | None = None) -> dict[str, Any]:
     """The fraud app's args on its own topics; `placement` (deployment or ingress) overrides
     where every model runs (None: as the config says)."""
-    from raylane.testing.kafka import isolated_args
+    from raylane.testing.kafka import isolated_args, place_models
 
-    args = isolated_args(CONFIG, suffix)
-    if placement is not None:
-        for m in [args["models"]["primary"], *args["models"].get("shadows", [])]:
-            m["placement"] = placement
-    return args
+    return place_models(isolated_args(CONFIG, suffix), placement)
 
 
 async def _produce(

@@ -38,6 +38,7 @@ def test_model_deployment_scales_up_under_load_and_back(bootstrapped) -> None:
     from raylane.settings import Settings
 
     args = yaml.safe_load(FRAUD.read_text())["applications"][0]["args"]
+    args["models"]["primary"]["placement"] = "deployment"  # a deployment of its own scales
     args["models"]["primary"]["autoscaling_config"] = {
         "min_replicas": 1,
         "max_replicas": 2,

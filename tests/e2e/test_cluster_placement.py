@@ -65,7 +65,7 @@ def test_primary_and_shadow_run_on_the_nodes_the_config_names(bootstrapped) -> N
 
     from raylane.kafka.admin import ensure_topics
     from raylane.serving.runtime import run_pipeline
-    from raylane.testing.kafka import isolated_args, isolated_topics
+    from raylane.testing.kafka import isolated_args, isolated_topics, place_models
 
     stack = bootstrapped
     cluster = Cluster(
@@ -89,6 +89,7 @@ def test_primary_and_shadow_run_on_the_nodes_the_config_names(bootstrapped) -> N
         )
         head_id = ray.get_runtime_context().get_node_id()
         args = isolated_args(FRAUD, f"cl-{uuid.uuid4().hex[:8]}", num_replicas=1)
+        place_models(args, "deployment")  # models on nodes of their own
         args["ingress"]["ray_actor_options"] = {"num_cpus": 0.25, "resources": {"zone_a": 1}}
         args["models"]["primary"]["ray_actor_options"] = {
             "num_cpus": 0.25,

@@ -112,12 +112,14 @@ def test_promotion_mid_stream_swaps_every_replica_once_and_loses_nothing(
     from raylane.registry import register
     from raylane.serving.runtime import run_pipeline
     from raylane.testing.faults import use_own_model
-    from raylane.testing.kafka import isolated_args, isolated_topics
+    from raylane.testing.kafka import isolated_args, isolated_topics, place_models
 
     stack = bootstrapped
     unique = uuid.uuid4().hex[:8]
     name = f"fraud_hs_{unique}"
-    args = isolated_args(FRAUD, f"hs-{unique}", num_replicas=1)
+    # model deployments: the swap of a deployment's replicas (tests/e2e/test_in_process_model.py
+    # swaps models placed in the ingress, as the shipped config places them)
+    args = place_models(isolated_args(FRAUD, f"hs-{unique}", num_replicas=1), "deployment")
     args["name"] = f"hs_{unique}"
     v_old, v_new = use_own_model(
         args,

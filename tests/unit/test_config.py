@@ -147,6 +147,10 @@ def test_archive_errors_name_their_path() -> None:
 
 def test_model_placement_defaults_to_a_deployment_and_ingress_refuses_deployment_options() -> None:
     a = _args()
+    # the shipped fraud config places its models in the ingress; the schema's default is a
+    # deployment of their own
+    assert a["models"]["primary"].pop("placement") == "ingress"
+    assert a["models"]["shadows"][0].pop("placement") == "ingress"
     cfg = PipelineConfig.from_args(a)
     assert cfg.models.primary.placement == "deployment"
     a["models"]["primary"]["placement"] = "ingress"

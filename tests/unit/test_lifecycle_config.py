@@ -34,6 +34,7 @@ def test_shipped_config_has_promotion_gates_and_labels() -> None:
 
 def test_autoscaling_bounds_name_path_and_values() -> None:
     a = _args()
+    a["models"]["primary"]["placement"] = "deployment"  # the fraud config's is ingress
     a["models"]["primary"]["autoscaling_config"] = {"min_replicas": 3, "max_replicas": 2}
     msg = _error(a)
     assert "args.models.primary.autoscaling_config" in msg
@@ -56,6 +57,7 @@ def test_autoscaling_maps_to_serve_options() -> None:
     from raylane.serving.app import model_options
 
     a = _args()
+    a["models"]["primary"]["placement"] = "deployment"  # the fraud config's is ingress
     a["models"]["primary"]["autoscaling_config"] = {
         "min_replicas": 1,
         "max_replicas": 3,
@@ -124,9 +126,10 @@ def test_promotion_gates_are_checked() -> None:
 
 def test_batching_limits() -> None:
     a = _args()
-    a["models"]["primary"]["batching"] = {"max_batch_size": 0}
+    a["models"]["primary"].update(placement="deployment", batching={"max_batch_size": 0})
     assert "args.models.primary.batching.max_batch_size" in _error(a)
     a = _args()
+    a["models"]["primary"]["placement"] = "deployment"  # batching merges calls to a deployment
     a["models"]["primary"]["batching"] = {"max_batch_size": 8, "batch_wait_timeout_s": 0.002}
     assert PipelineConfig.from_args(a).models.primary.batching.max_batch_size == 8  # type: ignore[union-attr]
 

@@ -483,14 +483,17 @@ class FaultRig:
         ingress_replicas: int = 2,
         claim_ttl_s: int = 5,
         keep_topics: bool = False,
+        placement: str | None = "deployment",
     ) -> Iterator[FaultRig]:
         """Deploy `config`'s pipeline (bootstrapped beforehand) with faults wired in, on
         topics of its own, deleted when the rig closes unless `keep_topics` (the embedded
         broker holds every record in memory and slows as partitions fill: a rig per
-        scenario keeps one scenario's backlog from stalling the next)."""
+        scenario keeps one scenario's backlog from stalling the next). Models run in
+        deployments of their own unless `placement` says otherwise (None: as the config
+        says): the suite SIGKILLs a model replica."""
         from raylane.kafka.admin import delete_topics, ensure_topics
         from raylane.serving.runtime import run_pipeline
-        from raylane.testing.kafka import isolated_args, isolated_topics
+        from raylane.testing.kafka import isolated_args, isolated_topics, place_models
 
         s = Settings.load()
         unique = uuid.uuid4().hex[:8]
@@ -504,6 +507,7 @@ class FaultRig:
         topics: list[str] = []
         try:
             args = isolated_args(config, f"faults-{unique}", num_replicas=ingress_replicas)
+            place_models(args, placement)
             args["name"] = f"faults_{unique}"
             args["input"]["max_event_age_s"] = 86_400.0
             # small enough that the poison mix's gzip bombs stay cheap to make

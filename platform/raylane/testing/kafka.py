@@ -49,6 +49,18 @@ def isolated_args(config: str | Path, suffix: str, **ingress: Any) -> dict[str, 
     return args
 
 
+def place_models(args: dict[str, Any], placement: str | None) -> dict[str, Any]:
+    """`args` with every model (primary and shadows) at `placement` (``deployment`` or
+    ``ingress``; None leaves the config's). The shipped fraud config places its models in
+    the ingress; a test of model replicas (hot swap of a deployment, a killed model replica,
+    autoscaling, GPU placement) asks for deployments."""
+    if placement is None:
+        return args
+    for m in [args["models"]["primary"], *args["models"].get("shadows", [])]:
+        m["placement"] = placement
+    return args
+
+
 def _isolate_monitors(args: dict[str, Any], suffix: str) -> None:
     """Suffix the drift monitor's, action runner's and archiver's topics and groups too, and
     the labels topic."""
