@@ -64,15 +64,19 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
             + ", ".join(f"{s.component} {s.address}" for s in localstack.status())
         )
         bootstrap(opts.config, console=console, users=opts.users)
-        with console.status("deploying the Serve app (ingress, champion, challenger) on local Ray"):
+        with console.status(f"deploying the Serve app ({_deployed(cfg)}) on local Ray"):
             ctx = run_pipeline(opts.config)
             running = ctx.__enter__()
         live = _LiveState()
         dashboard = None
         try:
             running.wait_assigned()
+            live.app_running_at = time.time()
             dashboard = _start_dashboard(cfg, opts, console)
-            console.print("[green]✓[/] app running; streaming payments (Ctrl-C stops)")
+            console.print(
+                f"[green]✓[/] app running {live.app_running_at - live.command_at:.0f} s after "
+                "the command; streaming payments (Ctrl-C stops)"
+            )
             asyncio.run(_drive(cfg, opts, console, live))
             stop: tuple[Any, Any, Any] = (None, None, None)
         except KeyboardInterrupt as e:
@@ -93,6 +97,21 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
             with console.status("stopping the embedded stack"):
                 localstack.down()
             console.print("[green]✓[/] everything stopped")
+
+
+def _deployed(cfg: PipelineConfig) -> str:
+    """What the Serve app holds, for the status line: the ingress and where each model runs."""
+    parts = ["ingress"]
+    for m in (cfg.models.primary, *cfg.models.shadows):
+        parts.append(f"{m.name} in the ingress" if m.placement == "ingress" else m.name)
+    return ", ".join(parts)
+
+
+def _command_started() -> float:
+    """When this process started (wall clock): the user's command, imports included."""
+    import psutil
+
+    return float(psutil.Process().create_time())
 
 
 def _start_dashboard(cfg: PipelineConfig, opts: DemoOptions, console: Console) -> Any:
@@ -125,6 +144,9 @@ class _LiveState:
     malformed: int = 0
     fraud_ids: set[str] = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
+    #: wall-clock times: the command's process start, and the app assigned its partitions
+    command_at: float = field(default_factory=_command_started)
+    app_running_at: float | None = None
 
 
 async def _drive(cfg: PipelineConfig, opts: DemoOptions, console: Console, st: _LiveState) -> None:
@@ -271,8 +293,14 @@ def _summary(st: _LiveState, console: Console) -> dict[str, Any]:
     s, sent, malformed, fraud_ids = st.stats, st.sent, st.malformed, st.fraud_ids
     seconds = time.monotonic() - st.started
     caught = len(s.flagged_ids & fraud_ids)
+
+    def since_command(at: float | None) -> float | None:
+        return None if at is None else round(at - st.command_at, 1)
+
     out = {
         "seconds": round(seconds, 1),
+        "app_running_s": since_command(st.app_running_at),
+        "first_flagged_s": since_command(s.first_flagged_at),
         "sent": sent,
         "malformed": malformed,
         "labels_sent": st.labels,

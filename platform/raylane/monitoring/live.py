@@ -42,6 +42,8 @@ class WatchStats:
     all_latencies_ms: list[float] = field(default_factory=list)
     by_version: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    #: wall-clock time (time.time()) the first flagged record was received; None: none yet
+    first_flagged_at: float | None = None
 
     def percentile(self, q: float, *, recent: bool = True) -> float:
         data = self.latencies_ms if recent else self.all_latencies_ms
@@ -114,6 +116,8 @@ class OutputWatcher:
                         rec = self.decoders[tp.topic].decode(m.value)
                         s.flagged += 1
                         s.flagged_ids.add(rec["event_id"])
+                        if s.first_flagged_at is None:
+                            s.first_flagged_at = now_ms / 1000
                     elif tp.topic == self._shadow_topic:
                         rec = self.decoders[tp.topic].decode(m.value)
                         s.shadow += 1
