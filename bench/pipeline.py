@@ -12,6 +12,9 @@
    used (in cores, by role);
    `--profile DIR` adds py-spy flame graphs of the ingress and primary-model replicas
    during each rate (DIR/<rate>-per-s/*.svg).
+   `--placement deployment,ingress` and `--max-wait-ms 5,0` run steps 1 and 2 for each
+   variant (every placement with every wait) one after the other in this run, with a table of
+   the variants side by side.
 3. Memory: RSS and PSS of every process of the stack (broker, Redis, MLflow, Ray
    with all its workers, this driver) while the app runs.
 4. Passthrough: the same N events forwarded by a bare aiokafka consume→produce loop (its own
@@ -48,12 +51,18 @@ CONFIG = ROOT / "serve_configs" / "fraud.yaml"
 console = Console()
 
 
-def _isolated(suffix: str, placement: str | None = None) -> dict[str, Any]:
+def _isolated(
+    suffix: str, placement: str | None = None, max_wait_ms: int | None = None
+) -> dict[str, Any]:
     """The fraud app's args on its own topics; `placement` (deployment or ingress) overrides
-    where every model runs (None: as the config says)."""
+    where every model runs, `max_wait_ms` how long the ingress waits to fill a batch after
+    its first record (None: as the config says)."""
     from raylane.testing.kafka import isolated_args, place_models
 
-    return place_models(isolated_args(CONFIG, suffix), placement)
+    args = place_models(isolated_args(CONFIG, suffix), placement)
+    if max_wait_ms is not None:
+        args["ingress"]["max_wait_ms"] = max_wait_ms
+    return args
 
 
 async def _produce(
@@ -134,15 +143,24 @@ async def _consume_scored(
 
 
 def bench_pipeline(
-    args: argparse.Namespace, world: Any, bootstrap: str, placement: str | None = None
+    args: argparse.Namespace,
+    world: Any,
+    bootstrap: str,
+    placement: str | None = None,
+    max_wait_ms: int | None = None,
 ) -> dict[str, Any]:
     from raylane.kafka.admin import ensure_topics
     from raylane.serving.runtime import run_pipeline
     from raylane.testing.kafka import isolated_topics as all_topics
 
-    sat_args = _isolated("bench-sat-" + uuid.uuid4().hex[:6], placement)
+    sat_args = _isolated("bench-sat-" + uuid.uuid4().hex[:6], placement, max_wait_ms)
     where = sat_args["models"]["primary"].get("placement", "deployment")
-    res: dict[str, Any] = {"placement": where}
+    wait = sat_args["ingress"].get("max_wait_ms")
+    res: dict[str, Any] = {
+        "placement": where,
+        "max_wait_ms": wait,
+        "variant": f"models: {where}, max_wait_ms {wait}",
+    }
     uid = uuid.uuid4().hex[:6]
     lat_topic = f"payments.initiated.bench-lat-{uid}"
     ensure_topics(bootstrap, all_topics(sat_args), partitions=4)
@@ -437,13 +455,13 @@ def bench_baseline(args: argparse.Namespace, world: Any) -> dict[str, Any]:
 
 
 def _placement_table(runs: list[dict[str, Any]]) -> None:
-    """The same measures per model placement, run one after the other in this run; ratios
-    against the first."""
+    """The same measures per variant (model placement, batch wait), run one after the other
+    in this run; ratios against the first."""
     first = runs[0]
-    t = Table(title=f"model placement, same run (ratios against {first['placement']})")
+    t = Table(title=f"variants, same run (ratios against {first['variant']})")
     t.add_column("measure")
     for r in runs:
-        t.add_column(f"models: {r['placement']}", justify="right")
+        t.add_column(r["variant"], justify="right")
 
     def ratio(a: float | None, b: float | None, higher_better: bool) -> str:
         if not a or not b:
@@ -516,6 +534,14 @@ def main() -> int:
         "ingress replica), or both, comma-separated, one after the other in this run "
         "(saturation and sweep each; the first fills the main table); default: as the config",
     )
+    p.add_argument(
+        "--max-wait-ms",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=None,
+        metavar="MS",
+        help="the ingress's wait to fill a batch after its first record, e.g. 5,0: each value "
+        "one after the other in this run (with each --placement); default: as the config",
+    )
     args = p.parse_args()
     for where in args.placement or []:
         if where not in ("deployment", "ingress"):
@@ -531,8 +557,9 @@ def main() -> int:
     world = World(seed=meta["seed"], n_users=meta["users"])
 
     runs = [
-        bench_pipeline(args, world, settings.kafka_bootstrap, where)
+        bench_pipeline(args, world, settings.kafka_bootstrap, where, wait)
         for where in args.placement or [None]
+        for wait in args.max_wait_ms or [None]
     ]
     ours = runs[0]
     if not args.skip_passthrough:
@@ -616,7 +643,7 @@ def main() -> int:
     argv = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     doc = {"raylane": ours, "baseline": base, "args": argv}
     if len(runs) > 1:
-        doc["placements"] = runs
+        doc["variants"] = runs
     path.write_text(json.dumps(doc, indent=2))
     console.print(f"results written to {path.relative_to(ROOT)}")
     return 0
