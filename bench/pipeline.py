@@ -51,6 +51,11 @@ CONFIG = ROOT / "serve_configs" / "fraud.yaml"
 console = Console()
 
 
+def _csv(cast: Any) -> Any:
+    """An argparse type: a comma-separated list, each item through `cast`."""
+    return lambda v: [cast(x.strip()) for x in v.split(",")]
+
+
 def _isolated(
     suffix: str, placement: str | None = None, max_wait_ms: int | None = None
 ) -> dict[str, Any]:
@@ -454,7 +459,7 @@ def bench_baseline(args: argparse.Namespace, world: Any) -> dict[str, Any]:
     return res
 
 
-def _placement_table(runs: list[dict[str, Any]]) -> None:
+def _variants_table(runs: list[dict[str, Any]]) -> None:
     """The same measures per variant (model placement, batch wait), run one after the other
     in this run; ratios against the first."""
     first = runs[0]
@@ -511,7 +516,7 @@ def main() -> int:
     )
     p.add_argument(
         "--sweep",
-        type=lambda v: [float(x) for x in v.split(",")],
+        type=_csv(float),
         default=None,
         metavar="RATES",
         help="fixed rates to run one after the other on the latency app (e.g. 100,500,1000,2000);"
@@ -527,7 +532,7 @@ def main() -> int:
     )
     p.add_argument(
         "--placement",
-        type=lambda v: [x.strip() for x in v.split(",")],
+        type=_csv(str),
         default=None,
         metavar="WHERE",
         help="where the models run: deployment (own Serve deployments), ingress (in the "
@@ -536,7 +541,7 @@ def main() -> int:
     )
     p.add_argument(
         "--max-wait-ms",
-        type=lambda v: [int(x) for x in v.split(",")],
+        type=_csv(int),
         default=None,
         metavar="MS",
         help="the ingress's wait to fill a batch after its first record, e.g. 5,0: each value "
@@ -636,7 +641,7 @@ def main() -> int:
             for f in r.get("flamegraphs", []):
                 console.print(f"flame graph at {r['rate']:g}/s: {f}")
     if len(runs) > 1:
-        _placement_table(runs)
+        _variants_table(runs)
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"pipeline-{time.strftime('%Y%m%dT%H%M%S')}.json"

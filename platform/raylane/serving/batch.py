@@ -74,7 +74,6 @@ def _filesystem(
 
 
 def _total_bytes(fs: Any, paths: Sequence[str]) -> int:
-
     if fs is None:
         return sum(os.path.getsize(p) for p in paths)
     return sum(int(fs.size(p)) for p in paths)
@@ -88,21 +87,19 @@ def _score_here(
     columns: Sequence[str] | None,
     batch_size: int,
 ) -> pd.DataFrame:
-    """:func:`score_files` in this process: the same reads, ``score_frame`` per batch."""
+    """:func:`score_files` in this process: the same reads, the same scorer as a Ray Data
+    actor's, one call per batch."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from raylane.lifecycle.backtest import score_frame
-    from raylane.registry import load_model
-
-    loaded = {label: load_model(uri, tracking_uri=tracking_uri) for label, uri in models.items()}
+    scorer = _ScoreBatches(models, tracking_uri)
     tables = [pq.read_table(p, columns=columns, filesystem=fs, partitioning=None) for p in paths]
     tables = [t for t in tables if t.num_rows]
     if not tables:
         return pd.DataFrame()
     frame = pa.concat_tables(tables, promote_options="default").to_pandas()
     parts = [
-        score_frame(frame.iloc[i : i + batch_size].reset_index(drop=True), loaded)
+        scorer(frame.iloc[i : i + batch_size].reset_index(drop=True))
         for i in range(0, len(frame), batch_size)
     ]
     return pd.concat(parts, ignore_index=True)
@@ -149,7 +146,6 @@ def score_files(
         from pyarrow.fs import FSSpecHandler, PyFileSystem
 
         filesystem = PyFileSystem(FSSpecHandler(fs))
-    files = paths
     ctx = ray.data.DataContext.get_current()
     quiet = logging.getLogger("ray.data")
     bars, operator_bars, level = (
@@ -162,12 +158,12 @@ def score_files(
     quiet.setLevel(logging.INFO if progress else logging.ERROR)
     try:
         ds = ray.data.read_parquet(
-            list(files),
+            paths,
             columns=cols,
             filesystem=filesystem,
             partitioning=None,
             # at least one block per actor, or a small archive leaves all but one idle
-            override_num_blocks=max(len(files), concurrency),
+            override_num_blocks=max(len(paths), concurrency),
         )
         scored = ds.map_batches(
             _ScoreBatches,
