@@ -7,10 +7,12 @@ condition: pages refresh themselves, so a test waits for the figures it checks.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
 from collections.abc import Callable
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -62,6 +64,24 @@ def chromium_or_skip(width: int = 1440, height: int = 1000) -> Any:
     ):
         opts.add_argument(arg)
     return webdriver.Chrome(service=Service(executable_path=driver), options=opts)
+
+
+def to_fixed(v: float, digits: int) -> str:
+    """``v.toFixed(digits)`` as JavaScript writes it: the float's exact value rounded, a tie
+    away from zero (Python's format rounds a tie such as 99.625 to even: 99.62, not 99.63)."""
+    return str(Decimal(v).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+
+
+def js_round(v: float) -> int:
+    """``Math.round(v)``: the nearest integer, a tie towards +infinity (Python's round: to
+    even)."""
+    below = math.floor(v)
+    return below + 1 if v - below >= 0.5 else below
+
+
+#: values where JavaScript's rounding and Python's differ, for a test to check the two
+#: functions above against the browser it reads
+TIES = (99.625, 0.125, -0.125, 2.5, -2.5, 1.005, 12.3456785)
 
 
 def wait_for(what: str, fn: Callable[[], T | None], timeout_s: float, every_s: float = 0.5) -> T:

@@ -39,6 +39,7 @@ from raylane.settings import Settings
 from raylane.testing import World
 from raylane.testing.kafka import collect, partition_ends
 
+from .browser import TIES, js_round, to_fixed
 from .windows import forget
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -279,16 +280,20 @@ def test_no_listener_of_the_running_pipeline_leaves_loopback(
 # -- the dashboard in a real browser (shares this module's deployment and its traffic) -----
 
 
-def _pct(v: float) -> str:  # the page's number formats (dashboard.js)
-    return f"{100 * v:.2f} %"
+# the page's number formats (dashboard.js), rounded as JavaScript rounds: Python's format
+# rounds an exact tie such as 99.625 to even (99.62), Number.toFixed away from zero (99.63)
+
+
+def _pct(v: float) -> str:
+    return f"{to_fixed(100 * v, 2)} %"
 
 
 def _ms(v: float) -> str:
-    return f"{v:.2f} ms"
+    return f"{to_fixed(v, 2)} ms"
 
 
 def _int(v: float) -> str:
-    return f"{round(v):,}"
+    return f"{js_round(v):,}"
 
 
 def test_dashboard_pages_in_a_browser(
@@ -319,6 +324,13 @@ def test_dashboard_pages_in_a_browser(
         wait_for(f"{page} to load", lambda: driver.find_elements(By.ID, ready_id), 30)
 
     try:
+        # the figures below are formatted as the page's JavaScript rounds them; check that
+        # against this browser where the two languages' rounding differs
+        js = driver.execute_script(
+            "return arguments[0].map(v => [v.toFixed(2), v.toFixed(4), Math.round(v)])", TIES
+        )
+        assert js == [[to_fixed(v, 2), to_fixed(v, 4), js_round(v)] for v in TIES]
+
         # -- shadow vs primary: the promotion window's aggregate and gates, as promote sees them
         open_page("shadow", "shadow-challenger-n")
         store, drift_check = ShadowStore(settings.redis_url), RedisDriftCheck(settings.redis_url)
@@ -331,7 +343,7 @@ def test_dashboard_pages_in_a_browser(
                 "agreement_rate": _pct(agg.agreement_rate or 0),
                 "primary_flag_rate": _pct(agg.primary_flag_rate or 0),
                 "shadow_flag_rate": _pct(agg.shadow_flag_rate or 0),
-                "p95_abs_delta": f"{agg.p95_abs_delta:.4f}",
+                "p95_abs_delta": to_fixed(agg.p95_abs_delta, 4),
                 "primary_latency_p99_ms": _ms(agg.primary_latency_p99_ms or 0),
                 "shadow_latency_p99_ms": _ms(agg.shadow_latency_p99_ms or 0),
             }
