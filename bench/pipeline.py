@@ -12,9 +12,9 @@
    used (in cores, by role);
    `--profile DIR` adds py-spy flame graphs of the ingress and primary-model replicas
    during each rate (DIR/<rate>-per-s/*.svg).
-   `--placement deployment,ingress`, `--max-wait-ms 5,0` and `--idle-gap-ms 5,1` run steps 1
-   and 2 for each variant (every placement with every wait and gap) one after the other in
-   this run, with a table of the variants side by side.
+   `--placement deployment,ingress` and `--max-wait-ms 5,0` run steps 1 and 2 for each
+   variant (every placement with every wait) one after the other in this run, with a table of
+   the variants side by side.
 3. Memory: RSS and PSS of every process of the stack (broker, Redis, MLflow, Ray
    with all its workers, this driver) while the app runs.
 4. Passthrough: the same N events forwarded by a bare aiokafka consume→produce loop (its own
@@ -38,7 +38,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +57,16 @@ def _csv(cast: Any) -> Any:
 
 
 def _isolated(
-    suffix: str, placement: str | None = None, ingress: Mapping[str, Any] | None = None
+    suffix: str, placement: str | None = None, max_wait_ms: int | None = None
 ) -> dict[str, Any]:
     """The fraud app's args on its own topics; `placement` (deployment or ingress) overrides
-    where every model runs, `ingress` the ingress settings it names (the batch wait:
-    max_wait_ms, idle_gap_ms); None: as the config says."""
+    where every model runs, `max_wait_ms` how long the ingress waits to fill a batch after
+    its first record (None: as the config says)."""
     from raylane.testing.kafka import isolated_args, place_models
 
     args = place_models(isolated_args(CONFIG, suffix), placement)
-    args["ingress"].update(ingress or {})
+    if max_wait_ms is not None:
+        args["ingress"]["max_wait_ms"] = max_wait_ms
     return args
 
 
@@ -152,22 +152,19 @@ def bench_pipeline(
     world: Any,
     bootstrap: str,
     placement: str | None = None,
-    ingress: Mapping[str, Any] | None = None,
+    max_wait_ms: int | None = None,
 ) -> dict[str, Any]:
     from raylane.kafka.admin import ensure_topics
     from raylane.serving.runtime import run_pipeline
     from raylane.testing.kafka import isolated_topics as all_topics
 
-    sat_args = _isolated("bench-sat-" + uuid.uuid4().hex[:6], placement, ingress)
+    sat_args = _isolated("bench-sat-" + uuid.uuid4().hex[:6], placement, max_wait_ms)
     where = sat_args["models"]["primary"].get("placement", "deployment")
     wait = sat_args["ingress"].get("max_wait_ms")
-    gap = sat_args["ingress"].get("idle_gap_ms")
     res: dict[str, Any] = {
         "placement": where,
         "max_wait_ms": wait,
-        "idle_gap_ms": gap,
-        "variant": f"models: {where}, max_wait_ms {wait}"
-        + ("" if gap is None else f", idle_gap_ms {gap}"),
+        "variant": f"models: {where}, max_wait_ms {wait}",
     }
     uid = uuid.uuid4().hex[:6]
     lat_topic = f"payments.initiated.bench-lat-{uid}"
@@ -462,18 +459,6 @@ def bench_baseline(args: argparse.Namespace, world: Any) -> dict[str, Any]:
     return res
 
 
-def _batch_waits(waits: list[int] | None, gaps: list[int] | None) -> list[dict[str, int]]:
-    """Every --max-wait-ms with every --idle-gap-ms, as ingress overrides."""
-    return [
-        {
-            **({} if wait is None else {"max_wait_ms": wait}),
-            **({} if gap is None else {"idle_gap_ms": gap}),
-        }
-        for wait in waits or [None]
-        for gap in gaps or [None]
-    ]
-
-
 def _variants_table(runs: list[dict[str, Any]]) -> None:
     """The same measures per variant (model placement, batch wait), run one after the other
     in this run; ratios against the first."""
@@ -562,15 +547,6 @@ def main() -> int:
         help="the ingress's wait to fill a batch after its first record, e.g. 5,0: each value "
         "one after the other in this run (with each --placement); default: as the config",
     )
-    p.add_argument(
-        "--idle-gap-ms",
-        type=_csv(int),
-        default=None,
-        metavar="MS",
-        help="the gap between records that ends a filling batch before max_wait_ms, e.g. 5,1: "
-        "each value one after the other in this run (with each --placement and "
-        "--max-wait-ms); default: as the config",
-    )
     args = p.parse_args()
     for where in args.placement or []:
         if where not in ("deployment", "ingress"):
@@ -586,9 +562,9 @@ def main() -> int:
     world = World(seed=meta["seed"], n_users=meta["users"])
 
     runs = [
-        bench_pipeline(args, world, settings.kafka_bootstrap, where, ingress)
+        bench_pipeline(args, world, settings.kafka_bootstrap, where, wait)
         for where in args.placement or [None]
-        for ingress in _batch_waits(args.max_wait_ms, args.idle_gap_ms)
+        for wait in args.max_wait_ms or [None]
     ]
     ours = runs[0]
     if not args.skip_passthrough:

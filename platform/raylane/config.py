@@ -220,14 +220,6 @@ class IngressConfig(Frozen):
         description="Longest a micro-batch waits to fill after its first event; 0 takes what has "
         "arrived (under load batches still grow: records pile up while the previous batch runs).",
     )
-    idle_gap_ms: NonNegativeInt | None = Field(
-        default=None,
-        le=60_000,
-        description="A micro-batch that is filling goes as soon as no record has come for this "
-        "long, before max_wait_ms is up: at a low rate a lone event does not wait out "
-        "max_wait_ms, under load records keep coming and the batch fills. Default (unset): "
-        "max_wait_ms, i.e. a batch waits its whole max_wait_ms for more records.",
-    )
     fetch_max_wait_ms: PositiveInt = Field(
         default=5,
         le=1000,

@@ -221,8 +221,7 @@ class IngressLoop:
     # -- batches --------------------------------------------------------------------------
 
     async def _next_batch(self) -> list[InRecord]:
-        """Up to max_batch_size records, waiting at most max_wait_ms after the first and at
-        most idle_gap_ms for each next fetch (a gap that long ends the batch)."""
+        """Up to max_batch_size records, waiting at most max_wait_ms after the first."""
         ing = self.cfg.ingress
         records = await self._fetch(100, ing.max_batch_size, fresh_budget=True)
         if not records or len(records) >= ing.max_batch_size:
@@ -232,14 +231,13 @@ class IngressLoop:
                 records.extend(await self._fetch(0, ing.max_batch_size - len(records)))
             return records
         deadline = time.monotonic() + ing.max_wait_ms / 1000.0
-        gap_ms = ing.max_wait_ms if ing.idle_gap_ms is None else ing.idle_gap_ms
         while len(records) < ing.max_batch_size:
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
                 break
             if self._quarantine.later:  # the decompression budget is spent: score these
                 break
-            more = await self._fetch(min(remaining_ms, gap_ms), ing.max_batch_size - len(records))
+            more = await self._fetch(remaining_ms, ing.max_batch_size - len(records))
             if not more:
                 break
             records.extend(more)

@@ -221,30 +221,6 @@ async def test_a_partial_batch_goes_when_max_wait_ms_is_up() -> None:
     assert rig.model.batch_sizes == [3]
 
 
-async def test_a_filling_batch_goes_after_an_idle_gap_not_at_max_wait_ms() -> None:
-    # max_wait_ms is a minute: only the 1 s gap without a record can end this batch in time
-    rig = Rig(max_batch_size=100, max_wait_ms=60_000, idle_gap_ms=1000)
-    rig.send(payment(0))
-    await rig.start()
-    await rig.until(lambda: bool(rig.log.of("fetch")), "the first record fetched")
-    await settle_ticks()
-    assert rig.model.calls == 0  # within the gap: still filling
-    rig.send(payment(1), payment(2))  # records within the gap join the batch
-    await rig.all_committed()
-    await rig.close()
-    assert rig.model.batch_sizes == [3]
-    assert rig.consumer.commits == [{TP0: 3}]
-
-
-async def test_an_idle_gap_of_zero_takes_only_what_has_arrived() -> None:
-    rig = Rig(max_batch_size=100, max_wait_ms=60_000, idle_gap_ms=0)
-    rig.send(*[payment(i) for i in range(3)])
-    await rig.start()
-    await rig.all_committed()  # would wait out max_wait_ms if the gap were not applied
-    await rig.close()
-    assert rig.model.batch_sizes == [3]
-
-
 # -- commit order ---------------------------------------------------------------------------------
 
 
