@@ -280,8 +280,7 @@ def test_no_listener_of_the_running_pipeline_leaves_loopback(
 # -- the dashboard in a real browser (shares this module's deployment and its traffic) -----
 
 
-# the page's number formats (dashboard.js), rounded as JavaScript rounds: Python's format
-# rounds an exact tie such as 99.625 to even (99.62), Number.toFixed away from zero (99.63)
+# the page's number formats (dashboard.js), rounded as JavaScript rounds (browser.to_fixed)
 
 
 def _pct(v: float) -> str:
